@@ -1,0 +1,321 @@
+"""`TimerFacet`: non-durable, in-memory timers that put `TimerFired` into the actor's mailbox.
+
+Timers live in the system's one scheduler. They are lost when the actor stops, fails or is
+deactivated, and they never activate an actor. A slow actor is not flooded: at most one fire per
+timer waits in its mailbox; ticks that fall due meanwhile are counted in `TimerFired.missed`.
+Re-registering a name replaces the timer, and a fire of the old one still in the mailbox is
+discarded.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
+
+from plexspaces import (
+    ActorContext,
+    ActorStoppedError,
+    Clock,
+    ConfigSpec,
+    Duration,
+    Facet,
+    ScheduledCall,
+    Scheduler,
+    SystemShutdownError,
+    TimerFired,
+    parse_duration,
+)
+
+__all__ = ["TimerFacet", "TimerInfo", "TimerRegistration"]
+
+DEFAULT_MIN_INTERVAL = timedelta(milliseconds=1)
+
+
+@dataclass(frozen=True, slots=True)
+class TimerRegistration:
+    """A timer to register with `TimerFacet.register_timer`.
+
+    A periodic timer needs `interval` (its period) and fires first at `due_time` (default: one
+    interval). A one-shot timer needs `due_time` (its delay) and takes no `interval`.
+    """
+
+    name: str
+    interval: Duration | None = None
+    due_time: Duration | None = None
+    periodic: bool = False
+    payload: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class TimerInfo:
+    """A registered timer, as `TimerFacet.list_timers` reports it."""
+
+    name: str
+    periodic: bool
+    interval: timedelta | None
+    next_fire_at: datetime
+    fire_count: int
+    payload: Any
+
+
+class _Timer(ScheduledCall):
+    """One registered timer; also its own entry in the scheduler's heap."""
+
+    __slots__ = ("facet", "first", "missed", "name", "payload", "pending", "period", "ticks")
+
+    def __init__(self, facet: TimerFacet, name: str, period: float | None, payload: Any) -> None:
+        super().__init__()
+        self.facet = facet
+        self.name = name
+        self.period = period
+        self.payload = payload
+        self.first = 0.0
+        self.ticks = 0
+        self.missed = 0
+        self.pending = False
+
+    def run(self) -> None:
+        # On the scheduler thread.
+        self.ticks += 1
+        if self.pending:
+            self.missed += 1
+        else:
+            self.pending = True
+            fired = TimerFired(
+                self.name,
+                self.ticks,
+                datetime.fromtimestamp(self.when, UTC),
+                self.payload,
+                self.missed,
+            )
+            self.missed = 0
+            if not self.facet._deliver(fired, self._picked_up):
+                # The actor is gone (the ActorDeadError race): the timer dies with it.
+                self.facet._forget(self)
+                return
+        period = self.period
+        if period is None:
+            self.facet._forget(self)
+            return
+        following = self.first + self.ticks * period
+        now = self.facet._clock.time()
+        if following < now - period:
+            # The scheduler itself fell more than a tick behind (a stalled process): count the
+            # ticks in between as missed instead of running them back to back.
+            skipped = int((now - self.first) // period) - self.ticks
+            if skipped > 0:
+                self.ticks += skipped
+                self.missed += skipped
+                following = self.first + self.ticks * period
+        self.facet._scheduler.schedule(self, following)
+
+    def _picked_up(self) -> bool:
+        # On the actor's thread, as the fire leaves the mailbox: a fire of a replaced or
+        # cancelled timer is discarded here (the generation check).
+        self.pending = False
+        return not self.cancelled
+
+    def info(self) -> TimerInfo:
+        return TimerInfo(
+            name=self.name,
+            periodic=self.period is not None,
+            interval=None if self.period is None else timedelta(seconds=self.period),
+            next_fire_at=datetime.fromtimestamp(self.when, UTC),
+            fire_count=self.ticks,
+            payload=self.payload,
+        )
+
+    def __repr__(self) -> str:
+        return f"<timer {self.name!r} of {self.facet.facet_ctx!r} at {self.when}>"
+
+
+def _min_interval(value: Any) -> timedelta:
+    interval = parse_duration(value)
+    if interval <= timedelta(0):
+        raise ValueError(f"min_interval {value!r} must be positive")
+    return interval
+
+
+class TimerFacet(Facet):
+    """In-memory timers for one actor.
+
+    Config:
+        min_interval: the shortest period a periodic timer may have (duration, default "1ms").
+
+    Methods may be called from the actor's thread or any other (for example through
+    `ctx.facet_service.get_facet(actor_id, "timer")`).
+    """
+
+    facet_type = "timer"
+    config_schema: ClassVar[dict[str, ConfigSpec]] = {"min_interval": _min_interval}
+
+    _ctx: ActorContext
+    _scheduler: Scheduler
+    _clock: Clock
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._timers: dict[str, _Timer] = {}
+        self._lock = threading.Lock()
+        self._attached = False
+        self._min_period = DEFAULT_MIN_INTERVAL.total_seconds()
+
+    # -- facet lifecycle -------------------------------------------------------------------------
+
+    def on_attach(self, ctx: ActorContext, config: Mapping[str, Any]) -> None:
+        self._ctx = ctx
+        self._scheduler = ctx.scheduler
+        self._clock = ctx.clock
+        self._min_period = config.get("min_interval", DEFAULT_MIN_INTERVAL).total_seconds()
+        self._attached = True
+
+    def on_deactivate(self) -> None:
+        self._cancel_all()
+
+    def on_detach(self) -> None:
+        self._cancel_all()
+
+    # -- registration ----------------------------------------------------------------------------
+
+    def register_periodic(
+        self,
+        name: str,
+        interval: Duration,
+        *,
+        due_time: Duration | None = None,
+        payload: Any = None,
+    ) -> None:
+        """Fire `TimerFired` every `interval`, first at `due_time` (default: one interval).
+
+        Fixed rate on the original phase: tick n is due at `due_time + (n - 1) * interval`
+        whatever the lateness of earlier ticks. Replaces a timer of the same name.
+
+        Raises:
+            ValueError: empty name, non-positive or too short interval, negative due_time, or a
+                value that is not a duration. Nothing is registered.
+        """
+        period = self._period(interval)
+        first = period if due_time is None else self._delay(due_time, "due_time")
+        self._arm(name, period, first, payload)
+
+    def register_one_shot(self, name: str, delay: Duration, *, payload: Any = None) -> None:
+        """Fire `TimerFired` once, after `delay`; the timer is then removed.
+
+        Raises:
+            ValueError: empty name, negative delay, or a value that is not a duration.
+        """
+        self._arm(name, None, self._delay(delay, "delay"), payload)
+
+    def register_timer(self, registration: TimerRegistration) -> None:
+        """Register a timer described by a `TimerRegistration`."""
+        if not isinstance(registration, TimerRegistration):
+            raise TypeError(f"register_timer needs a TimerRegistration, got {registration!r}")
+        if registration.periodic:
+            if registration.interval is None:
+                raise ValueError(
+                    f"periodic timer {registration.name!r} needs an interval (its period)"
+                )
+            self.register_periodic(
+                registration.name,
+                registration.interval,
+                due_time=registration.due_time,
+                payload=registration.payload,
+            )
+            return
+        if registration.interval is not None:
+            raise ValueError(
+                f"one-shot timer {registration.name!r} takes due_time (its delay), not interval "
+                f"{registration.interval!r}; set periodic=True for a repeating timer"
+            )
+        if registration.due_time is None:
+            raise ValueError(f"one-shot timer {registration.name!r} needs due_time (its delay)")
+        self.register_one_shot(
+            registration.name, registration.due_time, payload=registration.payload
+        )
+
+    def unregister_timer(self, name: str) -> bool:
+        """Cancel the timer `name`; a fire of it still in the mailbox is discarded.
+
+        Returns False if no such timer was registered.
+        """
+        with self._lock:
+            timer = self._timers.pop(name, None)
+        if timer is None:
+            return False
+        timer.cancel()
+        return True
+
+    def list_timers(self) -> list[TimerInfo]:
+        """The registered timers, soonest first."""
+        with self._lock:
+            timers = list(self._timers.values())
+        return sorted((timer.info() for timer in timers), key=lambda info: info.next_fire_at)
+
+    def get_timer(self, name: str) -> TimerInfo | None:
+        """The timer `name`, or None."""
+        timer = self._timers.get(name)
+        return None if timer is None else timer.info()
+
+    def __len__(self) -> int:
+        return len(self._timers)
+
+    # -- internals ---------------------------------------------------------------------------------
+
+    def _arm(self, name: str, period: float | None, delay: float, payload: Any) -> None:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"timer name {name!r} must be a non-empty string")
+        self.require_context()
+        timer = _Timer(self, name, period, payload)
+        with self._lock:
+            if not self._attached:
+                raise ActorStoppedError(
+                    f"actor {self._ctx.actor_id!r} is no longer running; its timers were cancelled"
+                )
+            first = self._clock.time() + delay
+            timer.first = first
+            if not self._scheduler.schedule(timer, first):
+                raise SystemShutdownError(
+                    f"actor system {self._ctx.system.name!r} is shut down; timer {name!r} "
+                    "was not registered"
+                )
+            replaced = self._timers.get(name)
+            self._timers[name] = timer
+        if replaced is not None:
+            replaced.cancel()
+
+    def _period(self, interval: Duration) -> float:
+        seconds = parse_duration(interval).total_seconds()
+        if seconds <= 0:
+            raise ValueError(f"timer interval {interval!r} must be positive")
+        if seconds < self._min_period:
+            raise ValueError(
+                f"timer interval {interval!r} is shorter than this facet's min_interval "
+                f"({self._min_period * 1000:g}ms)"
+            )
+        return seconds
+
+    @staticmethod
+    def _delay(value: Duration, what: str) -> float:
+        try:
+            return parse_duration(value).total_seconds()
+        except ValueError as error:
+            raise ValueError(f"timer {what}: {error}") from None
+
+    def _deliver(self, fired: TimerFired, picked_up: Callable[[], bool]) -> bool:
+        return self._ctx.deliver(fired, guard=picked_up)
+
+    def _forget(self, timer: _Timer) -> None:
+        with self._lock:
+            if self._timers.get(timer.name) is timer:
+                del self._timers[timer.name]
+
+    def _cancel_all(self) -> None:
+        with self._lock:
+            self._attached = False
+            timers = list(self._timers.values())
+            self._timers.clear()
+        for timer in timers:
+            timer.cancel()

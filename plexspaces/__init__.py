@@ -1,0 +1,70 @@
+"""PlexSpaces: thread-based actors with pluggable facets.
+
+Actors run on pykka threads with a mailbox each; facets are opt-in capabilities attached at run
+time with a priority and a config (`TimerFacet` for in-memory timers, `ReminderFacet` for durable
+reminders, `VirtualActorFacet` for activation on demand). Everything time-based runs on the
+system's one `Clock` and one `Scheduler`.
+"""
+
+from ._actor import Actor, FacetSpec
+from ._clock import Clock, ManualClock, SystemClock
+from ._context import ActorContext, FacetService
+from ._duration import Duration, parse_duration
+from ._errors import (
+    ActorIdInUseError,
+    ActorNotFoundError,
+    ActorStoppedError,
+    AskTimeoutError,
+    DuplicateFacetError,
+    FacetConfigError,
+    FacetError,
+    FacetNotAttachedError,
+    PlexSpacesError,
+    SystemShutdownError,
+    UnknownFacetError,
+)
+from ._facet import ENTRY_POINT_GROUP, ConfigSpec, Facet, available_facets, resolve_facet
+from ._messages import DROP, ReminderFired, TimerFired
+from ._ref import DEFAULT_ASK_TIMEOUT, ActorRef
+from ._scheduler import ScheduledCall, Scheduler
+from ._system import STORAGE_URL_ENV, ActorSystem
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_ASK_TIMEOUT",
+    "DROP",
+    "ENTRY_POINT_GROUP",
+    "STORAGE_URL_ENV",
+    "Actor",
+    "ActorContext",
+    "ActorIdInUseError",
+    "ActorNotFoundError",
+    "ActorRef",
+    "ActorStoppedError",
+    "ActorSystem",
+    "AskTimeoutError",
+    "Clock",
+    "ConfigSpec",
+    "DuplicateFacetError",
+    "Duration",
+    "Facet",
+    "FacetConfigError",
+    "FacetError",
+    "FacetNotAttachedError",
+    "FacetService",
+    "FacetSpec",
+    "ManualClock",
+    "PlexSpacesError",
+    "ReminderFired",
+    "ScheduledCall",
+    "Scheduler",
+    "SystemClock",
+    "SystemShutdownError",
+    "TimerFired",
+    "UnknownFacetError",
+    "__version__",
+    "available_facets",
+    "parse_duration",
+    "resolve_facet",
+]

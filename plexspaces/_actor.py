@@ -1,0 +1,387 @@
+"""The user's `Actor` and the pykka actor (`_Cell`) that hosts it on its own thread."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar, overload
+
+import pykka
+import structlog
+
+from ._clock import current_handoff
+from ._context import ActorContext
+from ._errors import (
+    ActorStoppedError,
+    DuplicateFacetError,
+    FacetConfigError,
+    FacetError,
+    FacetNotAttachedError,
+    PlexSpacesError,
+)
+from ._facet import Facet, resolve_facet, validate_config
+from ._messages import DROP
+from ._ref import ActorRef
+
+if TYPE_CHECKING:
+    from ._system import ActorSystem
+
+__all__ = ["Actor", "FacetSpec"]
+
+F = TypeVar("F", bound=Facet)
+FacetSpec = Facet | type[Facet] | str
+"""A facet to attach: an instance, a class (made with no arguments) or an entry-point name."""
+
+_log = structlog.get_logger("plexspaces")
+
+
+class Actor:
+    """Base class of actors. Subclass it and override the hooks you need.
+
+    `on_start` runs on the actor's thread before any message; `on_receive(message)` handles each
+    message in turn and its return value answers an `ask`; `on_stop` runs when the actor stops for
+    any reason after a successful `on_start` (a stop, a failure in a `tell` handler, deactivation
+    or system shutdown). `self.ctx` is available from `on_start` on.
+
+    An exception raised while handling an `ask` is raised to the caller and the actor goes on; an
+    exception while handling a `tell` is logged and ends the actor.
+    """
+
+    _plex_cell: _Cell | None = None
+
+    def __init__(self) -> None:
+        self._plex_cell = None
+
+    # -- hooks -------------------------------------------------------------------------------------
+
+    def on_start(self) -> None:
+        """Runs on the actor's thread before the first message; attach facets here."""
+
+    def on_stop(self) -> None:
+        """Runs on the actor's thread when it stops; its facets are still attached."""
+
+    def on_receive(self, message: Any) -> Any:
+        """Handle one message; the return value answers an `ask`."""
+        self.ctx.log.warning("actor.unhandled_message", message=repr(message))
+        return None
+
+    # -- runtime ---------------------------------------------------------------------------------
+
+    @property
+    def ctx(self) -> ActorContext:
+        """The actor's context (id, system, facet service, logger), from `on_start` on."""
+        cell = self._plex_cell
+        if cell is None:
+            raise PlexSpacesError(
+                f"{type(self).__name__}.ctx is available from on_start on, once the actor is "
+                "spawned by an ActorSystem"
+            )
+        return cell.ctx
+
+    def attach_facet(
+        self,
+        facet: FacetSpec,
+        *,
+        priority: int = 0,
+        config: Mapping[str, Any] | None = None,
+    ) -> Facet:
+        """Attach `facet` (an instance, a class or an entry-point name) and return it.
+
+        Raises:
+            DuplicateFacetError: a facet of the same `facet_type` is already attached.
+            FacetConfigError: the config has an unknown key or an ill-typed value, or `priority`
+                is not an int.
+            UnknownFacetError: `facet` is a name no installed package publishes.
+        """
+        cell = self._require_cell()
+        attached: Facet = cell.on_actor_thread(lambda: cell.attach(facet, priority, config))
+        return attached
+
+    def detach_facet(self, facet: str | type[Facet]) -> bool:
+        """Detach the facet of that type or class; False if none was attached."""
+        cell = self._require_cell()
+        detached: bool = cell.on_actor_thread(lambda: cell.detach(facet))
+        return detached
+
+    @overload
+    def facet(self, facet: type[F]) -> F: ...
+
+    @overload
+    def facet(self, facet: str) -> Facet: ...
+
+    def facet(self, facet: str | type[Facet]) -> Facet:
+        """The attached facet of that type name or class, else `FacetNotAttachedError`."""
+        return self._require_cell().facet(facet)
+
+    def _require_cell(self) -> _Cell:
+        cell = self._plex_cell
+        if cell is None:
+            raise PlexSpacesError(
+                f"{type(self).__name__} is not running: spawn it with ActorSystem.spawn and "
+                "attach facets from on_start on"
+            )
+        return cell
+
+
+class _Delivery:
+    """Envelope for a message put into the mailbox by the runtime (a timer or reminder fire)."""
+
+    __slots__ = ("guard", "message", "picked_up")
+
+    def __init__(
+        self,
+        message: Any,
+        guard: Callable[[], bool] | None,
+        picked_up: threading.Event | None,
+    ) -> None:
+        self.message = message
+        self.guard = guard
+        self.picked_up = picked_up
+
+
+class _Control:
+    """A function to run on the actor's thread, invisible to interceptors."""
+
+    __slots__ = ("function",)
+
+    def __init__(self, function: Callable[[], Any]) -> None:
+        self.function = function
+
+
+class _Cell(pykka.ThreadingActor):
+    """The pykka actor hosting one user `Actor`: mailbox, thread, facet registry, lifecycle."""
+
+    def __init__(
+        self, system: ActorSystem, actor: Actor, actor_id: str, created: list[_Cell]
+    ) -> None:
+        super().__init__()
+        self.system = system
+        self.actor = actor
+        self.actor_id = actor_id
+        self.log = _log.bind(actor_id=actor_id)
+        self.ref = ActorRef(actor_id, self)
+        self.ctx = ActorContext(self, actor_id, system, self.ref, self.log)
+        self.facets: list[Facet] = []
+        self._by_type: dict[str, Facet] = {}
+        self._before: list[Callable[[Any], Any]] = []
+        self._after: list[Callable[[Any, Any], None]] = []
+        self._on_receive = actor.on_receive
+        self.thread: threading.Thread | None = None
+        self.started = threading.Event()
+        self.start_error: BaseException | None = None
+        self.active = False
+        self.terminated = False
+        actor._plex_cell = self
+        system._adopt(self)
+        created.append(self)
+
+    # -- lifecycle (actor thread) ------------------------------------------------------------------
+
+    def on_start(self) -> None:
+        self.thread = threading.current_thread()
+        self.system._thread_started(self.thread)
+        try:
+            self.actor.on_start()
+            self.active = True
+            for facet in list(self.facets):
+                facet.on_activate()
+        except BaseException as error:
+            self.start_error = error
+            raise
+        self.log.debug("actor.started", actor_class=type(self.actor).__name__)
+        self.started.set()
+
+    def on_stop(self) -> None:
+        self._terminate()
+        self.log.debug("actor.stopped")
+
+    def _handle_failure(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        # Replaces pykka's stdlib logging with one structured event bound to the actor id, and
+        # releases everything the actor holds (facets, timers, its id) on every way out.
+        pykka.ActorRegistry.unregister(self.actor_ref)
+        self.actor_stopped.set()
+        event = "actor.failed" if self.started.is_set() else "actor.start_failed"
+        self.log.error(event, exc_info=(exc_type, exc_value, traceback))
+        self._terminate()
+        self.started.set()
+
+    def _terminate(self) -> None:
+        if self.terminated:
+            return
+        self.terminated = True
+        if self.active:
+            try:
+                self.actor.on_stop()
+            except Exception:
+                self.log.exception("actor.on_stop_failed")
+        self.active = False
+        for facet in list(reversed(self.facets)):
+            self._release(facet)
+        self.facets.clear()
+        self._by_type.clear()
+        self._rebuild_interceptors()
+        self.system._forget(self)
+
+    # -- messages (actor thread) -------------------------------------------------------------------
+
+    def on_receive(self, message: Any) -> Any:
+        kind = type(message)
+        if kind is _Delivery:
+            if message.picked_up is not None:
+                message.picked_up.set()
+            guard = message.guard
+            if guard is not None and not guard():
+                return None
+            message = message.message
+        elif kind is _Control:
+            return message.function()
+        for before in self._before:
+            replacement = before(message)
+            if replacement is not None:
+                if replacement is DROP:
+                    return None
+                message = replacement
+        result = self._on_receive(message)
+        for after in self._after:
+            after(message, result)
+        return result
+
+    # -- delivery (any thread) ---------------------------------------------------------------------
+
+    def deliver(self, message: Any, guard: Callable[[], bool] | None) -> bool:
+        handoff = current_handoff()
+        picked_up = None
+        if handoff is not None and self.thread is not threading.current_thread():
+            picked_up = threading.Event()
+        try:
+            self.actor_ref.tell(_Delivery(message, guard, picked_up))
+        except pykka.ActorDeadError:
+            return False
+        if handoff is not None and picked_up is not None:
+            handoff.track(picked_up, self.actor_ref.is_alive)
+        return True
+
+    def on_actor_thread(self, function: Callable[[], Any]) -> Any:
+        """Run `function` on this actor's thread and return its result (or raise its error)."""
+        if self.thread is threading.current_thread():
+            return function()
+        return self.ref._ask_control(_Control(function))
+
+    # -- facet registry (actor thread) -------------------------------------------------------------
+
+    def attach(self, spec: FacetSpec, priority: int, config: Mapping[str, Any] | None) -> Facet:
+        if self.terminated:
+            raise ActorStoppedError(f"actor {self.actor_id!r} is not running")
+        facet = _instantiate(spec)
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            raise FacetConfigError(
+                f"priority {priority!r} for facet {facet.facet_type!r} must be an int "
+                "(higher runs first before a message)"
+            )
+        kind = facet.facet_type
+        if not isinstance(kind, str) or not kind:
+            raise FacetError(f"{type(facet).__name__}.facet_type {kind!r} must be a non-empty str")
+        if kind in self._by_type:
+            raise DuplicateFacetError(
+                f"actor {self.actor_id!r} already has a facet of type {kind!r}; "
+                "detach it before attaching another"
+            )
+        if getattr(facet, "facet_ctx", None) is not None:
+            raise FacetError(f"{facet!r} is already attached; use a new instance for each actor")
+        checked = validate_config(facet, config)
+        facet.facet_ctx = self.ctx
+        facet.facet_log = self.log.bind(facet=kind)
+        facet.facet_priority = priority
+        facet.facet_config = checked
+        try:
+            facet.on_attach(self.ctx, checked)
+        except BaseException:
+            facet.facet_ctx = None
+            raise
+        position = len(self.facets)
+        for index, other in enumerate(self.facets):
+            if other.facet_priority < priority:
+                position = index
+                break
+        self.facets.insert(position, facet)
+        self._by_type[kind] = facet
+        self._rebuild_interceptors()
+        self.log.debug("facet.attached", facet=kind, priority=priority)
+        if self.active:
+            try:
+                facet.on_activate()
+            except BaseException:
+                self.detach(kind)
+                raise
+        return facet
+
+    def detach(self, spec: str | type[Facet]) -> bool:
+        try:
+            facet = self.facet(spec)
+        except FacetNotAttachedError:
+            return False
+        self.facets.remove(facet)
+        del self._by_type[facet.facet_type]
+        self._rebuild_interceptors()
+        self._release(facet)
+        self.log.debug("facet.detached", facet=facet.facet_type)
+        return True
+
+    def facet(self, spec: str | type[Facet]) -> Facet:
+        if isinstance(spec, str):
+            found = self._by_type.get(spec)
+            if found is not None:
+                return found
+        elif isinstance(spec, type):
+            for facet in self.facets:
+                if isinstance(facet, spec):
+                    return facet
+        else:
+            raise TypeError(f"facet {spec!r} must be a facet type name (str) or a Facet subclass")
+        attached = ", ".join(self._by_type) or "none"
+        name = spec if isinstance(spec, str) else spec.__name__
+        raise FacetNotAttachedError(
+            f"actor {self.actor_id!r} has no facet {name!r} attached (attached: {attached})"
+        )
+
+    def _release(self, facet: Facet) -> None:
+        for hook in (facet.on_deactivate, facet.on_detach):
+            try:
+                hook()
+            except Exception:
+                self.log.exception("facet.hook_failed", facet=facet.facet_type, hook=hook.__name__)
+        facet.facet_ctx = None
+
+    def _rebuild_interceptors(self) -> None:
+        # Only facets that override an interceptor cost anything per message.
+        self._before = [
+            f.before_message
+            for f in self.facets
+            if type(f).before_message is not Facet.before_message
+        ]
+        self._after = [
+            f.after_message
+            for f in reversed(self.facets)
+            if type(f).after_message is not Facet.after_message
+        ]
+
+    def __str__(self) -> str:
+        return f"actor {self.actor_id!r}"
+
+
+def _instantiate(spec: FacetSpec) -> Facet:
+    if isinstance(spec, Facet):
+        return spec
+    if isinstance(spec, str):
+        return resolve_facet(spec)()
+    if isinstance(spec, type) and issubclass(spec, Facet):
+        return spec()
+    raise TypeError(
+        f"facet {spec!r} must be a Facet instance, a Facet subclass or an entry-point name"
+    )

@@ -1,0 +1,201 @@
+"""The clock seam: the only place the runtime reads the time.
+
+A `Clock` tells the time and decides how a `Scheduler` is driven. `SystemClock` gives each scheduler
+one thread that sleeps until the next deadline. `ManualClock` runs no thread at all: time stands
+still until a test calls `advance()`, which fires what fell due, in due order, on the caller's
+thread.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import structlog
+
+from ._duration import Duration, parse_duration
+
+if TYPE_CHECKING:
+    from ._scheduler import Scheduler
+
+__all__ = ["Clock", "ManualClock", "SystemClock"]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_log = structlog.get_logger("plexspaces.clock")
+
+# How long `ManualClock.advance` waits for an actor to take a fire out of its mailbox before it
+# moves time on regardless (an actor blocked in a long handler must not hang a test for ever).
+_HANDOFF_LIMIT_SECONDS = 10.0
+
+
+class Clock(ABC):
+    """Source of time for an actor system, and the driver of its scheduler."""
+
+    @abstractmethod
+    def time(self) -> float:
+        """The current time as POSIX seconds (what the scheduler's deadlines are in)."""
+
+    def now(self) -> datetime:
+        """The current time as an aware UTC `datetime`."""
+        return datetime.fromtimestamp(self.time(), UTC)
+
+    @abstractmethod
+    def _drive(self, scheduler: Scheduler) -> None:
+        """Start running `scheduler`'s due calls (called once, when the scheduler starts)."""
+
+    @abstractmethod
+    def _release(self, scheduler: Scheduler) -> None:
+        """Stop running `scheduler`'s calls and wait until none is running."""
+
+
+class SystemClock(Clock):
+    """Wall-clock time; each scheduler gets one thread that waits for its next deadline."""
+
+    def time(self) -> float:
+        return time.time()
+
+    def _drive(self, scheduler: Scheduler) -> None:
+        scheduler._start_thread()
+
+    def _release(self, scheduler: Scheduler) -> None:
+        scheduler._stop_thread()
+
+    def __repr__(self) -> str:
+        return "SystemClock()"
+
+
+class ManualClock(Clock):
+    """Virtual time for tests and simulations.
+
+    Time moves only when `advance()` is called. Several actor systems may share one `ManualClock`
+    (for example a system and its restarted successor); `advance()` fires the due calls of all of
+    them, in due order.
+
+    Args:
+        start: the initial time, an aware `datetime`. Default: now, truncated to the millisecond.
+    """
+
+    def __init__(self, start: datetime | None = None) -> None:
+        if start is None:
+            start = datetime.now(UTC).replace(
+                microsecond=datetime.now(UTC).microsecond // 1000 * 1000
+            )
+        elif not isinstance(start, datetime) or start.tzinfo is None or start.utcoffset() is None:
+            raise ValueError(
+                f"ManualClock start {start!r} must be an aware datetime "
+                "(for example datetime(2026, 1, 1, tzinfo=timezone.utc))"
+            )
+        # Whole microseconds since the epoch: exact, so now() == start + advanced, always.
+        self._micros = _to_micros(start)
+        self._advance_lock = threading.RLock()
+        self._schedulers: weakref.WeakSet[Scheduler] = weakref.WeakSet()
+        self._schedulers_lock = threading.Lock()
+
+    def time(self) -> float:
+        return self._micros / 1_000_000
+
+    def now(self) -> datetime:
+        return _EPOCH + timedelta(microseconds=self._micros)
+
+    def advance(self, duration: Duration) -> None:
+        """Move time forward by `duration`, firing everything that falls due, in due order.
+
+        Each call runs at the time it was due (`now()` inside it reads its deadline). Calls already
+        due before this advance (such as overdue reminders loaded at start) run first. Fires are
+        delivered to actors' mailboxes asynchronously; before moving on to the next deadline this
+        waits until each actor has taken its fire out of the mailbox, so a slow-actor rule ("at
+        most one undelivered fire per timer") gives the same result on every run. An `ask` sent
+        after `advance()` returns is answered after those fires are handled. `advance(0)` runs
+        what is already due.
+        """
+        step = parse_duration(duration)
+        with self._advance_lock:
+            target = self._micros + _timedelta_micros(step)
+            while True:
+                scheduler, when = self._earliest_due(target)
+                if scheduler is None:
+                    break
+                when_micros = round(when * 1_000_000)
+                self._micros = max(self._micros, when_micros)
+                handoff = _Handoff()
+                _current_handoff.value = handoff
+                try:
+                    scheduler._run_due(self.time())
+                finally:
+                    _current_handoff.value = None
+                handoff.wait()
+            self._micros = max(self._micros, target)
+
+    def _earliest_due(self, target_micros: int) -> tuple[Scheduler | None, float]:
+        best: Scheduler | None = None
+        best_when = 0.0
+        with self._schedulers_lock:
+            schedulers = list(self._schedulers)
+        for scheduler in schedulers:
+            when = scheduler._next_deadline()
+            if when is None or round(when * 1_000_000) > target_micros:
+                continue
+            if best is None or when < best_when:
+                best, best_when = scheduler, when
+        return best, best_when
+
+    def _drive(self, scheduler: Scheduler) -> None:
+        with self._schedulers_lock:
+            self._schedulers.add(scheduler)
+
+    def _release(self, scheduler: Scheduler) -> None:
+        # A closed scheduler runs no more calls, even in an advance() already under way.
+        with self._schedulers_lock:
+            self._schedulers.discard(scheduler)
+
+    def __repr__(self) -> str:
+        return f"ManualClock(now={self.now().isoformat()})"
+
+
+def _to_micros(moment: datetime) -> int:
+    return _timedelta_micros(moment - _EPOCH)
+
+
+def _timedelta_micros(delta: timedelta) -> int:
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+class _Handoff:
+    """Fires delivered during one step of `ManualClock.advance`, and the wait for their pick-up."""
+
+    __slots__ = ("_pending",)
+
+    def __init__(self) -> None:
+        self._pending: list[tuple[threading.Event, Callable[[], bool]]] = []
+
+    def track(self, picked_up: threading.Event, alive: Callable[[], bool]) -> None:
+        """Remember a delivery; `alive` tells whether the recipient still runs."""
+        self._pending.append((picked_up, alive))
+
+    def wait(self) -> None:
+        deadline = time.monotonic() + _HANDOFF_LIMIT_SECONDS
+        for picked_up, alive in self._pending:
+            # Short slices, so a recipient that stops with the fire still queued is noticed.
+            while not picked_up.wait(0.02):
+                if not alive():
+                    break
+                if time.monotonic() > deadline:
+                    _log.warning("clock.handoff_timeout", waited_s=_HANDOFF_LIMIT_SECONDS)
+                    break
+
+
+class _HandoffSlot(threading.local):
+    value: _Handoff | None = None
+
+
+_current_handoff = _HandoffSlot()
+
+
+def current_handoff() -> _Handoff | None:
+    """The hand-off of the `ManualClock.advance` step running on this thread, if any."""
+    return _current_handoff.value

@@ -1,0 +1,111 @@
+"""What an actor (and each of its facets) sees of the runtime."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar, overload
+
+from ._errors import ActorNotFoundError
+
+if TYPE_CHECKING:
+    from structlog.typing import FilteringBoundLogger
+
+    from ._actor import _Cell
+    from ._clock import Clock
+    from ._facet import Facet
+    from ._ref import ActorRef
+    from ._scheduler import Scheduler
+    from ._system import ActorSystem
+
+__all__ = ["ActorContext", "FacetService"]
+
+F = TypeVar("F", bound="Facet")
+
+
+class ActorContext:
+    """An actor's view of the runtime, available as `self.ctx` from `on_start` on.
+
+    Attributes:
+        actor_id: the actor's id (`"<type>/<key>"` for a virtual actor).
+        system: the `ActorSystem` the actor runs in.
+        ref: the actor's own `ActorRef`.
+        log: a structlog logger bound with `actor_id`.
+    """
+
+    __slots__ = ("_cell", "actor_id", "log", "ref", "system")
+
+    def __init__(
+        self,
+        cell: _Cell,
+        actor_id: str,
+        system: ActorSystem,
+        ref: ActorRef,
+        log: FilteringBoundLogger,
+    ) -> None:
+        self._cell = cell
+        self.actor_id = actor_id
+        self.system = system
+        self.ref = ref
+        self.log = log
+
+    @property
+    def facet_service(self) -> FacetService:
+        """Look up the facets of any live actor of the system by actor id."""
+        return self.system.facet_service
+
+    @property
+    def clock(self) -> Clock:
+        """The system's clock: the only source of time for actors and facets."""
+        return self.system.clock
+
+    @property
+    def scheduler(self) -> Scheduler:
+        """The system's one scheduler, for facets that need deadlines."""
+        return self.system.scheduler
+
+    def deliver(self, message: Any, *, guard: Callable[[], bool] | None = None) -> bool:
+        """Put `message` into this actor's mailbox from any thread (facets use this for fires).
+
+        `guard`, if given, runs on the actor's thread when the message is taken out of the mailbox;
+        when it returns False the message is discarded before any interceptor or the actor sees it
+        (this is how a fire of a replaced or cancelled timer is dropped). Returns False, and
+        delivers nothing, if the actor is no longer running.
+        """
+        return self._cell.deliver(message, guard)
+
+    def __repr__(self) -> str:
+        return f"<ActorContext actor_id={self.actor_id!r}>"
+
+
+class FacetService:
+    """Facets of the system's live actors, by actor id and facet type (or class)."""
+
+    __slots__ = ("_system",)
+
+    def __init__(self, system: ActorSystem) -> None:
+        self._system = system
+
+    @overload
+    def get_facet(self, actor_id: str, facet: type[F]) -> F: ...
+
+    @overload
+    def get_facet(self, actor_id: str, facet: str) -> Facet: ...
+
+    def get_facet(self, actor_id: str, facet: str | type[Facet]) -> Facet:
+        """The facet of type `facet` (a `facet_type` name or a class) attached to `actor_id`.
+
+        Raises:
+            ActorNotFoundError: no live actor has that id.
+            FacetNotAttachedError: the actor has no such facet.
+        """
+        return self._cell(actor_id).facet(facet)
+
+    def list_facets(self, actor_id: str) -> list[Facet]:
+        """The facets attached to `actor_id`, highest priority first."""
+        return list(self._cell(actor_id).facets)
+
+    def _cell(self, actor_id: str) -> _Cell:
+        cell = self._system._live_cell(actor_id)
+        if cell is None:
+            raise ActorNotFoundError(f"no live actor with id {actor_id!r}")
+        return cell

@@ -1,0 +1,81 @@
+"""Durations: one strict parser used everywhere a duration is accepted."""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import timedelta
+from typing import TypeAlias
+
+__all__ = ["Duration", "parse_duration"]
+
+Duration: TypeAlias = timedelta | int | float | str
+"""What `parse_duration` accepts: a `timedelta`, seconds as a number, or a string like "1h30m"."""
+
+_UNIT_SECONDS = {
+    "us": 1e-6,
+    "µs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+    "d": 86400.0,
+}
+# One component: a number and a unit. Longer unit names come first so "ms" is not read as "m".
+_COMPONENT = re.compile(r"\s*(\d+(?:\.\d+)?|\.\d+)\s*(us|µs|ms|s|m|h|d)")
+_ACCEPTED = (
+    "a timedelta, a non-negative number of seconds, or a string such as "
+    "'500ms', '2s', '15m', '1h', '30d' or '1h30m' (units: us, ms, s, m, h, d)"
+)
+
+
+def parse_duration(value: Duration) -> timedelta:
+    """Return `value` as a non-negative `timedelta`.
+
+    Accepts a `timedelta`, a number of seconds (`int` or `float`), or a string made of one or more
+    number-and-unit parts (`"500ms"`, `"1h30m"`, `"1.5s"`). Every number in a string needs a unit.
+
+    Raises:
+        ValueError: the value is negative, not finite, empty, has a number without a unit, or is not
+            one of the accepted types. The message names the value.
+    """
+    if isinstance(value, timedelta):
+        if value < timedelta(0):
+            raise ValueError(f"duration {value!r} is negative; expected {_ACCEPTED}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"duration {value!r} is not a duration; expected {_ACCEPTED}")
+    if isinstance(value, int | float):
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(
+                f"duration {value!r} must be finite and non-negative; expected {_ACCEPTED}"
+            )
+        return _seconds(value, value)
+    return _parse_string(value)
+
+
+def _parse_string(text: str) -> timedelta:
+    pos = 0
+    total = 0.0
+    parts = 0
+    stripped_end = len(text.rstrip())
+    while pos < stripped_end:
+        match = _COMPONENT.match(text, pos)
+        if match is None:
+            raise ValueError(
+                f"duration {text!r} is not understood at {text[pos:].strip()!r}; "
+                f"expected {_ACCEPTED}"
+            )
+        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        pos = match.end()
+        parts += 1
+    if parts == 0:
+        raise ValueError(f"duration {text!r} is empty; expected {_ACCEPTED}")
+    return _seconds(total, text)
+
+
+def _seconds(seconds: float, original: object) -> timedelta:
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError:
+        raise ValueError(f"duration {original!r} is too large") from None

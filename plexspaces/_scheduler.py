@@ -1,0 +1,252 @@
+"""The one scheduler of an actor system: every timer and reminder deadline lives in its heap."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import structlog
+
+from ._duration import Duration, parse_duration
+
+if TYPE_CHECKING:
+    from ._clock import Clock
+
+__all__ = ["ScheduledCall", "Scheduler"]
+
+_log = structlog.get_logger("plexspaces.scheduler")
+
+# Cancelled entries stay in the heap until they reach the top (cheap cancel). Once they are more
+# than half of a large heap, the heap is rebuilt without them so memory follows the live count.
+_COMPACT_MIN = 1024
+# Due calls taken from the heap per lock hold on the system clock; keeps pushes from other threads
+# from waiting behind a long burst.
+_BATCH = 1024
+
+
+class ScheduledCall(ABC):
+    """Something to run at a deadline on the scheduler's thread.
+
+    Subclass it and implement `run()` to keep per-call state in one object (the timer facet does),
+    or use `Scheduler.call_at()` with a plain function. `run()` must be quick: it runs on the one
+    thread that serves every deadline of the system. An exception from it is logged and dropped.
+    """
+
+    __slots__ = ("_queued", "_scheduler", "cancelled", "when")
+
+    def __init__(self) -> None:
+        self.when = 0.0
+        self.cancelled = False
+        self._queued = False
+        self._scheduler: Scheduler | None = None
+
+    @abstractmethod
+    def run(self) -> None:
+        """Called once `when` has been reached, unless cancelled first."""
+
+    def cancel(self) -> None:
+        """Stop this call from running. Idempotent; safe from any thread."""
+        if self.cancelled:
+            return
+        self.cancelled = True
+        if self._scheduler is not None:
+            self._scheduler._note_cancelled(self)
+
+
+class _FunctionCall(ScheduledCall):
+    __slots__ = ("_function",)
+
+    def __init__(self, function: Callable[[], object]) -> None:
+        super().__init__()
+        self._function = function
+
+    def run(self) -> None:
+        self._function()
+
+    def __repr__(self) -> str:
+        return f"<scheduled {self._function!r} at {self.when}>"
+
+
+class Scheduler:
+    """A heap of deadlines served by one thread (or by `ManualClock.advance`).
+
+    Deadlines are POSIX seconds on the system's clock. Pushing a deadline earlier than every other
+    wakes the thread through a condition; cancelling is O(1) and the entry is dropped lazily.
+    """
+
+    def __init__(self, clock: Clock, *, name: str = "plexspaces-scheduler") -> None:
+        self.clock = clock
+        self.name = name
+        self._heap: list[tuple[float, int, ScheduledCall]] = []
+        self._sequence = itertools.count()
+        self._condition = threading.Condition(threading.Lock())
+        self._cancelled_in_heap = 0
+        self._closed = False
+        self._started = False
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start serving deadlines (a thread on the system clock; nothing on a `ManualClock`)."""
+        if self._started:
+            return
+        self._started = True
+        self.clock._drive(self)
+
+    def close(self) -> None:
+        """Stop serving deadlines, drop every pending call and join the thread. Idempotent."""
+        with self._condition:
+            if self._closed:
+                return
+            self._closed = True
+            self._condition.notify_all()
+        if self._started:
+            self.clock._release(self)
+        with self._condition:
+            for _, _, call in self._heap:
+                call._queued = False
+            self._heap.clear()
+            self._cancelled_in_heap = 0
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # -- scheduling ------------------------------------------------------------------------------
+
+    def call_at(self, when: float, function: Callable[[], object]) -> ScheduledCall:
+        """Run `function()` on the scheduler thread at `when` (POSIX seconds on the clock)."""
+        call = _FunctionCall(function)
+        self.schedule(call, when)
+        return call
+
+    def call_later(self, delay: Duration, function: Callable[[], object]) -> ScheduledCall:
+        """Run `function()` on the scheduler thread after `delay`."""
+        return self.call_at(self.clock.time() + parse_duration(delay).total_seconds(), function)
+
+    def schedule(self, call: ScheduledCall, when: float) -> bool:
+        """Arm `call` for `when`. Returns False (and arms nothing) once the scheduler is closed.
+
+        A call is in the heap at most once: re-arm it from its own `run()`, or arm a new object.
+        """
+        call.when = when
+        call._scheduler = self
+        condition = self._condition
+        with condition:
+            if self._closed or call.cancelled:
+                return False
+            heap = self._heap
+            entry = (when, next(self._sequence), call)
+            heapq.heappush(heap, entry)
+            call._queued = True
+            if heap[0] is entry:
+                condition.notify()
+        return True
+
+    def __len__(self) -> int:
+        """Armed calls, not counting cancelled ones still waiting to be dropped."""
+        return len(self._heap) - self._cancelled_in_heap
+
+    # -- internals used by the clocks -------------------------------------------------------------
+
+    def _note_cancelled(self, call: ScheduledCall) -> None:
+        with self._condition:
+            if not call._queued:
+                return
+            self._cancelled_in_heap += 1
+            heap = self._heap
+            if self._cancelled_in_heap > _COMPACT_MIN and self._cancelled_in_heap * 2 > len(heap):
+                live = [entry for entry in heap if not entry[2].cancelled]
+                for entry in heap:
+                    if entry[2].cancelled:
+                        entry[2]._queued = False
+                heapq.heapify(live)
+                self._heap = live
+                self._cancelled_in_heap = 0
+
+    def _drop_cancelled_top(self) -> None:
+        heap = self._heap
+        while heap and heap[0][2].cancelled:
+            heapq.heappop(heap)[2]._queued = False
+            self._cancelled_in_heap -= 1
+
+    def _next_deadline(self) -> float | None:
+        with self._condition:
+            if self._closed:
+                return None
+            self._drop_cancelled_top()
+            return self._heap[0][0] if self._heap else None
+
+    def _pop_due_locked(self, now: float, limit: int) -> list[ScheduledCall]:
+        heap = self._heap
+        due: list[ScheduledCall] = []
+        while heap and heap[0][0] <= now and len(due) < limit:
+            call = heapq.heappop(heap)[2]
+            call._queued = False
+            if call.cancelled:
+                self._cancelled_in_heap -= 1
+            else:
+                due.append(call)
+        return due
+
+    def _run_due(self, now: float) -> None:
+        """Run every call due at `now` (used by `ManualClock.advance`)."""
+        while True:
+            with self._condition:
+                if self._closed:
+                    return
+                batch = self._pop_due_locked(now, _BATCH)
+            if not batch:
+                return
+            self._run_batch(batch)
+
+    def _run_batch(self, batch: list[ScheduledCall]) -> None:
+        for call in batch:
+            if call.cancelled or self._closed:
+                continue
+            try:
+                call.run()
+            except Exception:
+                # One faulty callback must not stop every other deadline of the system.
+                _log.exception("scheduler.call_failed", scheduler=self.name, call=repr(call))
+
+    # -- the thread (system clock) -----------------------------------------------------------------
+
+    def _start_thread(self) -> None:
+        self._thread = threading.Thread(target=self._serve, name=self.name, daemon=True)
+        self._thread.start()
+
+    def _stop_thread(self) -> None:
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    def _serve(self) -> None:
+        clock = self.clock
+        condition = self._condition
+        heap = self._heap
+        while True:
+            with condition:
+                while True:
+                    if self._closed:
+                        return
+                    heap = self._heap  # compaction may have replaced the list
+                    self._drop_cancelled_top()
+                    if not heap:
+                        condition.wait()
+                        continue
+                    now = clock.time()
+                    delay = heap[0][0] - now
+                    if delay <= 0:
+                        break
+                    condition.wait(delay)
+                batch = self._pop_due_locked(now, _BATCH)
+            self._run_batch(batch)
+
+    def __repr__(self) -> str:
+        return f"<Scheduler {self.name!r} armed={len(self)} clock={self.clock!r}>"

@@ -1,0 +1,257 @@
+"""`ActorSystem`: owns the actors, the clock, the one scheduler and the facet service."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import threading
+import uuid
+import weakref
+from datetime import timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, TypeVar
+
+import pykka
+import structlog
+
+from ._actor import Actor, _Cell
+from ._clock import Clock, SystemClock
+from ._context import FacetService
+from ._duration import Duration, parse_duration
+from ._errors import ActorIdInUseError, AskTimeoutError, SystemShutdownError
+from ._logging import ensure_logging_configured
+from ._ref import ActorRef
+from ._scheduler import Scheduler
+
+__all__ = ["STORAGE_URL_ENV", "ActorSystem"]
+
+STORAGE_URL_ENV: Final = "PLEXSPACES_STORAGE_URL"
+"""Environment variable naming the storage URL when `ActorSystem(storage_url=None)`."""
+
+DEFAULT_DATABASE_FILE: Final = "plexspaces.db"
+
+A = TypeVar("A", bound=Actor)
+_log = structlog.get_logger("plexspaces")
+
+
+class _Reserved:
+    """Placeholder for an actor id whose actor is being constructed."""
+
+
+_RESERVED: Final = _Reserved()
+
+
+class ActorSystem:
+    """A set of actors sharing a clock, one scheduler thread and (for reminders) one store.
+
+    Args:
+        storage_url: SQLAlchemy URL of the durable store. None: the environment variable
+            `PLEXSPACES_STORAGE_URL` if set, else an embedded SQLite file `plexspaces.db` in the
+            current directory. Nothing is opened until a facet needs the store.
+        clock: the source of time (default: the system clock). Pass a `ManualClock` to drive time
+            by hand in tests and simulations.
+        node_id: the name of this process among nodes that share one database. Default: a stable
+            id derived from the host name and the storage URL, so a restarted process gets the
+            same id back.
+        lease: how long a node's claim on a reminder or an activation lasts without renewal.
+        name: a name for logs and the scheduler thread.
+
+    Use it as a context manager, or call `shutdown()`: actor threads are not daemons.
+    """
+
+    def __init__(
+        self,
+        storage_url: str | None = None,
+        clock: Clock | None = None,
+        node_id: str | None = None,
+        lease: Duration = "10s",
+        *,
+        name: str = "plexspaces",
+    ) -> None:
+        if clock is not None and not isinstance(clock, Clock):
+            raise TypeError(
+                f"clock {clock!r} must be a plexspaces Clock (SystemClock or ManualClock)"
+            )
+        ensure_logging_configured()
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self.storage_url: str = _resolve_storage_url(storage_url)
+        self.node_id: str = _resolve_node_id(node_id, self.storage_url)
+        self.lease: timedelta = parse_duration(lease)
+        if self.lease <= timedelta(0):
+            raise ValueError(f"lease {lease!r} must be a positive duration")
+        self.name = name
+        self.log = _log.bind(system=name, node_id=self.node_id)
+        self.facet_service = FacetService(self)
+        self.scheduler = Scheduler(self.clock, name=f"{name}-scheduler")
+        self._lock = threading.Lock()
+        self._actors: dict[str, _Cell | _Reserved] = {}
+        # Every actor thread this system started and that may still run, joined at shutdown.
+        self._threads: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
+        self._shutting_down = False
+        self._shut_down = threading.Event()
+        self.scheduler.start()
+
+    # -- actors ----------------------------------------------------------------------------------
+
+    def spawn(
+        self, cls: type[A], *args: Any, actor_id: str | None = None, **kwargs: Any
+    ) -> ActorRef:
+        """Start an actor of class `cls`; `args`/`kwargs` go to its constructor.
+
+        Returns once its `on_start` has run. An exception from the constructor or from `on_start`
+        is raised here, and the id is free again.
+
+        Raises:
+            TypeError: `cls` is not an `Actor` subclass.
+            ValueError: `actor_id` is not a non-empty string.
+            ActorIdInUseError: an actor with that id is alive.
+            SystemShutdownError: the system is shut down.
+        """
+        if not (isinstance(cls, type) and issubclass(cls, Actor)):
+            raise TypeError(f"spawn needs a subclass of plexspaces.Actor, got {cls!r}")
+        if actor_id is None:
+            actor_id = f"{cls.__name__.lower()}-{uuid.uuid4().hex[:12]}"
+        elif not isinstance(actor_id, str) or not actor_id:
+            raise ValueError(f"actor_id {actor_id!r} must be a non-empty string")
+        with self._lock:
+            self._check_open()
+            if actor_id in self._actors:
+                raise ActorIdInUseError(f"an actor with id {actor_id!r} is already running")
+            self._actors[actor_id] = _RESERVED
+        created: list[_Cell] = []
+        try:
+            actor = cls(*args, **kwargs)
+            _Cell.start(self, actor, actor_id, created)
+        except BaseException:
+            with self._lock:
+                if self._actors.get(actor_id) is _RESERVED:
+                    del self._actors[actor_id]
+            raise
+        cell = created[0]
+        cell.started.wait()
+        if cell.start_error is not None:
+            raise cell.start_error
+        return cell.ref
+
+    def lookup(self, actor_id: str) -> ActorRef | None:
+        """The ref of the live actor with that id, or None."""
+        cell = self._live_cell(actor_id)
+        return cell.ref if cell is not None else None
+
+    def actor_ids(self) -> list[str]:
+        """Ids of the live actors."""
+        with self._lock:
+            return [key for key, cell in self._actors.items() if isinstance(cell, _Cell)]
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def shutdown(self, timeout: Duration | None = "30s") -> None:
+        """Stop every actor (each runs `on_stop`, its facets are detached), then the scheduler.
+
+        Joins every thread the system started. Idempotent; safe to call from an actor (that
+        actor stops after its current message).
+        """
+        current = threading.current_thread()
+        with self._lock:
+            first = not self._shutting_down
+            self._shutting_down = True
+            cells = [cell for cell in self._actors.values() if isinstance(cell, _Cell)]
+        if not first:
+            if current not in self._threads:
+                self._shut_down.wait()
+            return
+        seconds = None if timeout is None else parse_duration(timeout).total_seconds()
+        try:
+            stops = [(cell, cell.actor_ref.stop(block=False)) for cell in cells]
+            for cell, stopped in stops:
+                if cell.thread is current:
+                    continue
+                try:
+                    stopped.get(timeout=seconds)
+                except pykka.Timeout:
+                    raise AskTimeoutError(
+                        f"actor {cell.actor_id!r} did not stop within {timeout!r}"
+                    ) from None
+            for thread in list(self._threads):
+                if thread is not current:
+                    thread.join(seconds)
+        finally:
+            self.scheduler.close()
+            self._shut_down.set()
+            self.log.debug("system.shut_down", actors=len(cells))
+
+    @property
+    def is_shut_down(self) -> bool:
+        return self._shutting_down
+
+    def __enter__(self) -> ActorSystem:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.shutdown()
+
+    def __repr__(self) -> str:
+        return f"<ActorSystem {self.name!r} node={self.node_id!r} actors={len(self.actor_ids())}>"
+
+    # -- used by cells ---------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._shutting_down:
+            raise SystemShutdownError(f"actor system {self.name!r} is shut down")
+
+    def _adopt(self, cell: _Cell) -> None:
+        with self._lock:
+            self._check_open()
+            self._actors[cell.actor_id] = cell
+
+    def _thread_started(self, thread: threading.Thread) -> None:
+        self._threads.add(thread)
+
+    def _forget(self, cell: _Cell) -> None:
+        with self._lock:
+            if self._actors.get(cell.actor_id) is cell:
+                del self._actors[cell.actor_id]
+
+    def _live_cell(self, actor_id: str) -> _Cell | None:
+        cell = self._actors.get(actor_id)
+        return cell if isinstance(cell, _Cell) else None
+
+
+def _resolve_storage_url(storage_url: str | None) -> str:
+    if storage_url is None:
+        storage_url = os.environ.get(STORAGE_URL_ENV) or None
+    if storage_url is None:
+        return f"sqlite:///{Path.cwd() / DEFAULT_DATABASE_FILE}"
+    if not isinstance(storage_url, str) or not storage_url.strip():
+        raise ValueError(
+            f"storage_url {storage_url!r} must be a SQLAlchemy URL such as "
+            "'sqlite:///plexspaces.db' or 'postgresql+psycopg://user@host/db'"
+        )
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        make_url(storage_url)
+    except ArgumentError:
+        raise ValueError(
+            f"storage_url {storage_url!r} is not a SQLAlchemy URL; expected for example "
+            "'sqlite:///plexspaces.db' or 'postgresql+psycopg://user@host/db'"
+        ) from None
+    return storage_url
+
+
+def _resolve_node_id(node_id: str | None, storage_url: str) -> str:
+    if node_id is None:
+        host = socket.gethostname()
+        digest = hashlib.sha256(f"{host}\0{storage_url}".encode()).hexdigest()[:8]
+        return f"{host}-{digest}"
+    if not isinstance(node_id, str) or not node_id.strip():
+        raise ValueError(f"node_id {node_id!r} must be a non-empty string")
+    return node_id
