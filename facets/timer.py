@@ -26,6 +26,7 @@ from plexspaces import (
     Scheduler,
     SystemShutdownError,
     TimerFired,
+    duration_seconds,
     parse_duration,
 )
 
@@ -67,7 +68,11 @@ class _Timer(ScheduledCall):
     __slots__ = ("facet", "first", "missed", "name", "payload", "pending", "period", "ticks")
 
     def __init__(self, facet: TimerFacet, name: str, period: float | None, payload: Any) -> None:
-        super().__init__()
+        # ScheduledCall's fields set inline: this runs once per registration, a hot path.
+        self.when = 0.0
+        self.cancelled = False
+        self._queued = False
+        self._scheduler = None
         self.facet = facet
         self.name = name
         self.period = period
@@ -265,12 +270,12 @@ class TimerFacet(Facet):
     # -- internals ---------------------------------------------------------------------------------
 
     def _arm(self, name: str, period: float | None, delay: float, payload: Any) -> None:
-        if not isinstance(name, str) or not name:
+        if type(name) is not str or not name:
             raise ValueError(f"timer name {name!r} must be a non-empty string")
-        self.require_context()
         timer = _Timer(self, name, period, payload)
         with self._lock:
             if not self._attached:
+                self.require_context()
                 raise ActorStoppedError(
                     f"actor {self._ctx.actor_id!r} is no longer running; its timers were cancelled"
                 )
@@ -287,7 +292,7 @@ class TimerFacet(Facet):
             replaced.cancel()
 
     def _period(self, interval: Duration) -> float:
-        seconds = parse_duration(interval).total_seconds()
+        seconds = duration_seconds(interval)
         if seconds <= 0:
             raise ValueError(f"timer interval {interval!r} must be positive")
         if seconds < self._min_period:
@@ -300,7 +305,7 @@ class TimerFacet(Facet):
     @staticmethod
     def _delay(value: Duration, what: str) -> float:
         try:
-            return parse_duration(value).total_seconds()
+            return duration_seconds(value)
         except ValueError as error:
             raise ValueError(f"timer {what}: {error}") from None
 

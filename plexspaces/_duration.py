@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 import re
 from datetime import timedelta
+from functools import lru_cache
 from typing import TypeAlias
 
-__all__ = ["Duration", "parse_duration"]
+__all__ = ["Duration", "duration_seconds", "parse_duration"]
 
 Duration: TypeAlias = timedelta | int | float | str
 """What `parse_duration` accepts: a `timedelta`, seconds as a number, or a string like "1h30m"."""
@@ -54,6 +55,19 @@ def parse_duration(value: Duration) -> timedelta:
     return _parse_string(value)
 
 
+def duration_seconds(value: Duration) -> float:
+    """`parse_duration(value)` in seconds, with a fast path for plain non-negative numbers."""
+    kind = type(value)
+    # `0 <= value` is False for NaN, which then takes the strict path and its error.
+    if (kind is float or kind is int) and 0 <= value < _MAX_SECONDS:  # type: ignore[operator]
+        return float(value)  # type: ignore[arg-type]
+    return parse_duration(value).total_seconds()
+
+
+_MAX_SECONDS = timedelta.max.total_seconds()
+
+
+@lru_cache(maxsize=512)
 def _parse_string(text: str) -> timedelta:
     pos = 0
     total = 0.0

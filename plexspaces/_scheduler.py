@@ -83,7 +83,9 @@ class Scheduler:
         self.name = name
         self._heap: list[tuple[float, int, ScheduledCall]] = []
         self._sequence = itertools.count()
-        self._condition = threading.Condition(threading.Lock())
+        # Hot paths take the plain lock (a C-level context manager); the condition shares it.
+        self._lock = threading.Lock()
+        self._condition = threading.Condition(self._lock)
         self._cancelled_in_heap = 0
         self._closed = False
         self._started = False
@@ -136,8 +138,7 @@ class Scheduler:
         """
         call.when = when
         call._scheduler = self
-        condition = self._condition
-        with condition:
+        with self._lock:
             if self._closed or call.cancelled:
                 return False
             heap = self._heap
@@ -145,7 +146,7 @@ class Scheduler:
             heapq.heappush(heap, entry)
             call._queued = True
             if heap[0] is entry:
-                condition.notify()
+                self._condition.notify()
         return True
 
     def __len__(self) -> int:
@@ -155,7 +156,7 @@ class Scheduler:
     # -- internals used by the clocks -------------------------------------------------------------
 
     def _note_cancelled(self, call: ScheduledCall) -> None:
-        with self._condition:
+        with self._lock:
             if not call._queued:
                 return
             self._cancelled_in_heap += 1
@@ -176,7 +177,7 @@ class Scheduler:
             self._cancelled_in_heap -= 1
 
     def _next_deadline(self) -> float | None:
-        with self._condition:
+        with self._lock:
             if self._closed:
                 return None
             self._drop_cancelled_top()
@@ -197,7 +198,7 @@ class Scheduler:
     def _run_due(self, now: float) -> None:
         """Run every call due at `now` (used by `ManualClock.advance`)."""
         while True:
-            with self._condition:
+            with self._lock:
                 if self._closed:
                     return
                 batch = self._pop_due_locked(now, _BATCH)
