@@ -157,12 +157,12 @@ class TimerFacet(Facet):
     facet_type = "timer"
     config_schema: ClassVar[dict[str, ConfigSpec]] = {"min_interval": _min_interval}
 
-    _ctx: ActorContext
     _scheduler: Scheduler
     _clock: Clock
 
     def __init__(self) -> None:
         super().__init__()
+        self._ctx: ActorContext | None = None
         self._timers: dict[str, _Timer] = {}
         self._lock = threading.Lock()
         self._attached = False
@@ -274,16 +274,19 @@ class TimerFacet(Facet):
             raise ValueError(f"timer name {name!r} must be a non-empty string")
         timer = _Timer(self, name, period, payload)
         with self._lock:
-            if not self._attached:
-                self.require_context()
+            ctx = self._ctx
+            if ctx is None:
+                self.require_context()  # never attached: FacetNotAttachedError
+            if not self._attached or ctx is None:
+                owner = ctx.actor_id if ctx is not None else None
                 raise ActorStoppedError(
-                    f"actor {self._ctx.actor_id!r} is no longer running; its timers were cancelled"
+                    f"actor {owner!r} is no longer running; its timers were cancelled"
                 )
             first = self._clock.time() + delay
             timer.first = first
             if not self._scheduler.schedule(timer, first):
                 raise SystemShutdownError(
-                    f"actor system {self._ctx.system.name!r} is shut down; timer {name!r} "
+                    f"actor system {ctx.system.name!r} is shut down; timer {name!r} "
                     "was not registered"
                 )
             replaced = self._timers.get(name)
@@ -310,7 +313,8 @@ class TimerFacet(Facet):
             raise ValueError(f"timer {what}: {error}") from None
 
     def _deliver(self, fired: TimerFired, picked_up: Callable[[], bool]) -> bool:
-        return self._ctx.deliver(fired, guard=picked_up)
+        ctx = self._ctx
+        return ctx is not None and ctx.deliver(fired, guard=picked_up)
 
     def _forget(self, timer: _Timer) -> None:
         with self._lock:
