@@ -22,6 +22,7 @@ from plexspaces import (
     ConfigSpec,
     Duration,
     Facet,
+    FacetNotAttachedError,
     ScheduledCall,
     Scheduler,
     SystemShutdownError,
@@ -103,7 +104,8 @@ class _Timer(ScheduledCall):
                 return
         period = self.period
         if period is None:
-            self.facet._forget(self)
+            # A fired one-shot stays registered (hidden from listings) until its fire leaves the
+            # mailbox, so unregistering or replacing it meanwhile still discards that fire.
             return
         following = self.first + self.ticks * period
         now = self.facet._clock.time()
@@ -121,7 +123,14 @@ class _Timer(ScheduledCall):
         # On the actor's thread, as the fire leaves the mailbox: a fire of a replaced or
         # cancelled timer is discarded here (the generation check).
         self.pending = False
+        if self.period is None:
+            self.facet._forget(self)
         return not self.cancelled
+
+    @property
+    def in_flight(self) -> bool:
+        """A one-shot that fired and whose fire still waits in the mailbox."""
+        return self.period is None and self.ticks > 0
 
     def info(self) -> TimerInfo:
         return TimerInfo(
@@ -244,7 +253,8 @@ class TimerFacet(Facet):
     def unregister_timer(self, name: str) -> bool:
         """Cancel the timer `name`; a fire of it still in the mailbox is discarded.
 
-        Returns False if no such timer was registered.
+        Returns False if there was nothing to cancel: no such timer, or a one-shot whose fire the
+        actor has already taken out of its mailbox.
         """
         with self._lock:
             timer = self._timers.pop(name, None)
@@ -256,16 +266,22 @@ class TimerFacet(Facet):
     def list_timers(self) -> list[TimerInfo]:
         """The registered timers, soonest first."""
         with self._lock:
-            timers = list(self._timers.values())
+            timers = [timer for timer in self._timers.values() if not timer.in_flight]
         return sorted((timer.info() for timer in timers), key=lambda info: info.next_fire_at)
 
     def get_timer(self, name: str) -> TimerInfo | None:
-        """The timer `name`, or None."""
+        """The timer `name`, or None (also once a one-shot has fired)."""
         timer = self._timers.get(name)
-        return None if timer is None else timer.info()
+        return None if timer is None or timer.in_flight else timer.info()
 
     def __len__(self) -> int:
-        return len(self._timers)
+        """How many timers `list_timers()` would list."""
+        with self._lock:
+            return sum(1 for timer in self._timers.values() if not timer.in_flight)
+
+    def __bool__(self) -> bool:
+        # A facet with no timers is still a facet: `facet or TimerFacet()` must not replace it.
+        return True
 
     # -- internals ---------------------------------------------------------------------------------
 
@@ -279,6 +295,10 @@ class TimerFacet(Facet):
                 self.require_context()  # never attached: FacetNotAttachedError
             if not self._attached or ctx is None:
                 owner = ctx.actor_id if ctx is not None else None
+                if ctx is not None and ctx.ref.is_alive():
+                    raise FacetNotAttachedError(
+                        f"this TimerFacet was detached from actor {owner!r}; attach a new one"
+                    )
                 raise ActorStoppedError(
                     f"actor {owner!r} is no longer running; its timers were cancelled"
                 )

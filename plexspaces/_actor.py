@@ -169,9 +169,10 @@ class _Cell(pykka.ThreadingActor):
         self._on_receive = actor.on_receive
         self.thread: threading.Thread | None = None
         self.started = threading.Event()
+        self.terminated = threading.Event()  # set once the actor released everything it held
         self.start_error: BaseException | None = None
         self.active = False
-        self.terminated = False
+        self._terminating = False
         actor._plex_cell = self
         system._adopt(self)
         created.append(self)
@@ -212,9 +213,9 @@ class _Cell(pykka.ThreadingActor):
         self.started.set()
 
     def _terminate(self) -> None:
-        if self.terminated:
+        if self._terminating:
             return
-        self.terminated = True
+        self._terminating = True
         if self.active:
             try:
                 self.actor.on_stop()
@@ -227,6 +228,7 @@ class _Cell(pykka.ThreadingActor):
         self._by_type.clear()
         self._rebuild_interceptors()
         self.system._forget(self)
+        self.terminated.set()
 
     # -- messages (actor thread) -------------------------------------------------------------------
 
@@ -276,7 +278,7 @@ class _Cell(pykka.ThreadingActor):
     # -- facet registry (actor thread) -------------------------------------------------------------
 
     def attach(self, spec: FacetSpec, priority: int, config: Mapping[str, Any] | None) -> Facet:
-        if self.terminated:
+        if self._terminating:
             raise ActorStoppedError(f"actor {self.actor_id!r} is not running")
         facet = _instantiate(spec)
         if isinstance(priority, bool) or not isinstance(priority, int):

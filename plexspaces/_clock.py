@@ -82,9 +82,8 @@ class ManualClock(Clock):
 
     def __init__(self, start: datetime | None = None) -> None:
         if start is None:
-            start = datetime.now(UTC).replace(
-                microsecond=datetime.now(UTC).microsecond // 1000 * 1000
-            )
+            wall = datetime.now(UTC)
+            start = wall.replace(microsecond=wall.microsecond // 1000 * 1000)
         elif not isinstance(start, datetime) or start.tzinfo is None or start.utcoffset() is None:
             raise ValueError(
                 f"ManualClock start {start!r} must be an aware datetime "

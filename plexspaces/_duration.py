@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 from datetime import timedelta
+from decimal import ROUND_HALF_EVEN, Decimal
 from functools import lru_cache
 from typing import TypeAlias
 
@@ -13,14 +14,14 @@ __all__ = ["Duration", "duration_seconds", "parse_duration"]
 Duration: TypeAlias = timedelta | int | float | str
 """What `parse_duration` accepts: a `timedelta`, seconds as a number, or a string like "1h30m"."""
 
-_UNIT_SECONDS = {
-    "us": 1e-6,
-    "µs": 1e-6,
-    "ms": 1e-3,
-    "s": 1.0,
-    "m": 60.0,
-    "h": 3600.0,
-    "d": 86400.0,
+_UNIT_MICROSECONDS = {
+    "us": 1,
+    "µs": 1,
+    "ms": 1_000,
+    "s": 1_000_000,
+    "m": 60_000_000,
+    "h": 3_600_000_000,
+    "d": 86_400_000_000,
 }
 # One component: a number and a unit. Longer unit names come first so "ms" is not read as "m".
 _COMPONENT = re.compile(r"\s*(\d+(?:\.\d+)?|\.\d+)\s*(us|µs|ms|s|m|h|d)")
@@ -47,7 +48,7 @@ def parse_duration(value: Duration) -> timedelta:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise ValueError(f"duration {value!r} is not a duration; expected {_ACCEPTED}")
     if isinstance(value, int | float):
-        if not math.isfinite(value) or value < 0:
+        if value < 0 or (isinstance(value, float) and not math.isfinite(value)):
             raise ValueError(
                 f"duration {value!r} must be finite and non-negative; expected {_ACCEPTED}"
             )
@@ -70,7 +71,7 @@ _MAX_SECONDS = timedelta.max.total_seconds()
 @lru_cache(maxsize=512)
 def _parse_string(text: str) -> timedelta:
     pos = 0
-    total = 0.0
+    total = timedelta(0)
     parts = 0
     stripped_end = len(text.rstrip())
     while pos < stripped_end:
@@ -80,16 +81,21 @@ def _parse_string(text: str) -> timedelta:
                 f"duration {text!r} is not understood at {text[pos:].strip()!r}; "
                 f"expected {_ACCEPTED}"
             )
-        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        # Decimal keeps every part exact ("100000d1us" keeps its 1 us, "999999999d" all days).
+        micros = Decimal(match.group(1)) * _UNIT_MICROSECONDS[match.group(2)]
+        try:
+            total += timedelta(microseconds=int(micros.to_integral_value(ROUND_HALF_EVEN)))
+        except OverflowError:
+            raise ValueError(f"duration {text!r} is too large") from None
         pos = match.end()
         parts += 1
     if parts == 0:
         raise ValueError(f"duration {text!r} is empty; expected {_ACCEPTED}")
-    return _seconds(total, text)
+    return total
 
 
 def _seconds(seconds: float, original: object) -> timedelta:
     try:
         return timedelta(seconds=seconds)
-    except OverflowError:
+    except (OverflowError, ValueError):
         raise ValueError(f"duration {original!r} is too large") from None

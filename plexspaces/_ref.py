@@ -94,6 +94,14 @@ class ActorRef:
                 f"actor {self.actor_id!r} did not stop within {timeout!r}"
             ) from None
 
+    def wait_stopped(self, timeout: Duration | None = None) -> bool:
+        """Wait until the actor has stopped for any reason (stop, failure, shutdown).
+
+        Once it returns True, `on_stop` has run, every facet was released and the id is free.
+        Returns False if `timeout` passed first.
+        """
+        return self._cell.terminated.wait(_seconds(timeout))
+
     def attach_facet(
         self,
         facet: FacetSpec,

@@ -230,19 +230,19 @@ class Scheduler:
     def _serve(self) -> None:
         clock = self.clock
         condition = self._condition
-        heap = self._heap
         while True:
             with condition:
                 while True:
                     if self._closed:
                         return
-                    heap = self._heap  # compaction may have replaced the list
+                    # Read self._heap afresh each time: compaction replaces the list, and a local
+                    # kept across the wait would hold every cancelled entry until the next wake.
                     self._drop_cancelled_top()
-                    if not heap:
+                    if not self._heap:
                         condition.wait()
                         continue
                     now = clock.time()
-                    delay = heap[0][0] - now
+                    delay = self._heap[0][0] - now
                     if delay <= 0:
                         break
                     condition.wait(delay)

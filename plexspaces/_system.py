@@ -13,7 +13,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, TypeVar
 
-import pykka
 import structlog
 
 from ._actor import Actor, _Cell
@@ -90,7 +89,7 @@ class ActorSystem:
         # Every actor thread this system started and that may still run, joined at shutdown.
         self._threads: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
         self._shutting_down = False
-        self._shut_down = threading.Event()
+        self._shut_down = threading.Event()  # set once every actor stopped and the scheduler closed
         self.scheduler.start()
 
     # -- actors ----------------------------------------------------------------------------------
@@ -150,37 +149,37 @@ class ActorSystem:
     def shutdown(self, timeout: Duration | None = "30s") -> None:
         """Stop every actor (each runs `on_stop`, its facets are detached), then the scheduler.
 
-        Joins every thread the system started. Idempotent; safe to call from an actor (that
-        actor stops after its current message).
+        Returns once every actor has stopped and every thread the system started has been joined.
+        Idempotent. Called from inside an actor's handler, it stops the other actors, waits for
+        them, and returns; the calling actor stops after its current message, and the system
+        finishes shutting down when it has (a later `shutdown()` from outside waits for that).
         """
+        seconds = None if timeout is None else parse_duration(timeout).total_seconds()
         current = threading.current_thread()
+        inside = current in self._threads
         with self._lock:
             first = not self._shutting_down
             self._shutting_down = True
             cells = [cell for cell in self._actors.values() if isinstance(cell, _Cell)]
-        if not first:
-            if current not in self._threads:
-                self._shut_down.wait()
+        if first:
+            for cell in cells:
+                cell.actor_ref.stop(block=False)
+        for cell in cells:
+            if cell.thread is not current and not cell.terminated.wait(seconds):
+                raise AskTimeoutError(f"actor {cell.actor_id!r} did not stop within {timeout!r}")
+        if inside:
             return
-        seconds = None if timeout is None else parse_duration(timeout).total_seconds()
-        try:
-            stops = [(cell, cell.actor_ref.stop(block=False)) for cell in cells]
-            for cell, stopped in stops:
-                if cell.thread is current:
-                    continue
-                try:
-                    stopped.get(timeout=seconds)
-                except pykka.Timeout:
-                    raise AskTimeoutError(
-                        f"actor {cell.actor_id!r} did not stop within {timeout!r}"
-                    ) from None
-            for thread in list(self._threads):
-                if thread is not current:
-                    thread.join(seconds)
-        finally:
-            self.scheduler.close()
-            self._shut_down.set()
-            self.log.debug("system.shut_down", actors=len(cells))
+        for thread in list(self._threads):
+            if thread is not current:
+                thread.join(seconds)
+        self._finish_shutdown(len(cells))
+
+    def _finish_shutdown(self, actors: int) -> None:
+        if self._shut_down.is_set():
+            return
+        self.scheduler.close()
+        self._shut_down.set()
+        self.log.debug("system.shut_down", actors=actors)
 
     @property
     def is_shut_down(self) -> bool:
@@ -218,6 +217,12 @@ class ActorSystem:
         with self._lock:
             if self._actors.get(cell.actor_id) is cell:
                 del self._actors[cell.actor_id]
+            last = self._shutting_down and not any(
+                isinstance(other, _Cell) for other in self._actors.values()
+            )
+        if last:
+            # The last actor of a system shut down from inside an actor closes the system.
+            self._finish_shutdown(0)
 
     def _live_cell(self, actor_id: str) -> _Cell | None:
         cell = self._actors.get(actor_id)

@@ -1,0 +1,201 @@
+"""`parse_duration`: the one strict parser behind every duration the runtime accepts."""
+
+from __future__ import annotations
+
+import math
+import random
+from datetime import timedelta
+from decimal import Decimal
+from fractions import Fraction
+
+import pytest
+
+from plexspaces import parse_duration
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (timedelta(0), timedelta(0)),
+        (timedelta(seconds=5), timedelta(seconds=5)),
+        (timedelta(days=30, microseconds=1), timedelta(days=30, microseconds=1)),
+        (0, timedelta(0)),
+        (5, timedelta(seconds=5)),
+        (0.0, timedelta(0)),
+        (1.5, timedelta(seconds=1.5)),
+        (0.001, timedelta(milliseconds=1)),
+        (86_400, timedelta(days=1)),
+    ],
+)
+def test_timedelta_and_seconds_are_accepted(value: object, expected: timedelta) -> None:
+    """A non-negative timedelta is returned as is; a number is read as seconds."""
+    result = parse_duration(value)  # type: ignore[arg-type]
+    assert result == expected
+    assert type(result) is timedelta
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("500ms", timedelta(milliseconds=500)),
+        ("2s", timedelta(seconds=2)),
+        ("15m", timedelta(minutes=15)),
+        ("1h", timedelta(hours=1)),
+        ("30d", timedelta(days=30)),
+        ("1h30m", timedelta(hours=1, minutes=30)),
+        ("1.5s", timedelta(seconds=1, milliseconds=500)),
+        ("250us", timedelta(microseconds=250)),
+        ("0s", timedelta(0)),
+        ("0ms", timedelta(0)),
+        ("1ms", timedelta(milliseconds=1)),
+        ("1us", timedelta(microseconds=1)),
+        ("90s", timedelta(minutes=1, seconds=30)),
+        ("1d2h3m4s5ms6us", timedelta(days=1, hours=2, minutes=3, seconds=4, microseconds=5006)),
+        ("2m30s", timedelta(minutes=2, seconds=30)),
+        ("30d1us", timedelta(days=30, microseconds=1)),
+        ("0.25h", timedelta(minutes=15)),
+    ],
+)
+def test_strings_with_units_are_parsed_exactly(text: str, expected: timedelta) -> None:
+    """Each number-and-unit part of a string adds up, exact to the microsecond."""
+    assert parse_duration(text) == expected
+
+
+def test_ms_is_not_read_as_minutes() -> None:
+    """ "5ms" is five milliseconds, not five minutes followed by a stray "s"."""
+    assert parse_duration("5ms") == timedelta(milliseconds=5)
+    assert parse_duration("5m") == timedelta(minutes=5)
+
+
+def _random_cases(count: int) -> list[tuple[str, timedelta]]:
+    # A deterministic stand-in for a property test: random compositions of every unit, in the
+    # canonical order, each checked against timedelta's own arithmetic.
+    rng = random.Random(20260101)
+    cases = []
+    units = [
+        ("d", "days"),
+        ("h", "hours"),
+        ("m", "minutes"),
+        ("s", "seconds"),
+        ("ms", "milliseconds"),
+        ("us", "microseconds"),
+    ]
+    for _ in range(count):
+        text = ""
+        expected = timedelta(0)
+        for suffix, keyword in units:
+            if rng.random() < 0.5:
+                amount = rng.randint(0, 999)
+                text += f"{amount}{suffix}"
+                expected += timedelta(**{keyword: amount})
+        if not text:
+            text, expected = "0s", timedelta(0)
+        cases.append((text, expected))
+    return cases
+
+
+@pytest.mark.parametrize(("text", "expected"), _random_cases(200))
+def test_random_compositions_of_units_add_up(text: str, expected: timedelta) -> None:
+    """Any mix of d/h/m/s/ms/us parts parses to the sum of its parts."""
+    assert parse_duration(text) == expected
+
+
+@pytest.mark.parametrize("seconds", [0, 1, 7, 59, 3600, 86_399, 2_592_000])
+def test_number_and_seconds_string_agree(seconds: int) -> None:
+    """`n` and `"<n>s"` mean the same duration."""
+    assert parse_duration(seconds) == parse_duration(f"{seconds}s") == timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize("value", ["1h30m", 2.5, 7, timedelta(milliseconds=3)])
+def test_parsing_a_parsed_duration_is_the_identity(value: object) -> None:
+    """Feeding a result back in gives the same timedelta."""
+    once = parse_duration(value)  # type: ignore[arg-type]
+    assert parse_duration(once) == once
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "5",  # a number without a unit
+        "",
+        "   ",
+        "-5s",
+        "5x",
+        "1h 30",  # the second number has no unit
+        "1h30",
+        "5ms5",
+        "s",
+        "ms",
+        "h1",
+        "1.5.5s",
+        "5 seconds",
+        "nan",
+        "infs",
+        "-1ms",
+        "+5s",
+        "five seconds",
+        "1h-30m",
+    ],
+)
+def test_bad_strings_raise_value_error_naming_the_value(value: str) -> None:
+    """A string that is empty, negative, unit-less or has an unknown unit is a ValueError."""
+    with pytest.raises(ValueError) as raised:
+        parse_duration(value)
+    assert repr(value) in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        -1,
+        -0.001,
+        -5.0,
+        math.nan,
+        math.inf,
+        -math.inf,
+        timedelta(seconds=-1),
+        timedelta(microseconds=-1),
+        timedelta(days=-1, hours=23),
+    ],
+)
+def test_negative_and_non_finite_numbers_raise_value_error(value: object) -> None:
+    """Negative numbers or timedeltas, NaN and infinities are a ValueError naming the value."""
+    with pytest.raises(ValueError) as raised:
+        parse_duration(value)  # type: ignore[arg-type]
+    assert repr(value) in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [True, False, None, [1], ["1s"], (1,), {"s": 1}, b"5s", Decimal("1"), Fraction(1, 2), object],
+)
+def test_values_of_other_types_raise_value_error(value: object) -> None:
+    """bool, None, containers, bytes and other number types are not durations."""
+    with pytest.raises(ValueError) as raised:
+        parse_duration(value)  # type: ignore[arg-type]
+    assert repr(value) in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        10**30,
+        1e300,
+        "1000000000d",
+        "9" * 400 + "s",
+        "99999999999999999999h",
+        10**400,
+        -(10**400),
+    ],
+    ids=["int-1e30", "float-1e300", "1e9-days", "400-digits", "huge-hours", "int-1e400", "-1e400"],
+)
+def test_values_beyond_timedelta_range_raise_value_error(value: object) -> None:
+    """A duration too large for a timedelta is a ValueError naming the value, not OverflowError."""
+    with pytest.raises(ValueError) as raised:
+        parse_duration(value)  # type: ignore[arg-type]
+    assert repr(value) in str(raised.value)
+
+
+def test_largest_timedelta_in_days_is_accepted() -> None:
+    """The largest whole number of days a timedelta holds still parses."""
+    assert parse_duration("999999999d") == timedelta(days=999_999_999)
