@@ -28,9 +28,9 @@ __all__ = ["Clock", "ManualClock", "SystemClock"]
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _log = structlog.get_logger("plexspaces.clock")
 
-# How long `ManualClock.advance` waits for an actor to take a fire out of its mailbox before it
-# moves time on regardless (an actor blocked in a long handler must not hang a test for ever).
-_HANDOFF_LIMIT_SECONDS = 10.0
+# How long `ManualClock.advance` waits, by default, for an actor to take a fire out of its mailbox
+# before it moves time on regardless (an actor blocked in a long handler must not hang a test).
+DEFAULT_HANDOFF_TIMEOUT = timedelta(seconds=10)
 
 
 class Clock(ABC):
@@ -78,9 +78,18 @@ class ManualClock(Clock):
 
     Args:
         start: the initial time, an aware `datetime`. Default: now, truncated to the millisecond.
+        handoff_timeout: how long `advance()` waits for an actor to take a fire out of its
+            mailbox before moving on (default 10 s). An actor blocked in a handler while time
+            advances stalls `advance()` this long; `0` never waits, which makes coalescing of a
+            busy actor's fires depend on thread timing.
     """
 
-    def __init__(self, start: datetime | None = None) -> None:
+    def __init__(
+        self,
+        start: datetime | None = None,
+        *,
+        handoff_timeout: Duration = DEFAULT_HANDOFF_TIMEOUT,
+    ) -> None:
         if start is None:
             wall = datetime.now(UTC)
             start = wall.replace(microsecond=wall.microsecond // 1000 * 1000)
@@ -91,6 +100,7 @@ class ManualClock(Clock):
             )
         # Whole microseconds since the epoch: exact, so now() == start + advanced, always.
         self._micros = _to_micros(start)
+        self._handoff_timeout = parse_duration(handoff_timeout).total_seconds()
         self._advance_lock = threading.RLock()
         self._schedulers: weakref.WeakSet[Scheduler] = weakref.WeakSet()
         self._schedulers_lock = threading.Lock()
@@ -121,7 +131,7 @@ class ManualClock(Clock):
                     break
                 when_micros = round(when * 1_000_000)
                 self._micros = max(self._micros, when_micros)
-                handoff = _Handoff()
+                handoff = _Handoff(self._handoff_timeout)
                 _current_handoff.value = handoff
                 try:
                     scheduler._run_due(self.time())
@@ -167,9 +177,10 @@ def _timedelta_micros(delta: timedelta) -> int:
 class _Handoff:
     """Fires delivered during one step of `ManualClock.advance`, and the wait for their pick-up."""
 
-    __slots__ = ("_pending",)
+    __slots__ = ("_limit", "_pending")
 
-    def __init__(self) -> None:
+    def __init__(self, limit: float) -> None:
+        self._limit = limit
         self._pending: list[tuple[threading.Event, Callable[[], bool]]] = []
 
     def track(self, picked_up: threading.Event, alive: Callable[[], bool]) -> None:
@@ -177,15 +188,18 @@ class _Handoff:
         self._pending.append((picked_up, alive))
 
     def wait(self) -> None:
-        deadline = time.monotonic() + _HANDOFF_LIMIT_SECONDS
+        if self._limit <= 0:
+            return
+        # Real time on purpose: this bounds how long a test thread waits for another thread.
+        deadline = time.monotonic() + self._limit
         for picked_up, alive in self._pending:
             # Short slices, so a recipient that stops with the fire still queued is noticed.
-            while not picked_up.wait(0.02):
+            while not picked_up.wait(min(0.02, self._limit)):
                 if not alive():
                     break
-                if time.monotonic() > deadline:
-                    _log.warning("clock.handoff_timeout", waited_s=_HANDOFF_LIMIT_SECONDS)
-                    break
+                if time.monotonic() >= deadline:
+                    _log.warning("clock.handoff_timeout", waited_s=self._limit)
+                    return
 
 
 class _HandoffSlot(threading.local):
