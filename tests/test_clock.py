@@ -9,7 +9,8 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from structlog.testing import capture_logs
 
-from plexspaces import ActorSystem, Clock, ManualClock, SystemClock
+from facets.timer import TimerFacet
+from plexspaces import Actor, ActorSystem, Clock, ManualClock, SystemClock, TimerFired
 from tests.conftest import START
 
 
@@ -259,3 +260,56 @@ def test_repr_shows_virtual_time(clock: ManualClock) -> None:
     """The repr of a ManualClock names its current virtual time."""
     clock.advance("1h")
     assert "2026-01-01T01:00:00" in repr(clock)
+
+
+class _Blockable(Actor):
+    """Holds a 1 s periodic timer; a "block" message parks the actor on a gate."""
+
+    def __init__(self, gate: threading.Event) -> None:
+        super().__init__()
+        self.gate = gate
+        self.fires = 0
+
+    def on_start(self) -> None:
+        self.attach_facet(TimerFacet()).register_periodic("tick", "1s")
+
+    def on_receive(self, message: object) -> object:
+        if message == "block":
+            self.gate.wait()
+        elif isinstance(message, TimerFired):
+            self.fires += 1
+        return self.fires
+
+
+def test_handoff_timeout_bounds_the_wait_for_a_blocked_actor(make_system) -> None:
+    """advance() waits at most handoff_timeout for a busy actor to pick up its fire, and says so."""
+    gate = threading.Event()
+    clock = ManualClock(start=START, handoff_timeout="50ms")
+    system = make_system(clock=clock)
+    ref = system.spawn(_Blockable, gate)
+    ref.tell("block")
+    try:
+        with capture_logs() as logs:
+            clock.advance("3s")
+    finally:
+        gate.set()
+    assert [e["event"] for e in logs if e["log_level"] == "warning"] == ["clock.handoff_timeout"]
+    assert clock.now() == START + timedelta(seconds=3)
+    # The first fire waited in the mailbox; the ticks after it were coalesced, not queued.
+    assert ref.ask("count", timeout=5) == 1
+
+
+def test_handoff_timeout_zero_never_waits_nor_warns(make_system) -> None:
+    """With handoff_timeout=0, advance() moves on at once and logs no warning."""
+    gate = threading.Event()
+    clock = ManualClock(start=START, handoff_timeout=0)
+    system = make_system(clock=clock)
+    ref = system.spawn(_Blockable, gate)
+    ref.tell("block")
+    try:
+        with capture_logs() as logs:
+            clock.advance("3s")
+    finally:
+        gate.set()
+    assert [e for e in logs if e["log_level"] == "warning"] == []
+    assert ref.ask("count", timeout=5) == 1
