@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from plexspaces import Actor, ActorSystem, ManualClock, TimerFired
 from facets.timer import TimerFacet
+from plexspaces import Actor, ActorSystem, ManualClock, TimerFired
 
 
 class Heartbeat(Actor):
