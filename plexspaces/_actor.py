@@ -304,7 +304,7 @@ class _Cell(pykka.ThreadingActor):
         try:
             facet.on_attach(self.ctx, checked)
         except BaseException:
-            facet.facet_ctx = None
+            _reset(facet)
             raise
         position = len(self.facets)
         for index, other in enumerate(self.facets):
@@ -358,7 +358,7 @@ class _Cell(pykka.ThreadingActor):
                 hook()
             except Exception:
                 self.log.exception("facet.hook_failed", facet=facet.facet_type, hook=hook.__name__)
-        facet.facet_ctx = None
+        _reset(facet)
 
     def _rebuild_interceptors(self) -> None:
         # Only facets that override an interceptor cost anything per message.
@@ -375,6 +375,14 @@ class _Cell(pykka.ThreadingActor):
 
     def __str__(self) -> str:
         return f"actor {self.actor_id!r}"
+
+
+def _reset(facet: Facet) -> None:
+    """Return a facet's runtime attributes to their unattached values."""
+    facet.facet_ctx = None
+    facet.facet_log = None
+    facet.facet_priority = 0
+    facet.facet_config = {}
 
 
 def _instantiate(spec: FacetSpec) -> Facet:

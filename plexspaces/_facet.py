@@ -51,9 +51,15 @@ class Facet:
         self.facet_priority = 0
         self.facet_config = {}
 
+    _facet_type_explicit: ClassVar[bool] = False
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if "facet_type" not in cls.__dict__:
+        if "facet_type" in cls.__dict__:
+            cls._facet_type_explicit = True
+        elif not cls._facet_type_explicit:
+            # Derived only when no ancestor named the type: a subclass of TimerFacet is still
+            # a "timer" facet.
             cls.facet_type = _derive_type(cls.__name__)
 
     # -- lifecycle hooks ---------------------------------------------------------------------------
@@ -104,7 +110,8 @@ class Facet:
 
 def _derive_type(class_name: str) -> str:
     base = class_name.removesuffix("Facet") or class_name
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", base).lower()
+    # AuditLog -> audit_log, HTTPServer -> http_server, HTTP -> http.
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", base).lower()
 
 
 def validate_config(facet: Facet, config: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -88,6 +88,8 @@ class ActorSystem:
         self._actors: dict[str, _Cell | _Reserved] = {}
         # Every actor thread this system started and that may still run, joined at shutdown.
         self._threads: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
+        # Actor threads inside a shutdown() call of their own; no shutdown waits for them.
+        self._shutting_down_actors: set[threading.Thread] = set()
         self._shutting_down = False
         self._shut_down = threading.Event()  # set once every actor stopped and the scheduler closed
         self.scheduler.start()
@@ -161,12 +163,25 @@ class ActorSystem:
             first = not self._shutting_down
             self._shutting_down = True
             cells = [cell for cell in self._actors.values() if isinstance(cell, _Cell)]
-        if first:
+            if inside:
+                # Registered before waiting, so two actors shutting down at once never wait for
+                # each other: each can stop only after its own handler returns.
+                self._shutting_down_actors.add(current)
+        try:
+            if first:
+                for cell in cells:
+                    cell.actor_ref.stop(block=False)
             for cell in cells:
-                cell.actor_ref.stop(block=False)
-        for cell in cells:
-            if cell.thread is not current and not cell.terminated.wait(seconds):
-                raise AskTimeoutError(f"actor {cell.actor_id!r} did not stop within {timeout!r}")
+                if cell.thread is current or cell.thread in self._shutting_down_actors:
+                    continue
+                if not cell.terminated.wait(seconds):
+                    raise AskTimeoutError(
+                        f"actor {cell.actor_id!r} did not stop within {timeout!r}"
+                    )
+        finally:
+            if inside:
+                with self._lock:
+                    self._shutting_down_actors.discard(current)
         if inside:
             return
         for thread in list(self._threads):
