@@ -91,7 +91,7 @@ class ActorSystem:
         # Actor threads inside a shutdown() call of their own; no shutdown waits for them.
         self._shutting_down_actors: set[threading.Thread] = set()
         self._shutting_down = False
-        self._shut_down = threading.Event()  # set once every actor stopped and the scheduler closed
+        self._closed = False  # every actor stopped and the scheduler closed
         self.scheduler.start()
 
     # -- actors ----------------------------------------------------------------------------------
@@ -190,10 +190,12 @@ class ActorSystem:
         self._finish_shutdown(len(cells))
 
     def _finish_shutdown(self, actors: int) -> None:
-        if self._shut_down.is_set():
-            return
+        # Reached by the outside shutdown() call and by the last actor to stop; runs once.
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
         self.scheduler.close()
-        self._shut_down.set()
         self.log.debug("system.shut_down", actors=actors)
 
     @property
