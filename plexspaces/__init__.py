@@ -25,7 +25,7 @@ from ._errors import (
 )
 from ._facet import ENTRY_POINT_GROUP, ConfigSpec, Facet, available_facets, resolve_facet
 from ._messages import DROP, ReminderFired, TimerFired
-from ._ref import DEFAULT_ASK_TIMEOUT, ActorRef
+from ._ref import DEFAULT_ASK_TIMEOUT, ActorRef, VirtualActorRef
 from ._scheduler import ScheduledCall, Scheduler
 from ._system import STORAGE_URL_ENV, ActorSystem
 
@@ -63,6 +63,7 @@ __all__ = [
     "SystemShutdownError",
     "TimerFired",
     "UnknownFacetError",
+    "VirtualActorRef",
     "__version__",
     "available_facets",
     "duration_seconds",

@@ -22,7 +22,7 @@ from ._errors import (
 )
 from ._facet import Facet, resolve_facet, validate_config
 from ._messages import DROP
-from ._ref import ActorRef
+from ._ref import ActorRef, VirtualActorRef
 
 if TYPE_CHECKING:
     from ._system import ActorSystem
@@ -149,18 +149,39 @@ class _Control:
         self.function = function
 
 
+class _Slot:
+    """One virtual actor key: its live activation, the one going away, and the lock that orders
+    sends against deactivation."""
+
+    __slots__ = ("cell", "lock", "ref", "removed", "retiring")
+
+    def __init__(self, ref: VirtualActorRef) -> None:
+        self.ref = ref
+        self.lock = threading.Lock()
+        self.cell: _Cell | None = None
+        self.retiring: _Cell | None = None
+        self.removed = False
+
+
 class _Cell(pykka.ThreadingActor):
     """The pykka actor hosting one user `Actor`: mailbox, thread, facet registry, lifecycle."""
 
     def __init__(
-        self, system: ActorSystem, actor: Actor, actor_id: str, created: list[_Cell]
+        self,
+        system: ActorSystem,
+        actor: Actor,
+        actor_id: str,
+        slot: _Slot | None,
+        created: list[_Cell],
     ) -> None:
         super().__init__()
         self.system = system
         self.actor = actor
         self.actor_id = actor_id
+        self.slot = slot
         self.log = _log.bind(actor_id=actor_id)
-        self.ref = ActorRef(actor_id, self)
+        # A virtual actor's own ref is its stable address, valid across activations.
+        self.ref: ActorRef = slot.ref if slot is not None else ActorRef(actor_id, self)
         self.ctx = ActorContext(self, actor_id, system, self.ref, self.log)
         self.facets: list[Facet] = []
         self._by_type: dict[str, Facet] = {}
@@ -241,6 +262,8 @@ class _Cell(pykka.ThreadingActor):
             if guard is not None and not guard():
                 return None
             message = message.message
+            if type(message) is _Control:
+                return message.function()
         elif kind is _Control:
             return message.function()
         for before in self._before:
@@ -273,7 +296,16 @@ class _Cell(pykka.ThreadingActor):
         """Run `function` on this actor's thread and return its result (or raise its error)."""
         if self.thread is threading.current_thread():
             return function()
-        return self.ref._ask_control(_Control(function))
+        try:
+            return self.actor_ref.ask(_Control(function))
+        except ActorStoppedError:
+            raise
+        except pykka.ActorDeadError:
+            raise ActorStoppedError(f"actor {self.actor_id!r} is not running") from None
+
+    def call_soon(self, function: Callable[[], Any]) -> bool:
+        """Queue `function` to run on this actor's thread; False if the actor is not running."""
+        return self.deliver(_Control(function), None)
 
     # -- facet registry (actor thread) -------------------------------------------------------------
 

@@ -63,6 +63,39 @@ class ActorContext:
         """The system's one scheduler, for facets that need deadlines."""
         return self.system.scheduler
 
+    @property
+    def actor_type(self) -> str | None:
+        """A virtual actor's type name (`"order"`), or None for a spawned actor."""
+        slot = self._cell.slot
+        return slot.ref.actor_type if slot is not None else None
+
+    @property
+    def actor_key(self) -> str | None:
+        """A virtual actor's key (`"ord-100"`), or None for a spawned actor."""
+        slot = self._cell.slot
+        return slot.ref.actor_key if slot is not None else None
+
+    def deactivate(self, *, if_idle: bool = False) -> bool:
+        """End this activation after the current message; True if it will end.
+
+        For a virtual actor the next message (or reminder) activates it again, and messages
+        already in the mailbox are handled first. With `if_idle`, nothing happens (False) unless
+        the mailbox is empty, so no message waits on an activation that is going away. For a
+        spawned actor this stops it, like `ref.stop()`.
+        """
+        cell = self._cell
+        if cell.slot is not None:
+            return self.system._deactivate(cell, only_if_idle=if_idle)
+        if (if_idle and not cell.actor_inbox.empty()) or not cell.actor_ref.is_alive():
+            return False
+        cell.actor_ref.stop(block=False)
+        return True
+
+    def call_soon(self, function: Callable[[], object]) -> bool:
+        """Queue `function` to run on the actor's thread, unseen by interceptors (facets use it
+        to act from the scheduler thread). False if the actor is no longer running."""
+        return self._cell.call_soon(function)
+
     def deliver(self, message: Any, *, guard: Callable[[], bool] | None = None) -> bool:
         """Put `message` into this actor's mailbox from any thread (facets use this for fires).
 

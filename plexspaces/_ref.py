@@ -12,10 +12,11 @@ from ._duration import Duration, parse_duration
 from ._errors import ActorStoppedError, AskTimeoutError, PlexSpacesError
 
 if TYPE_CHECKING:
-    from ._actor import FacetSpec, _Cell, _Control
+    from ._actor import FacetSpec, _Cell
     from ._facet import Facet
+    from ._system import ActorSystem
 
-__all__ = ["DEFAULT_ASK_TIMEOUT", "ActorRef"]
+__all__ = ["DEFAULT_ASK_TIMEOUT", "ActorRef", "VirtualActorRef"]
 
 DEFAULT_ASK_TIMEOUT = 30.0
 """Seconds `ask` waits for an answer when no timeout is given."""
@@ -58,13 +59,21 @@ class ActorRef:
             PlexSpacesError: an actor asked itself (it would wait for its own answer for ever).
         """
         seconds = _seconds(timeout)
-        if self._cell.thread is threading.current_thread():
+        self._refuse_self_ask(self._cell)
+        return self._answer(self._pykka.ask(message, block=False), message, seconds, timeout)
+
+    def _refuse_self_ask(self, cell: _Cell | None) -> None:
+        if cell is not None and cell.thread is threading.current_thread():
             raise PlexSpacesError(
                 f"actor {self.actor_id!r} asked itself; it would wait for its own answer for ever "
                 "(call the method directly or use tell)"
             )
+
+    def _answer(
+        self, future: pykka.Future[Any], message: Any, seconds: float | None, timeout: object
+    ) -> Any:
         try:
-            return self._pykka.ask(message, timeout=seconds)
+            return future.get(timeout=seconds)
         except pykka.Timeout:
             raise AskTimeoutError(
                 f"actor {self.actor_id!r} did not answer {message!r} within {timeout!r}"
@@ -124,14 +133,6 @@ class ActorRef:
         """Whether the actor still runs (it may stop right after this returns)."""
         return self._pykka.is_alive()
 
-    def _ask_control(self, control: _Control) -> Any:
-        try:
-            return self._pykka.ask(control)
-        except ActorStoppedError:
-            raise
-        except pykka.ActorDeadError:
-            raise self._stopped() from None
-
     def _stopped(self) -> ActorStoppedError:
         return ActorStoppedError(f"actor {self.actor_id!r} is not running")
 
@@ -144,6 +145,86 @@ class ActorRef:
     def __repr__(self) -> str:
         state = "alive" if self.is_alive() else "stopped"
         return f"<ActorRef {self.actor_id!r} {state}>"
+
+
+class VirtualActorRef(ActorRef):
+    """Ref of a virtual actor: valid for ever, it activates the actor on demand.
+
+    `tell`, `ask` and `attach_facet` activate the actor when it is not active (one activation per
+    key, even under concurrent first messages). Messages sent while an activation closes reach
+    the next one. `stop()` deactivates the current activation; the next message starts another.
+    """
+
+    __slots__ = ("_system", "actor_key", "actor_type")
+
+    def __init__(self, system: ActorSystem, actor_type: str, actor_key: str) -> None:
+        self.actor_id = f"{actor_type}/{actor_key}"
+        self.actor_type = actor_type
+        self.actor_key = actor_key
+        self._system = system
+        self._cell = None  # type: ignore[assignment]
+        self._pykka = None  # type: ignore[assignment]
+
+    def tell(self, message: Any) -> None:
+        self._system._route(self, lambda cell: cell.actor_ref.tell(message))
+
+    def ask(self, message: Any, timeout: Duration | None = DEFAULT_ASK_TIMEOUT) -> Any:
+        seconds = _seconds(timeout)
+        self._refuse_self_ask(self._system._activation(self))
+        future = self._system._route(self, lambda cell: cell.actor_ref.ask(message, block=False))
+        return self._answer(future, message, seconds, timeout)
+
+    def stop(self, timeout: Duration | None = None) -> bool:
+        """Deactivate the current activation (False if none is active) and wait until it has
+        released everything, unless called from the actor itself."""
+        cell = self._system._activation(self)
+        if cell is None or not self._system._deactivate(cell, only_if_idle=False):
+            return False
+        waits = cell.thread is not threading.current_thread()
+        if waits and not cell.terminated.wait(_seconds(timeout)):
+            raise AskTimeoutError(f"actor {self.actor_id!r} did not stop within {timeout!r}")
+        return True
+
+    def wait_stopped(self, timeout: Duration | None = None) -> bool:
+        """Wait until the current activation (if any) has stopped and released everything."""
+        cell = self._system._activation(self)
+        return cell is None or cell.terminated.wait(_seconds(timeout))
+
+    def attach_facet(
+        self,
+        facet: FacetSpec,
+        *,
+        priority: int = 0,
+        config: Mapping[str, Any] | None = None,
+    ) -> Facet:
+        cell = self._system._route(self, lambda cell: cell)
+        result: Facet = cell.on_actor_thread(lambda: cell.attach(facet, priority, config))
+        return result
+
+    def detach_facet(self, facet: str | type[Facet]) -> bool:
+        cell = self._system._activation(self)
+        if cell is None:
+            return False
+        result: bool = cell.on_actor_thread(lambda: cell.detach(facet))
+        return result
+
+    def is_alive(self) -> bool:
+        """Whether the actor is active now (a virtual actor exists logically for ever)."""
+        return self._system._activation(self) is not None
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, VirtualActorRef)
+            and other._system is self._system
+            and other.actor_id == self.actor_id
+        )
+
+    def __hash__(self) -> int:
+        return hash((id(self._system), self.actor_id))
+
+    def __repr__(self) -> str:
+        state = "active" if self.is_alive() else "inactive"
+        return f"<VirtualActorRef {self.actor_id!r} {state}>"
 
 
 def _seconds(timeout: Duration | None) -> float | None:

@@ -8,20 +8,28 @@ import socket
 import threading
 import uuid
 import weakref
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, TypeVar
 
+import pykka
 import structlog
 
-from ._actor import Actor, _Cell
+from ._actor import Actor, _Cell, _Slot
 from ._clock import Clock, SystemClock
 from ._context import FacetService
 from ._duration import Duration, parse_duration
-from ._errors import ActorIdInUseError, AskTimeoutError, SystemShutdownError
+from ._errors import (
+    ActorIdInUseError,
+    ActorNotFoundError,
+    ActorStoppedError,
+    AskTimeoutError,
+    SystemShutdownError,
+)
 from ._logging import ensure_logging_configured
-from ._ref import ActorRef
+from ._ref import ActorRef, VirtualActorRef
 from ._scheduler import Scheduler
 
 __all__ = ["STORAGE_URL_ENV", "ActorSystem"]
@@ -40,6 +48,13 @@ class _Reserved:
 
 
 _RESERVED: Final = _Reserved()
+_ROUTE_ATTEMPTS = 100
+T = TypeVar("T")
+
+
+def _check_actor_class(cls: object, caller: str) -> None:
+    if not (isinstance(cls, type) and issubclass(cls, Actor)):
+        raise TypeError(f"{caller} needs a subclass of plexspaces.Actor, got {cls!r}")
 
 
 class ActorSystem:
@@ -88,6 +103,9 @@ class ActorSystem:
         self._actors: dict[str, _Cell | _Reserved] = {}
         # Every actor thread this system started and that may still run, joined at shutdown.
         self._threads: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
+        self._virtual_types: dict[str, type[Actor]] = {}
+        self._virtual_listeners: list[Callable[[str], None]] = []
+        self._slots: dict[str, _Slot] = {}
         # Actor threads inside a shutdown() call of their own; no shutdown waits for them.
         self._shutting_down_actors: set[threading.Thread] = set()
         self._shutting_down = False
@@ -110,12 +128,21 @@ class ActorSystem:
             ActorIdInUseError: an actor with that id is alive.
             SystemShutdownError: the system is shut down.
         """
-        if not (isinstance(cls, type) and issubclass(cls, Actor)):
-            raise TypeError(f"spawn needs a subclass of plexspaces.Actor, got {cls!r}")
+        _check_actor_class(cls, "spawn")
         if actor_id is None:
             actor_id = f"{cls.__name__.lower()}-{uuid.uuid4().hex[:12]}"
         elif not isinstance(actor_id, str) or not actor_id:
             raise ValueError(f"actor_id {actor_id!r} must be a non-empty string")
+        return self._start(cls, args, kwargs, actor_id, None).ref
+
+    def _start(
+        self,
+        cls: type[Actor],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        actor_id: str,
+        slot: _Slot | None,
+    ) -> _Cell:
         with self._lock:
             self._check_open()
             if actor_id in self._actors:
@@ -124,7 +151,7 @@ class ActorSystem:
         created: list[_Cell] = []
         try:
             actor = cls(*args, **kwargs)
-            _Cell.start(self, actor, actor_id, created)
+            _Cell.start(self, actor, actor_id, slot, created)
         except BaseException:
             with self._lock:
                 if self._actors.get(actor_id) is _RESERVED:
@@ -134,7 +161,129 @@ class ActorSystem:
         cell.started.wait()
         if cell.start_error is not None:
             raise cell.start_error
-        return cell.ref
+        return cell
+
+    # -- virtual actors ----------------------------------------------------------------------------
+
+    def register_virtual(self, type_name: str, cls: type[Actor]) -> None:
+        """Make `type_name` a virtual actor type served by `cls`.
+
+        Its actors are addressed by key through `virtual(type_name, key)`, exist logically for
+        ever, and are activated on demand (`cls()` takes no arguments). Registering the same
+        class again is allowed; another class under a registered name is an error.
+        """
+        if not isinstance(type_name, str) or not type_name or "/" in type_name:
+            raise ValueError(
+                f"virtual actor type {type_name!r} must be a non-empty string without '/'"
+            )
+        _check_actor_class(cls, "register_virtual")
+        with self._lock:
+            self._check_open()
+            known = self._virtual_types.get(type_name)
+            if known is not None and known is not cls:
+                raise ValueError(
+                    f"virtual actor type {type_name!r} is already registered to "
+                    f"{known.__qualname__}, not {cls.__qualname__}"
+                )
+            self._virtual_types[type_name] = cls
+            listeners = list(self._virtual_listeners)
+        for listener in listeners:
+            listener(type_name)
+
+    def virtual(self, type_name: str, key: str) -> VirtualActorRef:
+        """The ref of virtual actor `key` of type `type_name`; its id is `"<type>/<key>"`.
+
+        The ref stays valid across deactivation: `tell`/`ask` activate the actor when it is not
+        active. Raises `LookupError` for a type that was not registered.
+        """
+        if type_name not in self._virtual_types:
+            known = ", ".join(sorted(self._virtual_types)) or "none"
+            raise ActorNotFoundError(
+                f"virtual actor type {type_name!r} is not registered (registered: {known}); "
+                "call system.register_virtual(type_name, cls) first"
+            )
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"virtual actor key {key!r} must be a non-empty string")
+        return VirtualActorRef(self, type_name, key)
+
+    def virtual_types(self) -> dict[str, type[Actor]]:
+        """The registered virtual actor types and their classes."""
+        with self._lock:
+            return dict(self._virtual_types)
+
+    def _on_virtual_type(self, listener: Callable[[str], None]) -> None:
+        """Call `listener(type_name)` for every registered virtual type, now and later."""
+        with self._lock:
+            self._virtual_listeners.append(listener)
+            known = list(self._virtual_types)
+        for type_name in known:
+            listener(type_name)
+
+    def _slot(self, ref: VirtualActorRef) -> _Slot:
+        with self._lock:
+            self._check_open()
+            slot = self._slots.get(ref.actor_id)
+            if slot is None:
+                slot = self._slots[ref.actor_id] = _Slot(ref)
+            return slot
+
+    def _route(self, ref: VirtualActorRef, send: Callable[[_Cell], T]) -> T:
+        """Run `send(cell)` on the live activation of `ref`, activating it first if needed.
+
+        `send` runs under the key's lock, so a message cannot slip into an activation that is
+        closing: deactivation takes the same lock to close the gate.
+        """
+        for _ in range(_ROUTE_ATTEMPTS):
+            slot = self._slot(ref)
+            with slot.lock:
+                if slot.removed:
+                    continue
+                cell = self._activate_locked(slot)
+                try:
+                    return send(cell)
+                except pykka.ActorDeadError:
+                    # The activation failed right after it started; the next turn replaces it.
+                    continue
+        raise ActorStoppedError(f"virtual actor {ref.actor_id!r} could not be activated")
+
+    def _activate_locked(self, slot: _Slot) -> _Cell:
+        cell = slot.cell
+        if cell is not None and cell.actor_ref.is_alive():
+            return cell
+        previous = slot.retiring if slot.retiring is not None else cell
+        if previous is not None and previous.thread is not threading.current_thread():
+            # One activation per key: the next one starts once the last released everything.
+            previous.terminated.wait()
+        slot.cell = None
+        slot.retiring = None
+        cls = self._virtual_types[slot.ref.actor_type]
+        cell = self._start(cls, (), {}, slot.ref.actor_id, slot)
+        slot.cell = cell
+        return cell
+
+    def _activation(self, ref: VirtualActorRef) -> _Cell | None:
+        """The current live activation of `ref`, without activating it."""
+        cell = self._live_cell(ref.actor_id)
+        return cell if cell is not None and cell.slot is not None else None
+
+    def _deactivate(self, cell: _Cell, *, only_if_idle: bool) -> bool:
+        """Close the gate of a virtual actor's activation and stop it after its current message.
+
+        With `only_if_idle`, nothing happens unless its mailbox is empty, so no message can be
+        left behind in an activation that is going away.
+        """
+        slot = cell.slot
+        if slot is None:
+            return False
+        with slot.lock:
+            if slot.cell is not cell or not cell.actor_ref.is_alive():
+                return False
+            if only_if_idle and not cell.actor_inbox.empty():
+                return False
+            slot.cell = None
+            slot.retiring = cell
+        cell.actor_ref.stop(block=False)
+        return True
 
     def lookup(self, actor_id: str) -> ActorRef | None:
         """The ref of the live actor with that id, or None."""
@@ -231,7 +380,18 @@ class ActorSystem:
         self._threads.add(thread)
 
     def _forget(self, cell: _Cell) -> None:
+        slot = cell.slot
+        # Drop the key's slot once its activation is gone, unless a sender holds it right now
+        # (that sender activates the key again through the same slot).
+        if slot is not None and slot.lock.acquire(blocking=False):
+            try:
+                if slot.cell in (None, cell) and slot.retiring in (None, cell):
+                    slot.removed = True
+            finally:
+                slot.lock.release()
         with self._lock:
+            if slot is not None and slot.removed and self._slots.get(cell.actor_id) is slot:
+                del self._slots[cell.actor_id]
             if self._actors.get(cell.actor_id) is cell:
                 del self._actors[cell.actor_id]
             last = self._shutting_down and not any(
