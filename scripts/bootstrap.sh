@@ -31,8 +31,15 @@ stamp="$venv/.plexspaces-installed"
 wanted="$(sha256sum "$root/pyproject.toml" | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
     echo "bootstrap: installing plexspaces and its dev tools into $venv" >&2
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$root[dev]"
+    log="$venv/install.log"
+    # The build backend talks on stderr even with --quiet: keep its output, show it on failure.
+    if ! { "$venv/bin/python" -m pip install --disable-pip-version-check --upgrade pip &&
+           "$venv/bin/python" -m pip install --disable-pip-version-check -e "$root[dev]"; } \
+           >"$log" 2>&1; then
+        cat "$log" >&2
+        echo "bootstrap: installing into $venv failed (log: $log)" >&2
+        return 1 2>/dev/null || exit 1
+    fi
     echo "$wanted" > "$stamp"
 fi
 
