@@ -82,6 +82,10 @@ class VirtualActorFacet(Facet):
             self._check.cancel()
             self._check = None
 
+    def on_detach(self) -> None:
+        # An idle check already queued in the mailbox must find nothing to do.
+        self._ctx = None
+
     def before_message(self, message: Any) -> Any:
         if self._timers_keep_alive or type(message) is not TimerFired:
             ctx = self._ctx

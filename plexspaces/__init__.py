@@ -26,7 +26,9 @@ from ._errors import (
 from ._facet import ENTRY_POINT_GROUP, ConfigSpec, Facet, available_facets, resolve_facet
 from ._messages import DROP, ReminderFired, TimerFired
 from ._ref import DEFAULT_ASK_TIMEOUT, ActorRef, VirtualActorRef
+from ._reminders import MISSED_POLICIES, ReminderInfo, ReminderService
 from ._scheduler import ScheduledCall, Scheduler
+from ._store import UndecodableReminder
 from ._system import STORAGE_URL_ENV, ActorSystem
 
 __version__ = "0.1.0"
@@ -35,6 +37,7 @@ __all__ = [
     "DEFAULT_ASK_TIMEOUT",
     "DROP",
     "ENTRY_POINT_GROUP",
+    "MISSED_POLICIES",
     "STORAGE_URL_ENV",
     "Actor",
     "ActorContext",
@@ -57,11 +60,14 @@ __all__ = [
     "ManualClock",
     "PlexSpacesError",
     "ReminderFired",
+    "ReminderInfo",
+    "ReminderService",
     "ScheduledCall",
     "Scheduler",
     "SystemClock",
     "SystemShutdownError",
     "TimerFired",
+    "UndecodableReminder",
     "UnknownFacetError",
     "VirtualActorRef",
     "__version__",

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import pykka
 import structlog
+from pykka._envelope import Envelope
+from pykka.messages import _ActorStop
 
 from ._clock import current_handoff
 from ._context import ActorContext
@@ -124,20 +126,27 @@ class Actor:
         return cell
 
 
+Done = Callable[[BaseException | None], None]
+"""Called on the actor's thread once a delivered message was handled: None, or the exception
+its handler raised (which then does not end the actor)."""
+
+
 class _Delivery:
     """Envelope for a message put into the mailbox by the runtime (a timer or reminder fire)."""
 
-    __slots__ = ("guard", "message", "picked_up")
+    __slots__ = ("done", "guard", "message", "picked_up")
 
     def __init__(
         self,
         message: Any,
         guard: Callable[[], bool] | None,
         picked_up: threading.Event | None,
+        done: Done | None = None,
     ) -> None:
         self.message = message
         self.guard = guard
         self.picked_up = picked_up
+        self.done = done
 
 
 class _Control:
@@ -153,7 +162,7 @@ class _Slot:
     """One virtual actor key: its live activation, the one going away, and the lock that orders
     sends against deactivation."""
 
-    __slots__ = ("cell", "lock", "ref", "removed", "retiring")
+    __slots__ = ("cell", "lock", "pending", "ref", "removed", "retiring")
 
     def __init__(self, ref: VirtualActorRef) -> None:
         self.ref = ref
@@ -161,6 +170,8 @@ class _Slot:
         self.cell: _Cell | None = None
         self.retiring: _Cell | None = None
         self.removed = False
+        # Envelopes kept for the next activation: queued behind a failure, or sent from on_stop.
+        self.pending: list[Envelope[Any]] = []
 
 
 class _Cell(pykka.ThreadingActor):
@@ -227,7 +238,26 @@ class _Cell(pykka.ThreadingActor):
         # Replaces pykka's stdlib logging with one structured event bound to the actor id, and
         # releases everything the actor holds (facets, timers, its id) on every way out.
         pykka.ActorRegistry.unregister(self.actor_ref)
-        self.actor_stopped.set()
+        slot = self.slot
+        if slot is None or not self.started.is_set():
+            # (A virtual actor failing in on_start has nothing queued: the thread activating it
+            # holds the key's lock until on_start is over.)
+            self.actor_stopped.set()
+        else:
+            # A virtual actor's ref accepted the messages queued behind the failing one: close
+            # the gate and keep them for the next activation instead of letting pykka drop them.
+            with slot.lock:
+                self.actor_stopped.set()
+                if slot.cell is self:
+                    slot.cell = None
+                    slot.retiring = self
+                while not self.actor_inbox.empty():
+                    envelope = self.actor_inbox.get()
+                    if isinstance(envelope.message, _ActorStop):
+                        if envelope.reply_to is not None:
+                            envelope.reply_to.set(None)
+                    else:
+                        slot.pending.append(envelope)
         event = "actor.failed" if self.started.is_set() else "actor.start_failed"
         self.log.error(event, exc_info=(exc_type, exc_value, traceback))
         self._terminate()
@@ -248,14 +278,21 @@ class _Cell(pykka.ThreadingActor):
         self.facets.clear()
         self._by_type.clear()
         self._rebuild_interceptors()
-        self.system._forget(self)
+        last = self.system._forget(self)
         self.terminated.set()
+        if last:
+            # The last actor of a system shut down from inside an actor closes the system.
+            self.system._finish_shutdown(0)
+        elif self.slot is not None and self.slot.pending:
+            self.system._revive(self.slot)
 
     # -- messages (actor thread) -------------------------------------------------------------------
 
     def on_receive(self, message: Any) -> Any:
         kind = type(message)
         if kind is _Delivery:
+            if message.done is not None:
+                return self._handle_acknowledged(message)
             if message.picked_up is not None:
                 message.picked_up.set()
             guard = message.guard
@@ -266,6 +303,9 @@ class _Cell(pykka.ThreadingActor):
                 return message.function()
         elif kind is _Control:
             return message.function()
+        return self._dispatch(message)
+
+    def _dispatch(self, message: Any) -> Any:
         for before in self._before:
             replacement = before(message)
             if replacement is not None:
@@ -277,15 +317,36 @@ class _Cell(pykka.ThreadingActor):
             after(message, result)
         return result
 
+    def _handle_acknowledged(self, delivery: _Delivery) -> None:
+        # A delivery whose sender needs to know it was handled (a reminder fire, acknowledged
+        # in the store): a failing handler is reported to the sender instead of ending the
+        # actor, and a ManualClock hand-off is released only after the acknowledgement, so the
+        # next tick is armed before time moves on.
+        done = delivery.done
+        assert done is not None
+        error: BaseException | None = None
+        try:
+            if delivery.guard is None or delivery.guard():
+                self._dispatch(delivery.message)
+        except Exception as failure:
+            error = failure
+        try:
+            done(error)
+        finally:
+            if delivery.picked_up is not None:
+                delivery.picked_up.set()
+
     # -- delivery (any thread) ---------------------------------------------------------------------
 
-    def deliver(self, message: Any, guard: Callable[[], bool] | None) -> bool:
+    def deliver(
+        self, message: Any, guard: Callable[[], bool] | None, done: Done | None = None
+    ) -> bool:
         handoff = current_handoff()
         picked_up = None
         if handoff is not None and self.thread is not threading.current_thread():
             picked_up = threading.Event()
         try:
-            self.actor_ref.tell(_Delivery(message, guard, picked_up))
+            self.actor_ref.tell(_Delivery(message, guard, picked_up, done))
         except pykka.ActorDeadError:
             return False
         if handoff is not None and picked_up is not None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import pykka
+from pykka._envelope import Envelope
 
 from ._duration import Duration, parse_duration
 from ._errors import ActorStoppedError, AskTimeoutError, PlexSpacesError
@@ -166,20 +168,29 @@ class VirtualActorRef(ActorRef):
         self._pykka = None  # type: ignore[assignment]
 
     def tell(self, message: Any) -> None:
-        self._system._route(self, lambda cell: cell.actor_ref.tell(message))
+        self._system._route(
+            self, lambda cell: cell.actor_ref.tell(message), stash=lambda: Envelope(message)
+        )
 
     def ask(self, message: Any, timeout: Duration | None = DEFAULT_ASK_TIMEOUT) -> Any:
         seconds = _seconds(timeout)
         self._refuse_self_ask(self._system._activation(self))
-        future = self._system._route(self, lambda cell: cell.actor_ref.ask(message, block=False))
-        return self._answer(future, message, seconds, timeout)
+        started = time.monotonic()
+        future = self._system._route(
+            self, lambda cell: cell.actor_ref.ask(message, block=False), timeout=seconds
+        )
+        assert future is not None
+        left = None if seconds is None else max(0.0, seconds - (time.monotonic() - started))
+        return self._answer(future, message, left, timeout)
 
     def stop(self, timeout: Duration | None = None) -> bool:
-        """Deactivate the current activation (False if none is active) and wait until it has
-        released everything, unless called from the actor itself."""
+        """Deactivate the current activation and wait until it has released everything (unless
+        called from the actor itself). Also waits for a deactivation already under way. False
+        if nothing was active."""
         cell = self._system._activation(self)
-        if cell is None or not self._system._deactivate(cell, only_if_idle=False):
+        if cell is None:
             return False
+        self._system._deactivate(cell, only_if_idle=False)
         waits = cell.thread is not threading.current_thread()
         if waits and not cell.terminated.wait(_seconds(timeout)):
             raise AskTimeoutError(f"actor {self.actor_id!r} did not stop within {timeout!r}")
@@ -198,6 +209,8 @@ class VirtualActorRef(ActorRef):
         config: Mapping[str, Any] | None = None,
     ) -> Facet:
         cell = self._system._route(self, lambda cell: cell)
+        if cell is None:  # pragma: no cover - _route without stash never returns None
+            raise self._stopped()
         result: Facet = cell.on_actor_thread(lambda: cell.attach(facet, priority, config))
         return result
 

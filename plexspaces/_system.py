@@ -6,18 +6,20 @@ import hashlib
 import os
 import socket
 import threading
+import time
 import uuid
 import weakref
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import pykka
 import structlog
+from pykka._envelope import Envelope
 
-from ._actor import Actor, _Cell, _Slot
+from ._actor import Actor, Done, _Cell, _Slot
 from ._clock import Clock, SystemClock
 from ._context import FacetService
 from ._duration import Duration, parse_duration
@@ -26,11 +28,16 @@ from ._errors import (
     ActorNotFoundError,
     ActorStoppedError,
     AskTimeoutError,
+    PlexSpacesError,
     SystemShutdownError,
 )
 from ._logging import ensure_logging_configured
 from ._ref import ActorRef, VirtualActorRef
 from ._scheduler import Scheduler
+
+if TYPE_CHECKING:
+    from ._reminders import ReminderService
+    from ._store import UndecodableReminder
 
 __all__ = ["STORAGE_URL_ENV", "ActorSystem"]
 
@@ -104,7 +111,8 @@ class ActorSystem:
         # Every actor thread this system started and that may still run, joined at shutdown.
         self._threads: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
         self._virtual_types: dict[str, type[Actor]] = {}
-        self._virtual_listeners: list[Callable[[str], None]] = []
+        self._reminder_service: ReminderService | None = None
+        self._reminders_lock = threading.Lock()
         self._slots: dict[str, _Slot] = {}
         # Actor threads inside a shutdown() call of their own; no shutdown waits for them.
         self._shutting_down_actors: set[threading.Thread] = set()
@@ -186,9 +194,10 @@ class ActorSystem:
                     f"{known.__qualname__}, not {cls.__qualname__}"
                 )
             self._virtual_types[type_name] = cls
-            listeners = list(self._virtual_listeners)
-        for listener in listeners:
-            listener(type_name)
+        # Reminders of the type resume: at once if the service runs, or if the store may hold
+        # reminders from an earlier run (the service then starts and serves every type).
+        if self._reminder_service is not None or _store_may_hold_data(self.storage_url):
+            self.reminders.serve_type(type_name)
 
     def virtual(self, type_name: str, key: str) -> VirtualActorRef:
         """The ref of virtual actor `key` of type `type_name`; its id is `"<type>/<key>"`.
@@ -211,13 +220,37 @@ class ActorSystem:
         with self._lock:
             return dict(self._virtual_types)
 
-    def _on_virtual_type(self, listener: Callable[[str], None]) -> None:
-        """Call `listener(type_name)` for every registered virtual type, now and later."""
-        with self._lock:
-            self._virtual_listeners.append(listener)
-            known = list(self._virtual_types)
-        for type_name in known:
-            listener(type_name)
+    # -- reminders -------------------------------------------------------------------------------
+
+    @property
+    def reminders(self) -> ReminderService:
+        """The durable reminder service, opened on first use on `storage_url`."""
+        with self._reminders_lock:
+            if self._reminder_service is None:
+                self._check_open()
+                from ._reminders import ReminderService
+                from ._sql_store import SqlReminderStore
+
+                service = ReminderService(self, SqlReminderStore(self.storage_url))
+                for type_name in self.virtual_types():
+                    service.serve_type(type_name)
+                self._reminder_service = service
+            return self._reminder_service
+
+    def reminder_errors(self) -> list[UndecodableReminder]:
+        """Stored reminder rows that could not be decoded: kept in the store, never fired."""
+        return self.reminders.errors()
+
+    def _deliver_virtual(
+        self, ref: VirtualActorRef, message: Any, *, guard: Callable[[], bool], done: Done
+    ) -> None:
+        """Deliver a runtime message to a virtual actor, activating it if needed."""
+
+        def send(cell: _Cell) -> None:
+            if not cell.deliver(message, guard, done):
+                raise pykka.ActorDeadError(f"actor {ref.actor_id!r} stopped")
+
+        self._route(ref, send)
 
     def _slot(self, ref: VirtualActorRef) -> _Slot:
         with self._lock:
@@ -227,39 +260,97 @@ class ActorSystem:
                 slot = self._slots[ref.actor_id] = _Slot(ref)
             return slot
 
-    def _route(self, ref: VirtualActorRef, send: Callable[[_Cell], T]) -> T:
+    def _route(
+        self,
+        ref: VirtualActorRef,
+        send: Callable[[_Cell], T],
+        *,
+        stash: Callable[[], Envelope[Any]] | None = None,
+        timeout: float | None = None,
+    ) -> T | None:
         """Run `send(cell)` on the live activation of `ref`, activating it first if needed.
 
         `send` runs under the key's lock, so a message cannot slip into an activation that is
-        closing: deactivation takes the same lock to close the gate.
+        closing: deactivation takes the same lock to close the gate. Called from inside the
+        activation that is closing (its `on_stop`), the message from `stash()` is kept for the
+        next activation instead, which starts once this one has ended. `timeout` bounds the wait
+        for a closing activation.
         """
+        deadline = None if timeout is None else time.monotonic() + timeout
         for _ in range(_ROUTE_ATTEMPTS):
             slot = self._slot(ref)
-            with slot.lock:
+            left = _remaining(deadline)
+            if not slot.lock.acquire(timeout=-1 if left is None else left):
+                raise AskTimeoutError(f"actor {ref.actor_id!r} did not activate within {timeout}s")
+            try:
                 if slot.removed:
                     continue
-                cell = self._activate_locked(slot)
+                closing = slot.retiring if slot.retiring is not None else slot.cell
+                if (
+                    closing is not None
+                    and closing.thread is threading.current_thread()
+                    and not closing.actor_ref.is_alive()
+                ):
+                    if stash is None:
+                        raise PlexSpacesError(
+                            f"actor {ref.actor_id!r} is closing; from its on_stop only tell "
+                            "reaches its next activation"
+                        )
+                    slot.pending.append(stash())
+                    return None
+                cell = self._activate_locked(slot, deadline)
                 try:
                     return send(cell)
                 except pykka.ActorDeadError:
                     # The activation failed right after it started; the next turn replaces it.
                     continue
+            finally:
+                slot.lock.release()
         raise ActorStoppedError(f"virtual actor {ref.actor_id!r} could not be activated")
 
-    def _activate_locked(self, slot: _Slot) -> _Cell:
+    def _activate_locked(self, slot: _Slot, deadline: float | None = None) -> _Cell:
         cell = slot.cell
         if cell is not None and cell.actor_ref.is_alive():
             return cell
         previous = slot.retiring if slot.retiring is not None else cell
-        if previous is not None and previous.thread is not threading.current_thread():
-            # One activation per key: the next one starts once the last released everything.
-            previous.terminated.wait()
+        # One activation per key: the next one starts once the last released everything.
+        if previous is not None and not previous.terminated.wait(_remaining(deadline)):
+            raise AskTimeoutError(
+                f"actor {slot.ref.actor_id!r}: its previous activation is still stopping"
+            )
         slot.cell = None
         slot.retiring = None
         cls = self._virtual_types[slot.ref.actor_type]
         cell = self._start(cls, (), {}, slot.ref.actor_id, slot)
         slot.cell = cell
+        # Messages kept from the last activation (queued behind a failure, or sent from its
+        # on_stop) go first, in their order, before anything sent from now on.
+        pending, slot.pending = slot.pending, []
+        for envelope in pending:
+            cell.actor_inbox.put(envelope)
         return cell
+
+    def _revive(self, slot: _Slot) -> None:
+        """Start the next activation of a key whose last one ended with messages kept for it."""
+        with slot.lock:
+            if not slot.pending or slot.removed:
+                return
+            try:
+                self._activate_locked(slot)
+            except Exception as error:
+                # The system is closing, or on_start fails: answer the waiting asks.
+                pending, slot.pending = slot.pending, []
+                for envelope in pending:
+                    if envelope.reply_to is not None:
+                        envelope.reply_to.set_exception(
+                            exc_info=(type(error), error, error.__traceback__)
+                        )
+                self.log.warning(
+                    "actor.kept_messages_dropped",
+                    actor_id=slot.ref.actor_id,
+                    messages=len(pending),
+                    error=repr(error),
+                )
 
     def _activation(self, ref: VirtualActorRef) -> _Cell | None:
         """The current live activation of `ref`, without activating it."""
@@ -318,6 +409,10 @@ class ActorSystem:
                 self._shutting_down_actors.add(current)
         try:
             if first:
+                service = self._reminder_service
+                if service is not None and not inside:
+                    # No new fires from here on; handlers still running can acknowledge theirs.
+                    service.stop_firing()
                 for cell in cells:
                     cell.actor_ref.stop(block=False)
             for cell in cells:
@@ -344,6 +439,8 @@ class ActorSystem:
             if self._closed:
                 return
             self._closed = True
+        if self._reminder_service is not None:
+            self._reminder_service.close()
         self.scheduler.close()
         self.log.debug("system.shut_down", actors=actors)
 
@@ -379,13 +476,17 @@ class ActorSystem:
     def _thread_started(self, thread: threading.Thread) -> None:
         self._threads.add(thread)
 
-    def _forget(self, cell: _Cell) -> None:
+    def _forget(self, cell: _Cell) -> bool:
+        """Free the id of a cell that released everything. True when it was the last actor of
+        a system being shut down: the caller then finishes the shutdown, once its own
+        `terminated` is set (a reminder delivery may be waiting for exactly that)."""
         slot = cell.slot
         # Drop the key's slot once its activation is gone, unless a sender holds it right now
         # (that sender activates the key again through the same slot).
         if slot is not None and slot.lock.acquire(blocking=False):
             try:
-                if slot.cell in (None, cell) and slot.retiring in (None, cell):
+                idle = slot.cell in (None, cell) and slot.retiring in (None, cell)
+                if idle and not slot.pending:
                     slot.removed = True
             finally:
                 slot.lock.release()
@@ -394,16 +495,30 @@ class ActorSystem:
                 del self._slots[cell.actor_id]
             if self._actors.get(cell.actor_id) is cell:
                 del self._actors[cell.actor_id]
-            last = self._shutting_down and not any(
+            return self._shutting_down and not any(
                 isinstance(other, _Cell) for other in self._actors.values()
             )
-        if last:
-            # The last actor of a system shut down from inside an actor closes the system.
-            self._finish_shutdown(0)
 
     def _live_cell(self, actor_id: str) -> _Cell | None:
         cell = self._actors.get(actor_id)
         return cell if isinstance(cell, _Cell) else None
+
+
+def _remaining(deadline: float | None) -> float | None:
+    """Seconds left until a monotonic `deadline`, as a wait timeout (None: wait for ever)."""
+    if deadline is None:
+        return None
+    return max(0.0, deadline - time.monotonic())
+
+
+def _store_may_hold_data(storage_url: str) -> bool:
+    from sqlalchemy.engine import make_url
+
+    url = make_url(storage_url)
+    if url.get_backend_name() != "sqlite":
+        return True
+    database = url.database
+    return database is not None and database not in ("", ":memory:") and Path(database).exists()
 
 
 def _resolve_storage_url(storage_url: str | None) -> str:

@@ -1,0 +1,588 @@
+"""Durable reminder storage: the records, the `ReminderStore` interface and its shared plumbing.
+
+Nothing about a reminder lives only in memory. Everything it needs to survive a crash is in one
+row: when it is due next, its phase anchor, how often it has fired, and the fire
+that was recorded but not yet acknowledged. Backends implement `ReminderStore`; `BaseReminderStore`
+holds what every backend shares (validation, payload encoding, reporting undecodable rows), so a
+backend is only the storage itself.
+
+Rules every backend keeps:
+
+- Times are aware UTC `datetime`s in the API and whole microseconds since the Unix epoch in storage
+  (`to_micros`/`from_micros`): exact, portable, and cheap to index.
+- No method reads a clock. Whatever depends on the time takes `now` (or `until`) as an argument, so
+  a `ManualClock` drives the store exactly as it drives the rest of the system.
+- Every method that changes something is durable when it returns, and either changes everything it
+  describes or nothing.
+- A row that cannot be decoded is never deleted or changed by the store's own processing: it is
+  skipped by every query that returns records, logged once (event `reminder.undecodable`) and
+  reported by `errors()`. Only an explicit `upsert` or `delete` of its key (a re-registration or an
+  unregistration) replaces or removes it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Final, Self
+
+import structlog
+
+from ._errors import PlexSpacesError
+
+if TYPE_CHECKING:
+    from structlog.typing import FilteringBoundLogger
+
+__all__ = [
+    "MISSED_POLICIES",
+    "BaseReminderStore",
+    "ReminderKey",
+    "ReminderStore",
+    "SchemaVersionError",
+    "StoreClosedError",
+    "StoredReminder",
+    "UndecodableReminder",
+    "decode_payload",
+    "encode_payload",
+    "from_micros",
+    "to_micros",
+    "validate_reminder",
+]
+
+MISSED_POLICIES: Final = ("once", "skip", "all")
+"""The missed-tick policies a stored reminder may carry."""
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MICROSECOND: Final = timedelta(microseconds=1)
+
+
+class SchemaVersionError(PlexSpacesError, RuntimeError):
+    """The database holds reminder tables of a schema version this code does not understand."""
+
+
+class StoreClosedError(PlexSpacesError, RuntimeError):
+    """A reminder store was used after `close()`."""
+
+
+# -- times ---------------------------------------------------------------------------------------
+
+
+def to_micros(value: datetime) -> int:
+    """Microseconds since the Unix epoch of the aware datetime `value` (any offset), exactly.
+
+    Raises:
+        ValueError: `value` is naive or not a datetime. The message names the value.
+    """
+    if not isinstance(value, datetime):
+        raise ValueError(f"{value!r} is not a datetime; expected an aware datetime")
+    if value.utcoffset() is None:
+        raise ValueError(
+            f"datetime {value!r} is naive; pass an aware one, "
+            "for example datetime(..., tzinfo=datetime.UTC)"
+        )
+    return (value - _EPOCH) // _ONE_MICROSECOND
+
+
+def from_micros(micros: int) -> datetime:
+    """The aware UTC datetime `micros` microseconds after the Unix epoch.
+
+    Raises:
+        ValueError: `micros` is not an int, or is outside the range of `datetime`.
+    """
+    if isinstance(micros, bool) or not isinstance(micros, int):
+        raise ValueError(f"time {micros!r} is not a whole number of microseconds")
+    try:
+        return _EPOCH + timedelta(microseconds=micros)
+    except OverflowError:
+        raise ValueError(f"time {micros!r} microseconds is outside the datetime range") from None
+
+
+# -- records -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class ReminderKey:
+    """What identifies a reminder: its actor's type and key, and its name within that actor.
+
+    Keys order field by field, by code point: the same order the stores use for ties in due time.
+    """
+
+    actor_type: str
+    actor_key: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.actor_type}/{self.actor_key}:{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredReminder:
+    """One stored reminder, as a store returns it and as `upsert` takes it.
+
+    Attributes:
+        key: the reminder's identity.
+        due_at: when the next fire is due (aware UTC). For a finished reminder, the due time of its
+            last fire.
+        anchor_at: the phase anchor. Tick k of a periodic reminder (1-based, counted from its
+            registration) is due at `anchor_at + (k - 1) * period`; for a one-shot it is the due
+            time. Missed-tick policies use it to stay on the original phase.
+        period: the period of a periodic reminder, None for a one-shot.
+        max_count: the most fires the reminder makes, or None for no limit.
+        fire_count: fires recorded so far (kept across restarts; never above `max_count`).
+        missed: the missed-tick policy, one of `MISSED_POLICIES`.
+        payload: the JSON value handed to every fire.
+        pending_fire: the `fire_count` of a fire recorded but not yet acknowledged, else None.
+            While set it equals `fire_count`, and no further fire can be recorded.
+        pending_scheduled_at: when that pending fire was due; set exactly when `pending_fire` is.
+        finished: the last fire was recorded (one-shot fired, or `max_count` reached). Always
+            comes with a pending fire: the row is deleted when that fire is acknowledged.
+        claimed_by: the node id holding a lease on the reminder, or None.
+        claimed_until: until when that lease holds (inclusive); set exactly when `claimed_by` is.
+        created_at: when the reminder was (last) registered.
+        updated_at: when a registration, fire, acknowledgement or reschedule last changed it.
+            Claims and lease renewals do not count as changes.
+    """
+
+    key: ReminderKey
+    due_at: datetime
+    anchor_at: datetime
+    period: timedelta | None
+    max_count: int | None
+    fire_count: int
+    missed: str
+    payload: Any
+    pending_fire: int | None
+    pending_scheduled_at: datetime | None
+    finished: bool
+    claimed_by: str | None
+    claimed_until: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def position(self) -> tuple[datetime, ReminderKey]:
+        """Where `ReminderStore.due` places this record; pass the last one's as `after`.
+
+        A record with a pending fire is placed by that fire's due time (it is redelivered), any
+        other by `due_at`.
+        """
+        when = self.pending_scheduled_at if self.pending_scheduled_at is not None else self.due_at
+        return (when, self.key)
+
+
+@dataclass(frozen=True, slots=True)
+class UndecodableReminder:
+    """A stored row that could not be decoded: kept in the store, never fired.
+
+    Attributes:
+        key: the row's key, as stored.
+        error: what is wrong with it.
+    """
+
+    key: ReminderKey
+    error: str
+
+
+# -- validation and payloads ---------------------------------------------------------------------
+
+
+def validate_reminder(record: StoredReminder) -> None:
+    """Check that `record` is a reminder a store may hold; the payload is checked separately.
+
+    The same rules decide whether a stored row can be decoded, so a store never returns a record
+    that it would refuse to store.
+
+    Raises:
+        ValueError: the first rule broken, naming the reminder, the field and the value.
+    """
+    if not isinstance(record, StoredReminder):
+        raise ValueError(f"{record!r} is not a StoredReminder")
+    key = _check_key(record.key)
+    for field in ("due_at", "anchor_at", "created_at", "updated_at"):
+        _check_time(getattr(record, field), field, key)
+    period = record.period
+    if period is not None and (not isinstance(period, timedelta) or period <= timedelta(0)):
+        raise ValueError(f"reminder {key}: period {period!r} must be None or a positive timedelta")
+    max_count = record.max_count
+    if max_count is not None and (not _is_int(max_count) or max_count < 1):
+        raise ValueError(f"reminder {key}: max_count {max_count!r} must be None or an int >= 1")
+    fire_count = record.fire_count
+    if not _is_int(fire_count) or fire_count < 0:
+        raise ValueError(f"reminder {key}: fire_count {fire_count!r} must be an int >= 0")
+    if max_count is not None and fire_count > max_count:
+        raise ValueError(
+            f"reminder {key}: fire_count {fire_count!r} is above max_count {max_count!r}"
+        )
+    if record.missed not in MISSED_POLICIES:
+        raise ValueError(
+            f"reminder {key}: missed policy {record.missed!r} must be one of "
+            f"{', '.join(map(repr, MISSED_POLICIES))}"
+        )
+    pending = record.pending_fire
+    if (pending is None) != (record.pending_scheduled_at is None):
+        raise ValueError(
+            f"reminder {key}: pending_fire {pending!r} and pending_scheduled_at "
+            f"{record.pending_scheduled_at!r} must both be set or both be None"
+        )
+    if pending is not None:
+        if not _is_int(pending) or pending != fire_count or pending < 1:
+            raise ValueError(
+                f"reminder {key}: pending_fire {pending!r} must equal fire_count {fire_count!r} "
+                "(only the last recorded fire can be unacknowledged)"
+            )
+        _check_time(record.pending_scheduled_at, "pending_scheduled_at", key)
+    if not isinstance(record.finished, bool):
+        raise ValueError(f"reminder {key}: finished {record.finished!r} must be a bool")
+    if record.finished and pending is None:
+        raise ValueError(
+            f"reminder {key}: a finished reminder must have a pending fire "
+            "(the row is deleted when its last fire is acknowledged)"
+        )
+    claimed_by = record.claimed_by
+    if (claimed_by is None) != (record.claimed_until is None):
+        raise ValueError(
+            f"reminder {key}: claimed_by {claimed_by!r} and claimed_until "
+            f"{record.claimed_until!r} must both be set or both be None"
+        )
+    if claimed_by is not None:
+        if not isinstance(claimed_by, str) or not claimed_by:
+            raise ValueError(f"reminder {key}: claimed_by {claimed_by!r} must be a non-empty str")
+        _check_time(record.claimed_until, "claimed_until", key)
+
+
+def encode_payload(key: ReminderKey, payload: Any) -> str:
+    """The JSON text of `payload`, refusing anything that would not come back as it went in.
+
+    NaN and infinities are refused (not JSON), and so are dict keys that are not strings: JSON
+    would turn `{1: "a"}` into `{"1": "a"}`, and a handler looking up `payload[1]` would fail only
+    when the reminder fires, perhaps weeks later. Tuples are accepted and come back as lists.
+
+    Raises:
+        ValueError: naming the reminder, where in the payload the problem is, and the value.
+    """
+    try:
+        text = json.dumps(payload, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+    except (TypeError, ValueError, RecursionError) as error:
+        problem = _find_non_json(payload) or str(error)
+        raise ValueError(
+            f"payload of reminder {key} is not JSON (dict with str keys, list, str, int, finite "
+            f"float, bool, None): {problem}"
+        ) from None
+    lossy = _find_non_json(payload)
+    if lossy is not None:
+        raise ValueError(f"payload of reminder {key} would not come back as stored: {lossy}")
+    return text
+
+
+def decode_payload(text: Any) -> Any:
+    """The value of the stored JSON `text`; strict, so a store never hands out what it refuses.
+
+    Raises:
+        ValueError: `text` is not a string of JSON, or holds NaN or an infinity.
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"payload {text!r} is not JSON text")
+    return json.loads(text, parse_constant=_refuse_constant)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"payload holds {name}, which is not JSON")
+
+
+def _find_non_json(payload: Any) -> str | None:
+    """Where `payload` stops being plain JSON, described for an error message; None if it is.
+
+    Iterative, so deep nesting costs no recursion, and each container is visited once, so a
+    cycle (which json.dumps reports) cannot loop.
+    """
+    stack: list[tuple[str, Any]] = [("payload", payload)]
+    seen: set[int] = set()
+    while stack:
+        path, value = stack.pop()
+        if value is None or isinstance(value, str | int):
+            continue
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                return f"{path} is {value!r}; JSON has no NaN or infinity"
+            continue
+        if id(value) in seen:
+            continue
+        if isinstance(value, dict):
+            seen.add(id(value))
+            for item_key, item in value.items():
+                if not isinstance(item_key, str):
+                    return (
+                        f"{path} has the dict key {item_key!r}; JSON keys are strings, so it "
+                        "would come back as another key"
+                    )
+                stack.append((f"{path}[{item_key!r}]", item))
+        elif isinstance(value, list | tuple):
+            seen.add(id(value))
+            stack.extend((f"{path}[{index}]", item) for index, item in enumerate(value))
+        else:
+            return f"{path} is {value!r} of type {type(value).__name__}"
+    return None
+
+
+def _check_key(key: Any) -> ReminderKey:
+    if not isinstance(key, ReminderKey):
+        raise ValueError(f"{key!r} is not a ReminderKey")
+    for field in ("actor_type", "actor_key", "name"):
+        value = getattr(key, field)
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"reminder key {key!r}: {field} {value!r} must be a non-empty str")
+    return key
+
+
+def _check_time(value: Any, field: str, key: ReminderKey | None = None) -> int:
+    try:
+        return to_micros(value)
+    except ValueError as error:
+        where = f"reminder {key}: " if key is not None else ""
+        raise ValueError(f"{where}{field}: {error}") from None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# -- the interface -------------------------------------------------------------------------------
+
+
+class ReminderStore(ABC):
+    """Durable storage of reminders: what the reminder service needs, and no more.
+
+    Implementations are safe to call from many threads at once. Every method that changes a row
+    is atomic and durable when it returns. Methods whose answer depends on the time take it as an
+    argument and never read a clock.
+    """
+
+    @abstractmethod
+    def upsert(self, reminder: StoredReminder) -> None:
+        """Insert `reminder`, or replace the whole row of its key (a re-registration: new counts,
+        no pending fire, no claim unless `reminder` says so).
+
+        Raises:
+            ValueError: the record breaks `validate_reminder` or its payload is not JSON (see
+                `encode_payload`). Nothing is stored.
+        """
+
+    @abstractmethod
+    def delete(self, key: ReminderKey) -> bool:
+        """Delete the reminder `key`; True if there was one (even one that could not be decoded)."""
+
+    @abstractmethod
+    def get(self, key: ReminderKey) -> StoredReminder | None:
+        """The reminder `key`, or None if there is none (or its row cannot be decoded)."""
+
+    @abstractmethod
+    def list_actor(self, actor_type: str, actor_key: str) -> list[StoredReminder]:
+        """Every reminder of one actor, finished ones included, ordered by (due_at, name)."""
+
+    @abstractmethod
+    def due(
+        self,
+        until: datetime,
+        limit: int,
+        *,
+        after: tuple[datetime, ReminderKey] | None = None,
+    ) -> list[StoredReminder]:
+        """One page of the reminders that need a fire delivered, in position order.
+
+        A reminder is returned if it has a pending fire (recorded, never acknowledged: it must be
+        delivered again, whatever `until` is), or if it is not finished and `due_at <= until`.
+        Its position (`StoredReminder.position`) is `(pending_scheduled_at, key)` when it has a
+        pending fire, else `(due_at, key)`. The page holds at most `limit` records, ordered by
+        position, each strictly after `after` when given: pass the last record's `position` to
+        get the next page. A page shorter than `limit` is the last one. Claims are ignored (see
+        `claim_due` for several nodes).
+
+        Raises:
+            ValueError: `until` or `after` holds a naive datetime, or `limit` is not an int >= 1.
+        """
+
+    @abstractmethod
+    def next_due_at(self, *, after: datetime | None = None) -> datetime | None:
+        """The earliest `due_at` among unfinished reminders (strictly after `after` if given),
+        or None: how long a service may sleep before it has to look again."""
+
+    @abstractmethod
+    def record_fire(
+        self,
+        key: ReminderKey,
+        *,
+        expected_fire_count: int,
+        scheduled_at: datetime,
+        next_due_at: datetime | None,
+        now: datetime,
+        expected_due_at: datetime | None = None,
+    ) -> StoredReminder | None:
+        """Record one fire, before it is delivered, as a compare-and-set in one transaction.
+
+        Succeeds only if the reminder exists, is not finished, has no pending fire, its
+        `fire_count` equals `expected_fire_count` (and its `due_at` equals `expected_due_at`
+        when given), and `max_count` is not reached. Then `fire_count` goes up by one, the new
+        count becomes the pending fire due at `scheduled_at`, `due_at` becomes `next_due_at`, and
+        `updated_at` becomes `now`. The reminder is finished instead when `next_due_at` is None or
+        this fire reaches `max_count` (its `due_at` then stays as it was).
+
+        Passing `expected_due_at` makes a re-registration that happened meanwhile fail the
+        compare-and-set even when it has the same `fire_count`.
+
+        Returns:
+            The updated record, or None if the compare-and-set failed (the reminder is gone,
+            changed, already has a pending fire, or cannot be decoded).
+        """
+
+    @abstractmethod
+    def reschedule(
+        self,
+        key: ReminderKey,
+        *,
+        expected_fire_count: int,
+        due_at: datetime,
+        now: datetime,
+        expected_due_at: datetime | None = None,
+    ) -> StoredReminder | None:
+        """Move the next fire to `due_at` without recording a fire (skipping missed ticks).
+
+        The same compare-and-set as `record_fire`: the reminder exists, is not finished, has no
+        pending fire, and its `fire_count` (and `due_at`, if `expected_due_at` is given) is as
+        expected. Returns the updated record, or None if the compare-and-set failed.
+        """
+
+    @abstractmethod
+    def acknowledge(
+        self,
+        key: ReminderKey,
+        fire_count: int,
+        *,
+        now: datetime,
+        scheduled_at: datetime | None = None,
+    ) -> None:
+        """The pending fire `fire_count` was handled: clear it, or delete a finished reminder.
+
+        Does nothing unless the reminder's pending fire is `fire_count` (and was due at
+        `scheduled_at`, when given: that tells a fire of an earlier registration apart), so it is
+        idempotent and an acknowledgement that comes late changes nothing.
+        """
+
+    @abstractmethod
+    def claim_due(
+        self,
+        node_id: str,
+        *,
+        until: datetime,
+        lease_until: datetime,
+        now: datetime,
+        limit: int,
+    ) -> list[StoredReminder]:
+        """Claim up to `limit` reminders that `due` would return, for node `node_id`.
+
+        A reminder is claimable when it is unclaimed, its claim expired (`claimed_until < now`),
+        or `node_id` holds it already. Claimed reminders get `claimed_by = node_id` and
+        `claimed_until = lease_until`, atomically: two nodes claiming at once get disjoint sets.
+        Returns the claimed records in position order. A node that loses a race may get fewer
+        than `limit` even though more are due; it gets them on its next call.
+        """
+
+    @abstractmethod
+    def renew_claims(self, node_id: str, *, lease_until: datetime, now: datetime) -> int:
+        """Extend to `lease_until` every claim `node_id` still holds (`claimed_until >= now`).
+
+        A claim that expired is not renewed: another node may have taken the reminder over
+        meanwhile. The node takes it back, if nobody did, through `claim_due`. Returns how many
+        claims were renewed.
+        """
+
+    @abstractmethod
+    def release_claims(self, node_id: str) -> int:
+        """Drop every claim of `node_id` (a clean shutdown); returns how many were dropped."""
+
+    @abstractmethod
+    def errors(self) -> list[UndecodableReminder]:
+        """Every stored row that cannot be decoded, ordered by key: checks the whole store."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release what the store holds. Idempotent; the store is unusable afterwards."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class BaseReminderStore(ReminderStore):
+    """What every backend shares: argument checks, payload encoding, and reporting rows that
+    cannot be decoded (each logged once per store, not once per query that meets it)."""
+
+    def __init__(self, *, log: FilteringBoundLogger | None = None) -> None:
+        self._log: FilteringBoundLogger = (
+            log if log is not None else structlog.get_logger("plexspaces.store")
+        )
+        self._reported: set[UndecodableReminder] = set()
+        self._reported_lock = threading.Lock()
+
+    def _checked_payload(self, reminder: StoredReminder) -> str:
+        """Validate `reminder` for storing; its payload as JSON text."""
+        validate_reminder(reminder)
+        return encode_payload(reminder.key, reminder.payload)
+
+    def _report_undecodable(self, problem: UndecodableReminder) -> None:
+        with self._reported_lock:
+            if problem in self._reported:
+                return
+            self._reported.add(problem)
+        self._log.error(
+            "reminder.undecodable",
+            actor_type=problem.key.actor_type,
+            actor_key=problem.key.actor_key,
+            name=problem.key.name,
+            error=problem.error,
+        )
+
+    @staticmethod
+    def _check_key(key: ReminderKey) -> ReminderKey:
+        return _check_key(key)
+
+    @staticmethod
+    def _check_time(value: datetime, what: str) -> int:
+        return _check_time(value, what)
+
+    @staticmethod
+    def _check_count(value: int, what: str, minimum: int) -> int:
+        if not _is_int(value) or value < minimum:
+            raise ValueError(f"{what} {value!r} must be an int >= {minimum}")
+        return value
+
+    @staticmethod
+    def _check_text(value: str, what: str) -> str:
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"{what} {value!r} must be a non-empty str")
+        return value
+
+    @classmethod
+    def _check_node_id(cls, node_id: str) -> str:
+        return cls._check_text(node_id, "node_id")
+
+    @staticmethod
+    def _check_position(
+        after: tuple[datetime, ReminderKey] | None,
+    ) -> tuple[int, ReminderKey] | None:
+        if after is None:
+            return None
+        if not isinstance(after, tuple) or len(after) != 2:
+            raise ValueError(f"after {after!r} must be a (datetime, ReminderKey) position")
+        return _check_time(after[0], "after"), _check_key(after[1])
