@@ -28,7 +28,7 @@ from ._messages import DROP, ReminderFired, TimerFired
 from ._ref import DEFAULT_ASK_TIMEOUT, ActorRef, VirtualActorRef
 from ._reminders import MISSED_POLICIES, ReminderInfo, ReminderService
 from ._scheduler import ScheduledCall, Scheduler
-from ._store import UndecodableReminder
+from ._store import SchemaVersionError, StoreClosedError, UndecodableReminder
 from ._system import STORAGE_URL_ENV, ActorSystem
 
 __version__ = "0.1.0"
@@ -64,6 +64,8 @@ __all__ = [
     "ReminderService",
     "ScheduledCall",
     "Scheduler",
+    "SchemaVersionError",
+    "StoreClosedError",
     "SystemClock",
     "SystemShutdownError",
     "TimerFired",
