@@ -232,6 +232,8 @@ class ReminderService:
     def stop_firing(self) -> None:
         """Fire nothing more (shutdown begins); handlers still running can acknowledge."""
         with self._lock:
+            if self._closed:
+                return  # the worker is gone; nothing can be in flight
             self._firing = False
             for armed in self._armed.values():
                 armed.cancel()
@@ -272,6 +274,10 @@ class ReminderService:
         self._loader = self._scheduler.call_at(when, lambda: self._submit(self._load))
 
     def _load(self) -> None:
+        with self._lock:
+            # This load is under way: a registration meanwhile must schedule its own loader
+            # rather than count on this one, whose view of the store may predate it.
+            self._loader = None
         now = self._clock.time()
         until = now + self._horizon
         until_at = _at(until)
@@ -289,7 +295,6 @@ class ReminderService:
             after = page[-1].position
         later = self._store.next_due_at(after=until_at)
         with self._lock:
-            self._loader = None
             if later is not None:
                 # Sleep until the next reminder beyond the horizon comes near: a 30-day
                 # reminder costs one load, not one per horizon.
@@ -399,6 +404,11 @@ class ReminderService:
         return recorded
 
     def _rearm_from_store(self, armed: _Armed, record: StoredReminder | None) -> None:
+        if record is not None and record == armed.record:
+            # The store refused the change yet holds what we had: never spin on it.
+            _log.warning("reminder.store_refused", reminder=str(record.key))
+            self._retry(armed)
+            return
         with self._lock:
             if self._armed.get(armed.record.key) is not armed:
                 return
