@@ -59,6 +59,8 @@ class ReminderInfo:
         period: the period of a periodic reminder, None for a one-shot.
         missed: the missed-tick policy ("once", "skip" or "all").
         payload: the JSON payload.
+        pending_fire: the `fire_count` of a fire recorded but not yet acknowledged (being
+            handled, or to be delivered again after a crash), else None.
     """
 
     name: str
@@ -68,6 +70,7 @@ class ReminderInfo:
     period: timedelta | None
     missed: str
     payload: Any
+    pending_fire: int | None = None
 
 
 def _info(record: StoredReminder) -> ReminderInfo:
@@ -79,6 +82,7 @@ def _info(record: StoredReminder) -> ReminderInfo:
         period=record.period,
         missed=record.missed,
         payload=record.payload,
+        pending_fire=record.pending_fire,
     )
 
 

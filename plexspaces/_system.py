@@ -111,6 +111,7 @@ class ActorSystem:
         # Every actor thread this system started and that may still run, joined at shutdown.
         self._threads: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
         self._virtual_types: dict[str, type[Actor]] = {}
+        self._virtual_arguments: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {}
         self._reminder_service: ReminderService | None = None
         self._reminders_lock = threading.Lock()
         self._slots: dict[str, _Slot] = {}
@@ -173,12 +174,14 @@ class ActorSystem:
 
     # -- virtual actors ----------------------------------------------------------------------------
 
-    def register_virtual(self, type_name: str, cls: type[Actor]) -> None:
+    def register_virtual(self, type_name: str, cls: type[Actor], *args: Any, **kwargs: Any) -> None:
         """Make `type_name` a virtual actor type served by `cls`.
 
         Its actors are addressed by key through `virtual(type_name, key)`, exist logically for
-        ever, and are activated on demand (`cls()` takes no arguments). Registering the same
-        class again is allowed; another class under a registered name is an error.
+        ever, and are activated on demand: each activation is `cls(*args, **kwargs)` (shared
+        dependencies such as a repository go here; the key is `ctx.actor_key`). Registering the
+        same class again is allowed (the new arguments apply to later activations); another
+        class under a registered name is an error.
         """
         if not isinstance(type_name, str) or not type_name or "/" in type_name:
             raise ValueError(
@@ -194,6 +197,7 @@ class ActorSystem:
                     f"{known.__qualname__}, not {cls.__qualname__}"
                 )
             self._virtual_types[type_name] = cls
+            self._virtual_arguments[type_name] = (args, kwargs)
         # Reminders of the type resume: at once if the service runs, or if the store may hold
         # reminders from an earlier run (the service then starts and serves every type).
         if self._reminder_service is not None or _store_may_hold_data(self.storage_url):
@@ -321,7 +325,8 @@ class ActorSystem:
         slot.cell = None
         slot.retiring = None
         cls = self._virtual_types[slot.ref.actor_type]
-        cell = self._start(cls, (), {}, slot.ref.actor_id, slot)
+        args, kwargs = self._virtual_arguments[slot.ref.actor_type]
+        cell = self._start(cls, args, kwargs, slot.ref.actor_id, slot)
         slot.cell = cell
         # Messages kept from the last activation (queued behind a failure, or sent from its
         # on_stop) go first, in their order, before anything sent from now on.

@@ -1237,3 +1237,30 @@ def test_stress_stops_racing_sends_lose_nothing_and_never_overlap(real_system: A
     assert set(most_active.values()) == {1}
     assert stops > 0
     assert activations > len(keys)
+
+
+class _WithDependencies(Actor):
+    """Built with the arguments given to register_virtual."""
+
+    def __init__(self, repository: dict[str, int], *, scale: int) -> None:
+        super().__init__()
+        self.repository = repository
+        self.scale = scale
+
+    def on_receive(self, message: Any) -> Any:
+        key = self.ctx.actor_key
+        assert key is not None
+        self.repository[key] = self.repository.get(key, 0) + self.scale
+        return self.repository[key]
+
+
+def test_register_virtual_passes_its_arguments_to_every_activation(system: ActorSystem) -> None:
+    """register_virtual(type, cls, *args, **kwargs) builds each activation with those arguments."""
+    repository: dict[str, int] = {}
+    system.register_virtual("counter", _WithDependencies, repository, scale=10)
+    ref = system.virtual("counter", "a")
+    assert ref.ask("add", timeout=WAIT) == 10
+    assert ref.stop(timeout=WAIT)
+    assert ref.ask("add", timeout=WAIT) == 20  # a new activation, the same shared repository
+    assert system.virtual("counter", "b").ask("add", timeout=WAIT) == 10
+    assert repository == {"a": 20, "b": 10}
