@@ -15,6 +15,7 @@ delays timers. Acknowledgements run on the actor's thread right after its handle
 
 from __future__ import annotations
 
+import json
 import math
 import queue
 import threading
@@ -176,7 +177,8 @@ class ReminderService:
         if missed not in MISSED_POLICIES:
             raise ValueError(f"missed {missed!r} must be one of {', '.join(MISSED_POLICIES)}")
         key = ReminderKey(actor_type, actor_key, name)
-        encode_payload(key, payload)  # refuse what JSON cannot carry back unchanged
+        # Refuse what JSON cannot carry back unchanged, and hand back what the store will.
+        payload = json.loads(encode_payload(key, payload))
         record = StoredReminder(
             key=key,
             due_at=due_at,
@@ -194,8 +196,10 @@ class ReminderService:
             created_at=now,
             updated_at=now,
         )
-        self._store.upsert(record)
         with self._lock:
+            # Written and armed under one lock: two registrations of one name racing each other
+            # must leave memory and store holding the same one.
+            self._store.upsert(record)
             self._disarm(record.key)
             due = due_at.timestamp()
             if due <= self._clock.time() + self._horizon:

@@ -24,7 +24,9 @@ How it stays correct with many threads, several processes on one SQLite file, an
 from __future__ import annotations
 
 import heapq
+import sqlite3
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -199,13 +201,30 @@ def create_store_engine(url: str | URL) -> Engine:
 def _configure_sqlite_connection(dbapi_connection: Any, connection_record: Any) -> None:
     cursor = dbapi_connection.cursor()
     try:
-        # The busy timeout first: switching a new file to WAL takes a lock another process may
-        # hold for a moment.
         cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA journal_mode = WAL")
+        _switch_to_wal(cursor)
         cursor.execute("PRAGMA synchronous = NORMAL")
     finally:
         cursor.close()
+
+
+def _switch_to_wal(cursor: Any) -> None:
+    # Switching a new file to WAL needs an exclusive lock, and SQLite answers "database is
+    # locked" at once, without its busy handler, while another connection is switching the same
+    # file. Back off and try again, within the busy timeout; once one connection has switched, the
+    # mode is stored in the file and every later switch is a no-op.
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    delay = 0.001
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() + delay > deadline:
+                raise
+        # A real-time backoff for a lock held by another connection, not a timing mechanism.
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
 
 
 def _is_memory_sqlite(url: URL) -> bool:
