@@ -1141,3 +1141,26 @@ def test_2000_reminders_on_the_real_clock_each_fire_exactly_once(
         f"\n2000 reminders: registered in {registered_in * 1000:.0f} ms; lateness p50 "
         f"{p50:.1f} ms, p99 {p99:.1f} ms, max {lateness[-1]:.1f} ms"
     )
+
+
+def test_a_fire_awaiting_its_acknowledgement_shows_as_pending(
+    rem: ActorSystem, clock: ManualClock, journal: Journal
+) -> None:
+    """ReminderInfo.pending_fire names a fire recorded but not yet acknowledged, then clears."""
+    ref = rem.virtual("rem", "k")
+    register(ref, "r", due="1m", period="10m")
+    journal.failures[("rem/k", "r")] = 1
+    clock.advance("1m")  # recorded and delivered; the handler fails: not acknowledged
+    (info,) = rem.reminders.list_actor("rem", "k")
+    assert (info.fire_count, info.pending_fire) == (1, 1)
+    clock.advance("1s")  # the retry is handled and acknowledged
+    (info,) = rem.reminders.list_actor("rem", "k")
+    assert (info.fire_count, info.pending_fire) == (1, None)
+
+
+def test_the_registered_info_carries_the_payload_as_fires_will(rem: ActorSystem) -> None:
+    """register_reminder returns the payload as JSON hands it back (a tuple becomes a list)."""
+    ref = rem.virtual("rem", "k")
+    info = register(ref, "r", due="1m", payload={"items": (1, 2)})
+    assert info.payload == {"items": [1, 2]}
+    assert ref.ask(("get", "r"), timeout=WAIT).payload == info.payload
