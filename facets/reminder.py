@@ -28,19 +28,12 @@ from plexspaces import (
     FacetNotAttachedError,
     ReminderInfo,
     ReminderService,
-    parse_duration,
+    positive_duration,
 )
 
 __all__ = ["DEFAULT_MIN_PERIOD", "ReminderFacet", "ReminderInfo"]
 
 DEFAULT_MIN_PERIOD = timedelta(seconds=1)
-
-
-def _min_period(value: Any) -> timedelta:
-    period = parse_duration(value)
-    if period <= timedelta(0):
-        raise ValueError(f"min_period {value!r} must be a positive duration")
-    return period
 
 
 class ReminderFacet(Facet):
@@ -53,7 +46,7 @@ class ReminderFacet(Facet):
     """
 
     facet_type = "reminder"
-    config_schema: ClassVar[dict[str, ConfigSpec]] = {"min_period": _min_period}
+    config_schema: ClassVar[dict[str, ConfigSpec]] = {"min_period": positive_duration}
 
     def __init__(self) -> None:
         super().__init__()

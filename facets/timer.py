@@ -28,7 +28,7 @@ from plexspaces import (
     SystemShutdownError,
     TimerFired,
     duration_seconds,
-    parse_duration,
+    positive_duration,
 )
 
 __all__ = ["TimerFacet", "TimerInfo", "TimerRegistration"]
@@ -146,13 +146,6 @@ class _Timer(ScheduledCall):
         return f"<timer {self.name!r} of {self.facet.facet_ctx!r} at {self.when}>"
 
 
-def _min_interval(value: Any) -> timedelta:
-    interval = parse_duration(value)
-    if interval <= timedelta(0):
-        raise ValueError(f"min_interval {value!r} must be positive")
-    return interval
-
-
 class TimerFacet(Facet):
     """In-memory timers for one actor.
 
@@ -164,7 +157,7 @@ class TimerFacet(Facet):
     """
 
     facet_type = "timer"
-    config_schema: ClassVar[dict[str, ConfigSpec]] = {"min_interval": _min_interval}
+    config_schema: ClassVar[dict[str, ConfigSpec]] = {"min_interval": positive_duration}
 
     _scheduler: Scheduler
     _clock: Clock

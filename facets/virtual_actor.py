@@ -20,19 +20,12 @@ from plexspaces import (
     FacetError,
     ScheduledCall,
     TimerFired,
-    parse_duration,
+    positive_duration,
 )
 
 __all__ = ["DEFAULT_IDLE_TIMEOUT", "VirtualActorFacet"]
 
 DEFAULT_IDLE_TIMEOUT = timedelta(minutes=5)
-
-
-def _idle_timeout(value: Any) -> timedelta:
-    timeout = parse_duration(value)
-    if timeout <= timedelta(0):
-        raise ValueError(f"idle_timeout {value!r} must be a positive duration")
-    return timeout
 
 
 class VirtualActorFacet(Facet):
@@ -48,7 +41,7 @@ class VirtualActorFacet(Facet):
 
     facet_type = "virtual_actor"
     config_schema: ClassVar[dict[str, ConfigSpec]] = {
-        "idle_timeout": _idle_timeout,
+        "idle_timeout": positive_duration,
         "timers_keep_alive": bool,
     }
 

@@ -9,7 +9,7 @@ system's one `Clock` and one `Scheduler`.
 from ._actor import Actor, FacetSpec
 from ._clock import Clock, ManualClock, SystemClock
 from ._context import ActorContext, FacetService
-from ._duration import Duration, duration_seconds, parse_duration
+from ._duration import Duration, duration_seconds, parse_duration, positive_duration
 from ._errors import (
     ActorIdInUseError,
     ActorNotFoundError,
@@ -76,5 +76,6 @@ __all__ = [
     "available_facets",
     "duration_seconds",
     "parse_duration",
+    "positive_duration",
     "resolve_facet",
 ]

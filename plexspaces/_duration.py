@@ -9,7 +9,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from functools import lru_cache
 from typing import TypeAlias
 
-__all__ = ["Duration", "duration_seconds", "parse_duration"]
+__all__ = ["Duration", "duration_seconds", "parse_duration", "positive_duration"]
 
 Duration: TypeAlias = timedelta | int | float | str
 """What `parse_duration` accepts: a `timedelta`, seconds as a number, or a string like "1h30m"."""
@@ -54,6 +54,17 @@ def parse_duration(value: Duration) -> timedelta:
             )
         return _seconds(value, value)
     return _parse_string(value)
+
+
+def positive_duration(value: Duration) -> timedelta:
+    """`parse_duration(value)`, refusing zero: for periods, timeouts and leases.
+
+    Usable directly as a converter in a facet's `config_schema`.
+    """
+    parsed = parse_duration(value)
+    if parsed <= timedelta(0):
+        raise ValueError(f"duration {value!r} must be positive")
+    return parsed
 
 
 def duration_seconds(value: Duration) -> float:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from ._clock import current_handoff
-from ._duration import Duration, parse_duration
+from ._duration import Duration, parse_duration, positive_duration
 from ._messages import ReminderFired
 from ._scheduler import ScheduledCall
 from ._store import (
@@ -132,11 +132,11 @@ class ReminderService:
         self._store = store
         self._clock = system.clock
         self._scheduler = system.scheduler
-        self._horizon = _positive(horizon, "horizon").total_seconds()
+        self._horizon = positive_duration(horizon).total_seconds()
         self._batch = batch
-        self._ack_timeout = _positive(ack_timeout, "ack_timeout").total_seconds()
-        self._retry_delay = _positive(retry_delay, "retry_delay").total_seconds()
-        self._max_retry_delay = _positive(max_retry_delay, "max_retry_delay").total_seconds()
+        self._ack_timeout = positive_duration(ack_timeout).total_seconds()
+        self._retry_delay = positive_duration(retry_delay).total_seconds()
+        self._max_retry_delay = positive_duration(max_retry_delay).total_seconds()
         self._lock = threading.RLock()
         self._armed: dict[ReminderKey, _Armed] = {}
         self._served: set[str] = set()
@@ -540,13 +540,6 @@ class ReminderService:
                 f"{minimum.total_seconds():g}s (the facet's min_period)"
             )
         return value
-
-
-def _positive(value: Duration, what: str) -> timedelta:
-    parsed = parse_duration(value)
-    if parsed <= timedelta(0):
-        raise ValueError(f"{what} {value!r} must be a positive duration")
-    return parsed
 
 
 def _at(seconds: float) -> datetime:

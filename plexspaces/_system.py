@@ -22,7 +22,7 @@ from pykka._envelope import Envelope
 from ._actor import Actor, Done, _Cell, _Slot
 from ._clock import Clock, SystemClock
 from ._context import FacetService
-from ._duration import Duration, parse_duration
+from ._duration import Duration, parse_duration, positive_duration
 from ._errors import (
     ActorIdInUseError,
     ActorNotFoundError,
@@ -99,9 +99,10 @@ class ActorSystem:
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.storage_url: str = _resolve_storage_url(storage_url)
         self.node_id: str = _resolve_node_id(node_id, self.storage_url)
-        self.lease: timedelta = parse_duration(lease)
-        if self.lease <= timedelta(0):
-            raise ValueError(f"lease {lease!r} must be a positive duration")
+        try:
+            self.lease: timedelta = positive_duration(lease)
+        except ValueError as error:
+            raise ValueError(f"lease: {error}") from None
         self.name = name
         self.log = _log.bind(system=name, node_id=self.node_id)
         self.facet_service = FacetService(self)
