@@ -24,6 +24,7 @@ How it stays correct with many threads, several processes on one SQLite file, an
 from __future__ import annotations
 
 import heapq
+import os
 import sqlite3
 import threading
 import time
@@ -272,6 +273,7 @@ class SqlReminderStore(BaseReminderStore):
         self._upsert = _upsert_statement(self._dialect)
         try:
             self._serial = _serializer(engine)
+            self._write_serial = _write_serializer(engine)
             self._prepare_schema()
         except BaseException:
             if self._owns_engine:
@@ -297,7 +299,7 @@ class SqlReminderStore(BaseReminderStore):
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
-        with self._connection() as connection, connection.begin():
+        with self._write_serial, self._connection() as connection, connection.begin():
             yield connection
 
     def _rows(self, statement: Select[Any]) -> Sequence[Row[Any]]:
@@ -958,5 +960,26 @@ def _serializer(engine: Engine) -> AbstractContextManager[Any]:
         return lock
 
 
+def _write_serializer(engine: Engine) -> AbstractContextManager[Any]:
+    """A lock around every write transaction on one SQLite file within this process.
+
+    SQLite lets one writer in at a time and makes the others wait in its busy handler, which
+    sleeps in steps of milliseconds; with many threads acknowledging fires, that sleeping set the
+    fire rate. Waiting on a Python lock instead wakes the next writer the moment the lock is
+    free. Readers are not serialized (WAL lets them run beside the writer), and writers in other
+    processes still meet the busy timeout. The lock belongs to the file, so every engine and
+    store on it in this process shares it.
+    """
+    if engine.dialect.name != "sqlite" or _is_memory_sqlite(engine.url):
+        return nullcontext()
+    path = os.path.realpath(engine.url.database or "")
+    with _engine_locks_guard:
+        lock = _file_write_locks.get(path)
+        if lock is None:
+            lock = _file_write_locks[path] = threading.RLock()
+        return lock
+
+
+_file_write_locks: dict[str, threading.RLock] = {}
 _engine_locks: weakref.WeakKeyDictionary[Engine, threading.RLock] = weakref.WeakKeyDictionary()
 _engine_locks_guard = threading.Lock()
