@@ -20,7 +20,7 @@ import math
 import queue
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -556,6 +556,4 @@ def _next_tick(anchor: float, period: float, now: float, *, strictly_after: bool
 
 
 def _replace_pending(record: StoredReminder) -> StoredReminder:
-    from dataclasses import replace
-
     return replace(record, pending_fire=None, pending_scheduled_at=None)
