@@ -21,38 +21,13 @@ echo
 python - "$output" "$status" <<'PY'
 """Checks the example's output against the scenario's one correct outcome."""
 
-import json
 import re
 import sys
 
-path, status = sys.argv[1], int(sys.argv[2])
-with open(path, encoding="utf-8") as handle:
-    # Plain text even if colours were forced on.
-    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line) for line in handle]
+from examples.output_check import OutputCheck
 
-failures = 0
-
-
-def check(label, ok, detail=""):
-    global failures
-    if not ok:
-        failures += 1
-    print(f"{'PASS' if ok else 'FAIL'}: {label}" + (f" ({detail})" if detail else ""))
-
-
-def equal(label, got, want):
-    check(label, got == want, "" if got == want else f"got {got!r}, want {want!r}")
-
-
-check("example exited with status 0", status == 0, f"got {status}")
-
-summaries = [line[len("SUMMARY "):] for line in lines if line.startswith("SUMMARY ")]
-check("exactly one SUMMARY line", len(summaries) == 1, f"got {len(summaries)}")
-try:
-    summary = json.loads(summaries[-1])
-except (IndexError, ValueError) as error:
-    check("SUMMARY is JSON", False, str(error))
-    summary = {}
+out = OutputCheck("payment_timeout", sys.argv[1], sys.argv[2])
+check, lines, summary, equal = out.check, out.lines, out.summary, out.equal
 orders = summary.get("orders") or {}
 
 
@@ -138,8 +113,5 @@ check(
 )
 
 print()
-if failures:
-    print(f"payment_timeout: FAILED ({failures} check(s))")
-    sys.exit(1)
-print("payment_timeout: all checks passed")
+out.finish()
 PY

@@ -25,33 +25,14 @@ run_and_check() {
     python - "$output" "$status" "$mode" <<'PY' || failed=1
 """Checks one run's output. Mode "timed" or "crash-in-handler"."""
 
-import json
 import re
 import sys
 
-path, status, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-with open(path, encoding="utf-8") as handle:
-    # Plain text even if colours were forced on.
-    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line) for line in handle]
+from examples.output_check import OutputCheck
 
-failures = 0
-
-
-def check(label, ok, detail=""):
-    global failures
-    if not ok:
-        failures += 1
-    print(f"{'PASS' if ok else 'FAIL'}: [{mode}] {label}" + (f" ({detail})" if detail else ""))
-
-
-check("example exited with status 0", status == 0, f"got {status}")
-summaries = [line[len("SUMMARY "):] for line in lines if line.startswith("SUMMARY ")]
-check("exactly one SUMMARY line", len(summaries) == 1, f"got {len(summaries)}")
-try:
-    summary = json.loads(summaries[-1])
-except (IndexError, ValueError) as error:
-    check("SUMMARY is JSON", False, str(error))
-    summary = {}
+mode = sys.argv[3]
+out = OutputCheck(f"reminders_example ({mode})", sys.argv[1], sys.argv[2], tag=f"[{mode}] ")
+check, lines, summary = out.check, out.lines, out.summary
 
 child = summary.get("child") or {}
 parent = summary.get("parent") or {}
@@ -160,10 +141,7 @@ check("log: one journal.fired line per delivery", len(fired_lines) == deliveries
 check("log: child.killed with SIGKILL", any(re.search(r"child\.killed .*signal=SIGKILL", line) for line in lines))
 
 print()
-if failures:
-    print(f"reminders_example ({mode}): FAILED ({failures} check(s))")
-    sys.exit(1)
-print(f"reminders_example ({mode}): all checks passed")
+out.finish()
 PY
     echo
 }

@@ -21,39 +21,14 @@ echo
 python - "$output" "$status" <<'PY'
 """Checks the example's output against the scenario's one correct outcome."""
 
-import json
 import re
 import sys
+
+from examples.output_check import OutputCheck
 from datetime import datetime, timedelta
 
-path, status = sys.argv[1], int(sys.argv[2])
-with open(path, encoding="utf-8") as handle:
-    # Plain text even if colours were forced on.
-    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line) for line in handle]
-
-failures = 0
-
-
-def check(label, ok, detail=""):
-    global failures
-    if not ok:
-        failures += 1
-    print(f"{'PASS' if ok else 'FAIL'}: {label}" + (f" ({detail})" if detail else ""))
-
-
-def equal(label, got, want):
-    check(label, got == want, "" if got == want else f"got {got!r}, want {want!r}")
-
-
-check("example exited with status 0", status == 0, f"got {status}")
-
-summaries = [line[len("SUMMARY "):] for line in lines if line.startswith("SUMMARY ")]
-check("exactly one SUMMARY line", len(summaries) == 1, f"got {len(summaries)}")
-try:
-    summary = json.loads(summaries[-1])
-except (IndexError, ValueError) as error:
-    check("SUMMARY is JSON", False, str(error))
-    summary = {}
+out = OutputCheck("subscription_renewal", sys.argv[1], sys.argv[2])
+check, lines, summary, equal = out.check, out.lines, out.summary, out.equal
 subscriptions = summary.get("subscriptions") or {}
 
 # The restart on day 10 keeps both reminders of both subscriptions, at the same times.
@@ -140,8 +115,5 @@ equal(
 check("log: no fire off schedule", not any("reminder.off_schedule" in line for line in lines))
 
 print()
-if failures:
-    print(f"subscription_renewal: FAILED ({failures} check(s))")
-    sys.exit(1)
-print("subscription_renewal: all checks passed")
+out.finish()
 PY

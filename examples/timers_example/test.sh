@@ -20,39 +20,13 @@ echo
 python - "$output" "$status" <<'PY'
 """Checks the example's output; counts are for an 8 s run (ticks due at 8 s included)."""
 
-import json
 import re
 import sys
 
-path, status = sys.argv[1], int(sys.argv[2])
-with open(path, encoding="utf-8") as handle:
-    # Plain text even if colours were forced on.
-    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line) for line in handle]
+from examples.output_check import OutputCheck
 
-failures = 0
-
-
-def check(label, ok, detail=""):
-    global failures
-    if not ok:
-        failures += 1
-    print(f"{'PASS' if ok else 'FAIL'}: {label}" + (f" ({detail})" if detail else ""))
-
-
-def within(label, value, low, high):
-    ok = isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
-    check(f"{label} in {low}..{high}", ok, f"got {value!r}")
-
-
-check("example exited with status 0", status == 0, f"got {status}")
-
-summaries = [line[len("SUMMARY "):] for line in lines if line.startswith("SUMMARY ")]
-check("exactly one SUMMARY line", len(summaries) == 1, f"got {len(summaries)}")
-try:
-    summary = json.loads(summaries[-1])
-except (IndexError, ValueError) as error:
-    check("SUMMARY is JSON", False, str(error))
-    summary = {}
+out = OutputCheck("timers_example", sys.argv[1], sys.argv[2])
+check, lines, summary, within = out.check, out.lines, out.summary, out.within
 
 # Heartbeat every 2 s: 2, 4, 6, 8. Poll every 500 ms: 16 ticks. One slot of slack each way for a
 # loaded machine, none for the one-shot.
@@ -99,8 +73,5 @@ for name in delays:
     )
 
 print()
-if failures:
-    print(f"timers_example: FAILED ({failures} check(s))")
-    sys.exit(1)
-print("timers_example: all checks passed")
+out.finish()
 PY
