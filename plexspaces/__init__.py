@@ -11,6 +11,7 @@ from ._clock import Clock, ManualClock, SystemClock
 from ._context import ActorContext, FacetService
 from ._duration import Duration, duration_seconds, parse_duration, positive_duration
 from ._errors import (
+    ActorActiveElsewhereError,
     ActorIdInUseError,
     ActorNotFoundError,
     ActorStoppedError,
@@ -28,7 +29,12 @@ from ._messages import DROP, ReminderFired, TimerFired
 from ._ref import DEFAULT_ASK_TIMEOUT, ActorRef, VirtualActorRef
 from ._reminders import MISSED_POLICIES, ReminderInfo, ReminderService
 from ._scheduler import ScheduledCall, Scheduler
-from ._store import SchemaVersionError, StoreClosedError, UndecodableReminder
+from ._store import (
+    SchemaVersionError,
+    StoreClosedError,
+    StoreUnavailableError,
+    UndecodableReminder,
+)
 from ._system import STORAGE_URL_ENV, ActorSystem
 
 __version__ = "0.1.0"
@@ -40,6 +46,7 @@ __all__ = [
     "MISSED_POLICIES",
     "STORAGE_URL_ENV",
     "Actor",
+    "ActorActiveElsewhereError",
     "ActorContext",
     "ActorIdInUseError",
     "ActorNotFoundError",
@@ -66,6 +73,7 @@ __all__ = [
     "Scheduler",
     "SchemaVersionError",
     "StoreClosedError",
+    "StoreUnavailableError",
     "SystemClock",
     "SystemShutdownError",
     "TimerFired",

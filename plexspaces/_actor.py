@@ -162,11 +162,13 @@ class _Slot:
     """One virtual actor key: its live activation, the one going away, and the lock that orders
     sends against deactivation."""
 
-    __slots__ = ("cell", "lock", "pending", "ref", "removed", "retiring")
+    __slots__ = ("activation_id", "cell", "lock", "pending", "ref", "removed", "retiring")
 
     def __init__(self, ref: VirtualActorRef) -> None:
         self.ref = ref
         self.lock = threading.Lock()
+        # The activation lease this node holds for the key in a cluster, if any.
+        self.activation_id: str | None = None
         self.cell: _Cell | None = None
         self.retiring: _Cell | None = None
         self.removed = False

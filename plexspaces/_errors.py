@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pykka
 
 __all__ = [
+    "ActorActiveElsewhereError",
     "ActorIdInUseError",
     "ActorNotFoundError",
     "ActorStoppedError",
@@ -33,6 +36,29 @@ class ActorNotFoundError(PlexSpacesError, LookupError):
 
 class ActorStoppedError(PlexSpacesError, pykka.ActorDeadError):
     """A message was sent to an actor that is not running (never started, stopped or failed)."""
+
+
+class ActorActiveElsewhereError(PlexSpacesError, RuntimeError):
+    """A virtual actor is active on another node of the cluster, so this node may not activate
+    it. Sending messages to actors on other nodes is not supported: send them on the node that
+    holds the actor, or wait until it deactivates (or its node's lease runs out).
+
+    Attributes:
+        actor_id: the actor, `"<type>/<key>"`.
+        node_id: the node holding its activation.
+    """
+
+    def __init__(self, actor_id: str, node_id: str) -> None:
+        super().__init__(
+            f"virtual actor {actor_id!r} is active on node {node_id!r}; this node cannot "
+            "activate it until it deactivates there or that node's lease runs out (messages to "
+            "actors on other nodes are not supported)"
+        )
+        self.actor_id = actor_id
+        self.node_id = node_id
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.actor_id, self.node_id))
 
 
 class AskTimeoutError(PlexSpacesError, TimeoutError):

@@ -7,6 +7,13 @@ time written, in one transaction) before it is delivered, and acknowledged after
 handler returned: delivery is at-least-once, a recorded but unacknowledged fire is delivered again
 with the same `fire_count`, and `max_count` is never exceeded.
 
+In a cluster (several nodes on one database) each node claims the reminders it arms with a lease
+(`claimed_by`, `claimed_until`), renews its leases every third of the lease, polls for reminders
+that nobody holds (registered elsewhere, released, or left by a node that died), and records a
+fire only while no other node holds a live claim on it. A node that holds a virtual actor's
+activation lease is the only one that claims that actor's reminders, so a reminder never
+activates a second copy of an actor that is active elsewhere.
+
 Threads: the scheduler thread only hands due reminders to one reminder worker thread, which does
 the store I/O and the delivery (activating the virtual actor if needed), so a slow disk never
 delays timers. Acknowledgements run on the actor's thread right after its handler. Under a
@@ -19,6 +26,7 @@ import json
 import math
 import queue
 import threading
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -28,6 +36,7 @@ import structlog
 
 from ._clock import current_handoff
 from ._duration import Duration, parse_duration, positive_duration
+from ._errors import ActorActiveElsewhereError
 from ._messages import ReminderFired
 from ._scheduler import ScheduledCall
 from ._store import (
@@ -40,6 +49,7 @@ from ._store import (
 )
 
 if TYPE_CHECKING:
+    from ._ref import VirtualActorRef
     from ._system import ActorSystem
 
 __all__ = ["MISSED_POLICIES", "ReminderInfo", "ReminderService"]
@@ -137,10 +147,16 @@ class ReminderService:
         self._ack_timeout = positive_duration(ack_timeout).total_seconds()
         self._retry_delay = positive_duration(retry_delay).total_seconds()
         self._max_retry_delay = positive_duration(max_retry_delay).total_seconds()
+        self._node = system.node_id
+        self._cluster = system.cluster
+        self._lease = system.lease.total_seconds()
+        self._poll_interval = system.poll_interval.total_seconds()
         self._lock = threading.RLock()
         self._armed: dict[ReminderKey, _Armed] = {}
         self._served: set[str] = set()
         self._loader: ScheduledCall | None = None
+        self._load_failures = 0
+        self._cluster_calls: list[ScheduledCall] = []
         self._firing = True  # False once shutdown began: no new fires, acknowledgements still land
         self._closed = False
         self._work: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
@@ -148,6 +164,9 @@ class ReminderService:
             target=self._serve_work, name=f"{system.name}-reminders", daemon=True
         )
         self._worker.start()
+        if self._cluster:
+            self._every(self._poll_interval, self._poll)
+            self._every(self._lease / 3, self._renew)
 
     # -- registration (any thread) -----------------------------------------------------------------
 
@@ -196,13 +215,17 @@ class ReminderService:
             created_at=now,
             updated_at=now,
         )
+        due = due_at.timestamp()
+        soon = due <= self._clock.time() + self._horizon
+        if soon and self._cluster:
+            # This node holds the actor (it registers from inside it): it fires the reminder.
+            record = replace(record, claimed_by=self._node, claimed_until=self._lease_end())
         with self._lock:
             # Written and armed under one lock: two registrations of one name racing each other
             # must leave memory and store holding the same one.
             self._store.upsert(record)
             self._disarm(record.key)
-            due = due_at.timestamp()
-            if due <= self._clock.time() + self._horizon:
+            if soon:
                 self._arm(record, due)
             else:
                 # Loaded in time by a batch load, like every reminder beyond the horizon.
@@ -210,11 +233,13 @@ class ReminderService:
         return _info(record)
 
     def unregister(self, actor_type: str, actor_key: str, name: str) -> bool:
-        """Delete a reminder; a fire of it still in the mailbox is discarded."""
+        """Delete a reminder; a fire of it still in the mailbox is discarded. If the store
+        cannot be reached the error is raised and the reminder stays armed and stored."""
         key = ReminderKey(actor_type, actor_key, name)
         with self._lock:
+            deleted = self._store.delete(key)
             self._disarm(key)
-        return self._store.delete(key)
+        return deleted
 
     def get(self, actor_type: str, actor_key: str, name: str) -> ReminderInfo | None:
         record = self._store.get(ReminderKey(actor_type, actor_key, name))
@@ -249,6 +274,8 @@ class ReminderService:
                     armed.watchdog.cancel()
             if self._loader is not None:
                 self._loader.cancel()
+            for call in self._cluster_calls:
+                call.cancel()
         # Wait for the fire the worker may be delivering right now.
         if self._worker is not threading.current_thread():
             drained = threading.Event()
@@ -267,6 +294,13 @@ class ReminderService:
         self._work.put(None)
         if self._worker is not threading.current_thread():
             self._worker.join()
+        if self._cluster:
+            # Hand everything over at once instead of after the lease.
+            try:
+                self._store.release_claims(self._node)
+                self._store.release_activations(self._node)
+            except Exception as error:
+                _log.warning("reminder.release_failed", node_id=self._node, error=repr(error))
         self._store.close()
 
     # -- loading -----------------------------------------------------------------------------------
@@ -287,27 +321,129 @@ class ReminderService:
             # rather than count on this one, whose view of the store may predate it.
             self._loader = None
         now = self._clock.time()
-        until = now + self._horizon
-        until_at = _at(until)
-        after: tuple[datetime, ReminderKey] | None = None
-        while True:
-            page = self._store.due(until_at, self._batch, after=after)
+        until_at = _at(now + self._horizon)
+        try:
+            if not self._load_due(now, include_own=True):
+                return
+            later = self._store.next_due_at(after=until_at)
+        except Exception as error:
+            # The store is unavailable: look again after a backoff; nothing is lost meanwhile.
+            self._load_failures += 1
+            delay = self._backoff(self._load_failures)
+            _log.warning("reminder.load_failed", error=repr(error), retry_in_s=delay)
             with self._lock:
-                if not self._firing:
-                    return
-                for record in page:
-                    if record.key.actor_type in self._served and record.key not in self._armed:
-                        self._arm_record(record)
-            if len(page) < self._batch:
-                break
-            after = page[-1].position
-        later = self._store.next_due_at(after=until_at)
+                self._schedule_loader(now + delay)
+            return
+        self._load_failures = 0
         with self._lock:
             if later is not None:
                 # Sleep until the next reminder beyond the horizon comes near: a 30-day
                 # reminder costs one load, not one per horizon.
                 half = self._horizon / 2
                 self._schedule_loader(max(now + half, later.timestamp() - half))
+
+    def _load_due(self, now: float, *, include_own: bool) -> bool:
+        """Arm every reminder due within the horizon (claimed for this node in a cluster);
+        False if firing stopped meanwhile."""
+        until_at = _at(now + self._horizon)
+        after: tuple[datetime, ReminderKey] | None = None
+        while True:
+            if self._cluster:
+                with self._lock:
+                    served = sorted(self._served)
+                page = self._store.claim_due(
+                    self._node,
+                    until=until_at,
+                    lease_until=_at(now + self._lease),
+                    now=_at(now),
+                    limit=self._batch,
+                    after=after,
+                    actor_types=served,
+                    include_own=include_own,
+                )
+            else:
+                page = self._store.due(until_at, self._batch, after=after)
+            with self._lock:
+                if not self._firing:
+                    return False
+                for record in page:
+                    if record.key.actor_type in self._served and record.key not in self._armed:
+                        self._arm_record(record)
+            if len(page) < self._batch:
+                return True
+            after = page[-1].position
+
+    # -- the cluster (worker thread) ---------------------------------------------------------------
+
+    def _every(self, interval: float, work: Callable[[], None]) -> None:
+        """Run `work` on the worker every `interval` seconds of the system clock while firing."""
+
+        def tick() -> None:
+            self._submit(work)
+            with self._lock:
+                if self._firing:
+                    self._cluster_calls[index] = self._scheduler.call_later(interval, tick)
+
+        with self._lock:
+            index = len(self._cluster_calls)
+            self._cluster_calls.append(self._scheduler.call_later(interval, tick))
+
+    def _poll(self) -> None:
+        # Reminders nobody holds: registered on another node, released, or left by a node whose
+        # lease ran out. Own claims are armed already (and reconciled by every horizon load).
+        try:
+            self._load_due(self._clock.time(), include_own=False)
+        except Exception as error:
+            _log.warning("reminder.poll_failed", node_id=self._node, error=repr(error))
+
+    def _renew(self) -> None:
+        now = self._clock.now()
+        until = self._lease_end()
+        try:
+            self._store.renew_claims(self._node, lease_until=until, now=now)
+            self._store.renew_activations(self._node, lease_until=until, now=now)
+        except Exception as error:
+            _log.warning("reminder.renew_failed", node_id=self._node, error=repr(error))
+
+    def _lease_end(self) -> datetime:
+        return _at(self._clock.time() + self._lease)
+
+    def claim_activation(self, ref: VirtualActorRef) -> str:
+        """Take the cluster-wide activation lease of a virtual actor for this node; its
+        activation id.
+
+        Raises:
+            ActorActiveElsewhereError: another node holds the actor's activation.
+            StoreUnavailableError: the store cannot be reached.
+        """
+        activation_id = uuid.uuid4().hex
+        holder = self._store.claim_activation(
+            ref.actor_type,
+            ref.actor_key,
+            self._node,
+            activation_id=activation_id,
+            lease_until=self._lease_end(),
+            now=self._clock.now(),
+        )
+        if holder is not None:
+            raise ActorActiveElsewhereError(ref.actor_id, holder)
+        return activation_id
+
+    def release_activation(self, ref: VirtualActorRef, activation_id: str) -> None:
+        """Drop an activation lease (the activation ended); a failure is logged, and the lease
+        then simply runs out."""
+        with self._lock:
+            if self._closed:
+                return  # closing released every lease of the node
+        try:
+            self._store.release_activation(ref.actor_type, ref.actor_key, activation_id)
+        except Exception as error:
+            _log.warning(
+                "actor.activation_release_failed", actor_id=ref.actor_id, error=repr(error)
+            )
+
+    def _backoff(self, attempt: int) -> float:
+        return float(min(self._max_retry_delay, self._retry_delay * 2 ** (attempt - 1)))
 
     def _arm_record(self, record: StoredReminder) -> None:
         if record.pending_fire is not None:
@@ -358,7 +494,18 @@ class ReminderService:
             return
         record = armed.record
         if record.pending_fire is None:
-            recorded = self._record(armed)
+            try:
+                recorded = self._record(armed)
+            except Exception as error:
+                # The store is unavailable: nothing was recorded; try again after a backoff.
+                _log.warning(
+                    "reminder.record_failed",
+                    reminder=str(record.key),
+                    error=repr(error),
+                    attempt=armed.attempt + 1,
+                )
+                self._retry(armed)
+                return
             if recorded is None:
                 return
             armed.record = record = recorded
@@ -381,6 +528,7 @@ class ReminderService:
                 expected_due_at=record.due_at,
                 due_at=_at(_next_tick(anchor, period, now, strictly_after=False)),
                 now=_at(now),
+                **self._fence(now),
             )
             self._rearm_from_store(armed, moved or self._store.get(record.key))
             return None
@@ -405,14 +553,34 @@ class ReminderService:
             scheduled_at=scheduled_at,
             next_due_at=None if following is None else _at(following),
             now=_at(now),
+            **self._fence(now),
         )
         if recorded is None:
             # Changed under us (re-registered, deleted, or fired elsewhere): follow the store.
             self._rearm_from_store(armed, self._store.get(record.key))
         return recorded
 
+    def _fence(self, now: float) -> dict[str, Any]:
+        """In a cluster, fire only what no other node holds, and hold it while firing."""
+        if not self._cluster:
+            return {}
+        return {"node_id": self._node, "lease_until": _at(now + self._lease)}
+
+    def _held_elsewhere(self, record: StoredReminder) -> bool:
+        return (
+            self._cluster
+            and record.claimed_by is not None
+            and record.claimed_by != self._node
+            and record.claimed_until is not None
+            and record.claimed_until.timestamp() >= self._clock.time()
+        )
+
     def _rearm_from_store(self, armed: _Armed, record: StoredReminder | None) -> None:
-        if record is not None and record == armed.record:
+        if record is not None and self._held_elsewhere(record):
+            # Another node took it over (our lease ran out): it is that node's to fire now.
+            _log.info("reminder.taken_over", reminder=str(record.key), by=record.claimed_by)
+            record = None
+        elif record is not None and record == armed.record:
             # The store refused the change yet holds what we had: never spin on it.
             _log.warning("reminder.store_refused", reminder=str(record.key))
             self._retry(armed)
@@ -449,6 +617,24 @@ class ReminderService:
                 guard=lambda: self._current(armed),
                 done=lambda error: self._handled(armed, fired, error),
             )
+        except ActorActiveElsewhereError as error:
+            # The node holding the actor fires its reminders: hand this one over.
+            _log.info(
+                "reminder.handed_over",
+                actor_id=ref.actor_id,
+                reminder=record.key.name,
+                to=error.node_id,
+            )
+            with self._lock:
+                if self._armed.get(record.key) is armed:
+                    self._disarm(record.key)
+            try:
+                self._store.release_claims(self._node, [record.key])
+            except Exception as release_error:
+                # The claim then runs out after the lease, and the holder takes it.
+                _log.warning(
+                    "reminder.release_failed", reminder=str(record.key), error=repr(release_error)
+                )
         except Exception as error:
             # Activation failed (its on_start raised) or the system is closing: try again later.
             _log.warning(
@@ -489,11 +675,34 @@ class ReminderService:
             )
             self._retry(armed)
             return
+        self._acknowledge(armed, fired)
+
+    def _acknowledge(self, armed: _Armed, fired: ReminderFired) -> None:
+        # On the actor's thread first, then on the worker while the store is unavailable.
+        if not self._current(armed):
+            return
         record = armed.record
-        now = self._clock.now()
-        self._store.acknowledge(
-            record.key, fired.fire_count, now=now, scheduled_at=fired.scheduled_at
-        )
+        try:
+            self._store.acknowledge(
+                record.key, fired.fire_count, now=self._clock.now(), scheduled_at=fired.scheduled_at
+            )
+        except Exception as error:
+            # Handled but not acknowledged: acknowledge later, never fire again meanwhile.
+            armed.attempt += 1
+            delay = self._backoff(armed.attempt)
+            _log.warning(
+                "reminder.ack_failed",
+                reminder=str(record.key),
+                fire_count=fired.fire_count,
+                error=repr(error),
+                retry_in_s=delay,
+            )
+            with self._lock:
+                if self._armed.get(record.key) is armed and self._firing:
+                    self._scheduler.call_later(
+                        delay, lambda: self._submit(lambda: self._acknowledge(armed, fired))
+                    )
+            return
         armed.attempt = 0
         with self._lock:
             if self._armed.get(record.key) is not armed:
@@ -506,7 +715,7 @@ class ReminderService:
 
     def _retry(self, armed: _Armed) -> None:
         armed.attempt += 1
-        delay = min(self._max_retry_delay, self._retry_delay * 2 ** (armed.attempt - 1))
+        delay = self._backoff(armed.attempt)
         with self._lock:
             if self._armed.get(armed.record.key) is armed:
                 self._scheduler.schedule(armed, self._clock.time() + delay)

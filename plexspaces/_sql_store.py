@@ -29,7 +29,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime, timedelta
 from functools import cache
@@ -56,6 +56,7 @@ from sqlalchemy import (
     case,
     delete,
     event,
+    exists,
     false,
     insert,
     literal,
@@ -69,7 +70,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import URL, Connection, Engine, Row, RowMapping, create_engine, make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.schema import CreateIndex, CreateTable
 
@@ -79,6 +80,7 @@ from ._store import (
     SchemaVersionError,
     StoreClosedError,
     StoredReminder,
+    StoreUnavailableError,
     UndecodableReminder,
     decode_payload,
     from_micros,
@@ -90,6 +92,7 @@ if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger
 
 __all__ = [
+    "ACTIVATIONS_TABLE",
     "REMINDERS_TABLE",
     "SCHEMA_TABLE",
     "SCHEMA_VERSION",
@@ -153,6 +156,21 @@ Index("ix_plexspaces_reminders_due", _r.finished, _r.due_us, *_KEY_COLUMNS)
 Index("ix_plexspaces_reminders_pending", _r.pending_scheduled_us, *_KEY_COLUMNS)
 # Lease renewal and release touch one node's claims.
 Index("ix_plexspaces_reminders_claimed_by", _r.claimed_by)
+
+ACTIVATIONS_TABLE: Final = Table(
+    "plexspaces_activations",
+    _metadata,
+    Column("actor_type", _KeyText, primary_key=True),
+    Column("actor_key", _KeyText, primary_key=True),
+    Column("node_id", String, nullable=False),
+    Column("activation_id", String, nullable=False),
+    Column("lease_until_us", BigInteger, nullable=False),
+    Column("activated_us", BigInteger, nullable=False),
+)
+"""One row per virtual actor active on some node of a cluster: who holds it, and until when."""
+
+_a = ACTIVATIONS_TABLE.c
+Index("ix_plexspaces_activations_node", _a.node_id)
 
 SCHEMA_TABLE: Final = Table(
     "plexspaces_schema",
@@ -294,8 +312,20 @@ class SqlReminderStore(BaseReminderStore):
     def _connection(self) -> Iterator[Connection]:
         if self._closed:
             raise StoreClosedError(f"{self!r} is closed")
-        with self._serial, self._engine.connect() as connection:
-            yield connection
+        try:
+            with self._serial, self._engine.connect() as connection:
+                yield connection
+        except (OperationalError, InterfaceError) as error:
+            raise self._unavailable(error) from error
+        except DBAPIError as error:
+            if not error.connection_invalidated:
+                raise
+            raise self._unavailable(error) from error
+
+    def _unavailable(self, error: DBAPIError) -> StoreUnavailableError:
+        url = self._engine.url.render_as_string(hide_password=True)
+        reason = str(error.orig).strip().splitlines()[0] if error.orig is not None else str(error)
+        return StoreUnavailableError(f"the reminder database {url} is unavailable: {reason}")
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
@@ -344,9 +374,10 @@ class SqlReminderStore(BaseReminderStore):
                     f"{SCHEMA_VERSION} that this version of plexspaces reads and writes; use the "
                     "plexspaces version that wrote them, or another database"
                 )
-            connection.execute(CreateTable(REMINDERS_TABLE, if_not_exists=True))
-            for index in sorted(REMINDERS_TABLE.indexes, key=lambda ix: str(ix.name)):
-                connection.execute(CreateIndex(index, if_not_exists=True))
+            for table in (REMINDERS_TABLE, ACTIVATIONS_TABLE):
+                connection.execute(CreateTable(table, if_not_exists=True))
+                for index in sorted(table.indexes, key=lambda ix: str(ix.name)):
+                    connection.execute(CreateIndex(index, if_not_exists=True))
             if found is None:
                 connection.execute(
                     insert(SCHEMA_TABLE).values(component=SCHEMA_COMPONENT, version=SCHEMA_VERSION)
@@ -480,18 +511,21 @@ class SqlReminderStore(BaseReminderStore):
         next_due_at: datetime | None,
         now: datetime,
         expected_due_at: datetime | None = None,
+        node_id: str | None = None,
+        lease_until: datetime | None = None,
     ) -> StoredReminder | None:
         self._check_key(key)
         expected = self._check_count(expected_fire_count, "expected_fire_count", 0)
         scheduled_us = self._check_time(scheduled_at, "scheduled_at")
         next_us = None if next_due_at is None else self._check_time(next_due_at, "next_due_at")
         now_us = self._check_time(now, "now")
+        lease_us = self._check_fence(node_id, lease_until, now_us)
         expected_due_us = (
             None
             if expected_due_at is None
             else self._check_time(expected_due_at, "expected_due_at")
         )
-        if not self._fireable(self.get(key), expected, expected_due_us):
+        if not self._fireable(self.get(key), expected, expected_due_us, node_id, now_us):
             return None
         params = {
             **_key_params(key),
@@ -501,8 +535,12 @@ class SqlReminderStore(BaseReminderStore):
             "p_next": next_us,
             "p_now": now_us,
             "p_expected_due": expected_due_us,
+            "p_node": node_id,
+            "p_lease": lease_us,
         }
-        statement = _fire_statement(next_us is not None, expected_due_us is not None)
+        statement = _fire_statement(
+            next_us is not None, expected_due_us is not None, lease_us is not None
+        )
         return self._update_one(key, statement, params)
 
     def reschedule(
@@ -513,17 +551,20 @@ class SqlReminderStore(BaseReminderStore):
         due_at: datetime,
         now: datetime,
         expected_due_at: datetime | None = None,
+        node_id: str | None = None,
+        lease_until: datetime | None = None,
     ) -> StoredReminder | None:
         self._check_key(key)
         expected = self._check_count(expected_fire_count, "expected_fire_count", 0)
         due_us = self._check_time(due_at, "due_at")
         now_us = self._check_time(now, "now")
+        lease_us = self._check_fence(node_id, lease_until, now_us)
         expected_due_us = (
             None
             if expected_due_at is None
             else self._check_time(expected_due_at, "expected_due_at")
         )
-        if not self._fireable(self.get(key), expected, expected_due_us):
+        if not self._fireable(self.get(key), expected, expected_due_us, node_id, now_us):
             return None
         params = {
             **_key_params(key),
@@ -531,8 +572,10 @@ class SqlReminderStore(BaseReminderStore):
             "p_due": due_us,
             "p_now": now_us,
             "p_expected_due": expected_due_us,
+            "p_node": node_id,
+            "p_lease": lease_us,
         }
-        statement = _reschedule_statement(expected_due_us is not None)
+        statement = _reschedule_statement(expected_due_us is not None, lease_us is not None)
         return self._update_one(key, statement, params)
 
     def acknowledge(
@@ -569,7 +612,11 @@ class SqlReminderStore(BaseReminderStore):
 
     @staticmethod
     def _fireable(
-        current: StoredReminder | None, expected: int, expected_due_us: int | None
+        current: StoredReminder | None,
+        expected: int,
+        expected_due_us: int | None,
+        node_id: str | None,
+        now_us: int,
     ) -> bool:
         # The cheap, read-only half of the compare-and-set; the guarded update re-checks it all.
         return (
@@ -578,6 +625,12 @@ class SqlReminderStore(BaseReminderStore):
             and current.pending_fire is None
             and not current.finished
             and (expected_due_us is None or to_micros(current.due_at) == expected_due_us)
+            and (
+                node_id is None
+                or current.claimed_by in (None, node_id)
+                or current.claimed_until is None
+                or to_micros(current.claimed_until) < now_us
+            )
         )
 
     def _update_one(
@@ -599,18 +652,27 @@ class SqlReminderStore(BaseReminderStore):
         lease_until: datetime,
         now: datetime,
         limit: int,
+        after: tuple[datetime, ReminderKey] | None = None,
+        actor_types: Collection[str] | None = None,
+        include_own: bool = True,
     ) -> list[StoredReminder]:
         self._check_node_id(node_id)
         until_us = self._check_time(until, "until")
         lease_us = self._check_time(lease_until, "lease_until")
         now_us = self._check_time(now, "now")
         self._check_count(limit, "limit", 1)
+        start = self._check_position(after)
+        types = self._check_types(actor_types)
         if lease_us <= now_us:
             raise ValueError(f"lease_until {lease_until!r} must be later than now {now!r}")
-        claimable = or_(
-            _r.claimed_by.is_(None), _r.claimed_until_us < now_us, _r.claimed_by == node_id
+        if types == []:
+            return []
+        claimable = and_(
+            _claimable_by(node_id, now_us, include_own), _not_active_elsewhere(node_id, now_us)
         )
-        with self._connection() as connection:
+        if types is not None:
+            claimable = and_(claimable, _r.actor_type.in_(types))
+        with self._write_serial, self._connection() as connection:
 
             def fetch(cursor: _Position | None, want: int) -> _Page:
                 # Two statements, not a UNION: PostgreSQL refuses FOR UPDATE on a UNION. A row
@@ -623,13 +685,16 @@ class SqlReminderStore(BaseReminderStore):
                 for half in halves:
                     statement = half.limit(want)
                     if self._locks_rows:
-                        statement = statement.with_for_update(skip_locked=True)
+                        statement = statement.with_for_update(of=REMINDERS_TABLE, skip_locked=True)
                     results.append(connection.execute(statement).all())
                 merged = _merge_unique(results)
                 exhausted = all(len(rows) < want for rows in results) and len(merged) <= want
                 return merged[:want], exhausted
 
-            candidates = [record.key for record in self._scan(fetch, limit, None)]
+            candidates = [record.key for record in self._scan(fetch, limit, start)]
+            if not candidates:
+                connection.rollback()
+                return []
             if not self._locks_rows:
                 # End the read: the claim below must be a transaction that begins by writing.
                 connection.commit()
@@ -638,8 +703,8 @@ class SqlReminderStore(BaseReminderStore):
                 and_(_r.finished == false(), _r.due_us <= until_us),
             )
             claimed_rows: list[Row[Any]] = []
-            for start in range(0, len(candidates), _CLAIM_CHUNK):
-                chunk = _keys_in(candidates[start : start + _CLAIM_CHUNK])
+            for begin in range(0, len(candidates), _CLAIM_CHUNK):
+                chunk = _keys_in(candidates[begin : begin + _CLAIM_CHUNK])
                 connection.execute(
                     update(REMINDERS_TABLE)
                     .where(chunk, claimable, still_due)
@@ -669,15 +734,126 @@ class SqlReminderStore(BaseReminderStore):
             )
         return result.rowcount
 
-    def release_claims(self, node_id: str) -> int:
+    def release_claims(self, node_id: str, keys: Collection[ReminderKey] | None = None) -> int:
         self._check_node_id(node_id)
+        chosen = None if keys is None else [self._check_key(key) for key in keys]
+        if chosen == []:
+            return 0
+        released = 0
+        with self._write() as connection:
+            for begin in range(0, 1 if chosen is None else len(chosen), _CLAIM_CHUNK):
+                statement = update(REMINDERS_TABLE).where(_r.claimed_by == node_id)
+                if chosen is not None:
+                    statement = statement.where(_keys_in(chosen[begin : begin + _CLAIM_CHUNK]))
+                result = connection.execute(
+                    statement.values(claimed_by=None, claimed_until_us=None)
+                )
+                released += result.rowcount
+        return released
+
+    # -- activation leases -------------------------------------------------------------------------
+
+    def claim_activation(
+        self,
+        actor_type: str,
+        actor_key: str,
+        node_id: str,
+        *,
+        activation_id: str,
+        lease_until: datetime,
+        now: datetime,
+    ) -> str | None:
+        self._check_text(actor_type, "actor_type")
+        self._check_text(actor_key, "actor_key")
+        self._check_node_id(node_id)
+        self._check_text(activation_id, "activation_id")
+        lease_us = self._check_time(lease_until, "lease_until")
+        now_us = self._check_time(now, "now")
+        if lease_us <= now_us:
+            raise ValueError(f"lease_until {lease_until!r} must be later than now {now!r}")
+        row = {
+            "actor_type": actor_type,
+            "actor_key": actor_key,
+            "node_id": node_id,
+            "activation_id": activation_id,
+            "lease_until_us": lease_us,
+            "activated_us": now_us,
+        }
+        takeable = or_(_a.node_id == node_id, _a.lease_until_us < now_us)
+        with self._write() as connection:
+            if self._dialect in ("sqlite", "postgresql"):
+                dialect = sqlite_dialect if self._dialect == "sqlite" else pg_dialect
+                statement = dialect.insert(ACTIVATIONS_TABLE).values(row)
+                statement = statement.on_conflict_do_update(
+                    index_elements=[_a.actor_type, _a.actor_key],
+                    set_={name: statement.excluded[name] for name in row},
+                    where=takeable,
+                )
+                connection.execute(statement)
+            else:
+                taken = connection.execute(
+                    update(ACTIVATIONS_TABLE)
+                    .where(_a.actor_type == actor_type, _a.actor_key == actor_key, takeable)
+                    .values(row)
+                ).rowcount
+                present = connection.execute(
+                    select(_a.node_id).where(_a.actor_type == actor_type, _a.actor_key == actor_key)
+                ).first()
+                if not taken and present is None:
+                    connection.execute(insert(ACTIVATIONS_TABLE).values(row))
+            holder = connection.execute(
+                select(_a.node_id, _a.activation_id).where(
+                    _a.actor_type == actor_type, _a.actor_key == actor_key
+                )
+            ).one()
+        if holder.node_id == node_id and holder.activation_id == activation_id:
+            return None
+        return str(holder.node_id)
+
+    def release_activation(self, actor_type: str, actor_key: str, activation_id: str) -> bool:
+        self._check_text(actor_type, "actor_type")
+        self._check_text(actor_key, "actor_key")
+        self._check_text(activation_id, "activation_id")
         with self._write() as connection:
             result = connection.execute(
-                update(REMINDERS_TABLE)
-                .where(_r.claimed_by == node_id)
-                .values(claimed_by=None, claimed_until_us=None)
+                delete(ACTIVATIONS_TABLE).where(
+                    _a.actor_type == actor_type,
+                    _a.actor_key == actor_key,
+                    _a.activation_id == activation_id,
+                )
+            )
+        return result.rowcount > 0
+
+    def renew_activations(self, node_id: str, *, lease_until: datetime, now: datetime) -> int:
+        self._check_node_id(node_id)
+        lease_us = self._check_time(lease_until, "lease_until")
+        now_us = self._check_time(now, "now")
+        with self._write() as connection:
+            result = connection.execute(
+                update(ACTIVATIONS_TABLE)
+                .where(_a.node_id == node_id, _a.lease_until_us >= now_us)
+                .values(lease_until_us=lease_us)
             )
         return result.rowcount
+
+    def release_activations(self, node_id: str) -> int:
+        self._check_node_id(node_id)
+        with self._write() as connection:
+            result = connection.execute(delete(ACTIVATIONS_TABLE).where(_a.node_id == node_id))
+        return result.rowcount
+
+    def activation_holder(self, actor_type: str, actor_key: str, *, now: datetime) -> str | None:
+        self._check_text(actor_type, "actor_type")
+        self._check_text(actor_key, "actor_key")
+        now_us = self._check_time(now, "now")
+        rows = self._rows(
+            select(_a.node_id).where(
+                _a.actor_type == actor_type,
+                _a.actor_key == actor_key,
+                _a.lease_until_us >= now_us,
+            )
+        )
+        return str(rows[0].node_id) if rows else None
 
     # -- housekeeping ------------------------------------------------------------------------------
 
@@ -745,8 +921,9 @@ def _param(name: str) -> BindParameter[int]:
     return bindparam(name, type_=BigInteger)
 
 
-def _fire_guard(with_due_guard: bool) -> list[ColumnElement[bool]]:
-    """The compare-and-set of a fire: the row is as the caller last saw it, and can fire."""
+def _fire_guard(with_due_guard: bool, fenced: bool) -> list[ColumnElement[bool]]:
+    """The compare-and-set of a fire: the row is as the caller last saw it, and can fire (and,
+    fenced, no other node holds a live claim on it)."""
     guard = [
         _KEY_MATCH,
         _r.fire_count == _param("p_expected"),
@@ -755,17 +932,47 @@ def _fire_guard(with_due_guard: bool) -> list[ColumnElement[bool]]:
     ]
     if with_due_guard:
         guard.append(_r.due_us == _param("p_expected_due"))
+    if fenced:
+        guard.append(
+            or_(
+                _r.claimed_by.is_(None),
+                _r.claimed_until_us < _param("p_now"),
+                _r.claimed_by == bindparam("p_node", type_=String),
+            )
+        )
     return guard
 
 
+def _fence_values(fenced: bool) -> dict[str, Any]:
+    if not fenced:
+        return {}
+    return {"claimed_by": bindparam("p_node", type_=String), "claimed_until_us": _param("p_lease")}
+
+
+def _claimable_by(node_id: str, now_us: int, include_own: bool) -> ColumnElement[bool]:
+    free = or_(_r.claimed_by.is_(None), _r.claimed_until_us < now_us)
+    return or_(free, _r.claimed_by == node_id) if include_own else free
+
+
+def _not_active_elsewhere(node_id: str, now_us: int) -> ColumnElement[bool]:
+    """The reminder's actor holds no live activation lease of another node."""
+    return ~exists().where(
+        _a.actor_type == _r.actor_type,
+        _a.actor_key == _r.actor_key,
+        _a.node_id != node_id,
+        _a.lease_until_us >= now_us,
+    )
+
+
 @cache
-def _fire_statement(with_next: bool, with_due_guard: bool) -> Update:
+def _fire_statement(with_next: bool, with_due_guard: bool, fenced: bool) -> Update:
     count = _param("p_count")
     values: dict[str, Any] = {
         "fire_count": count,
         "pending_fire": count,
         "pending_scheduled_us": _param("p_scheduled"),
         "updated_us": _param("p_now"),
+        **_fence_values(fenced),
     }
     if with_next:
         # The fire that reaches max_count is the last one, whatever next tick was passed.
@@ -776,18 +983,18 @@ def _fire_statement(with_next: bool, with_due_guard: bool) -> Update:
         values["finished"] = true()
     return (
         update(REMINDERS_TABLE)
-        .where(*_fire_guard(with_due_guard))
+        .where(*_fire_guard(with_due_guard, fenced))
         .where(or_(_r.max_count.is_(None), _r.max_count > _param("p_expected")))
         .values(values)
     )
 
 
 @cache
-def _reschedule_statement(with_due_guard: bool) -> Update:
+def _reschedule_statement(with_due_guard: bool, fenced: bool) -> Update:
     return (
         update(REMINDERS_TABLE)
-        .where(*_fire_guard(with_due_guard))
-        .values(due_us=_param("p_due"), updated_us=_param("p_now"))
+        .where(*_fire_guard(with_due_guard, fenced))
+        .values(due_us=_param("p_due"), updated_us=_param("p_now"), **_fence_values(fenced))
     )
 
 

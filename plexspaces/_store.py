@@ -26,6 +26,7 @@ import json
 import math
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -45,6 +46,7 @@ __all__ = [
     "ReminderStore",
     "SchemaVersionError",
     "StoreClosedError",
+    "StoreUnavailableError",
     "StoredReminder",
     "UndecodableReminder",
     "decode_payload",
@@ -67,6 +69,12 @@ class SchemaVersionError(PlexSpacesError, RuntimeError):
 
 class StoreClosedError(PlexSpacesError, RuntimeError):
     """A reminder store was used after `close()`."""
+
+
+class StoreUnavailableError(PlexSpacesError, ConnectionError):
+    """The database behind the store cannot be reached (server down, network gone, file locked
+    for longer than the busy timeout). Nothing was changed by the call that raised it; the
+    reminder service retries its own work with backoff until the database is back."""
 
 
 # -- times ---------------------------------------------------------------------------------------
@@ -421,6 +429,8 @@ class ReminderStore(ABC):
         next_due_at: datetime | None,
         now: datetime,
         expected_due_at: datetime | None = None,
+        node_id: str | None = None,
+        lease_until: datetime | None = None,
     ) -> StoredReminder | None:
         """Record one fire, before it is delivered, as a compare-and-set in one transaction.
 
@@ -433,6 +443,11 @@ class ReminderStore(ABC):
 
         Passing `expected_due_at` makes a re-registration that happened meanwhile fail the
         compare-and-set even when it has the same `fire_count`.
+
+        Passing `node_id` (with `lease_until`) fences the fire: it succeeds only if no other node
+        holds a live claim on the reminder, and the same transaction claims it for `node_id`
+        until `lease_until`. A node whose lease ran out while another took over can then never
+        record a fire of a reminder that is no longer its own.
 
         Returns:
             The updated record, or None if the compare-and-set failed (the reminder is gone,
@@ -448,12 +463,15 @@ class ReminderStore(ABC):
         due_at: datetime,
         now: datetime,
         expected_due_at: datetime | None = None,
+        node_id: str | None = None,
+        lease_until: datetime | None = None,
     ) -> StoredReminder | None:
         """Move the next fire to `due_at` without recording a fire (skipping missed ticks).
 
-        The same compare-and-set as `record_fire`: the reminder exists, is not finished, has no
-        pending fire, and its `fire_count` (and `due_at`, if `expected_due_at` is given) is as
-        expected. Returns the updated record, or None if the compare-and-set failed.
+        The same compare-and-set as `record_fire`, fencing included: the reminder exists, is not
+        finished, has no pending fire, its `fire_count` (and `due_at`, if `expected_due_at` is
+        given) is as expected, and (with `node_id`) no other node holds a live claim on it.
+        Returns the updated record, or None if the compare-and-set failed.
         """
 
     @abstractmethod
@@ -481,14 +499,22 @@ class ReminderStore(ABC):
         lease_until: datetime,
         now: datetime,
         limit: int,
+        after: tuple[datetime, ReminderKey] | None = None,
+        actor_types: Collection[str] | None = None,
+        include_own: bool = True,
     ) -> list[StoredReminder]:
         """Claim up to `limit` reminders that `due` would return, for node `node_id`.
 
         A reminder is claimable when it is unclaimed, its claim expired (`claimed_until < now`),
-        or `node_id` holds it already. Claimed reminders get `claimed_by = node_id` and
-        `claimed_until = lease_until`, atomically: two nodes claiming at once get disjoint sets.
-        Returns the claimed records in position order. A node that loses a race may get fewer
-        than `limit` even though more are due; it gets them on its next call.
+        or (with `include_own`) `node_id` holds it already; and when its actor has no live
+        activation lease held by another node (see `claim_activation`): the node that holds an
+        actor's activation is the one that fires its reminders. `actor_types`, when given,
+        limits the claim to those actor types (the ones this node serves). Claimed reminders get
+        `claimed_by = node_id` and `claimed_until = lease_until`, atomically: two nodes claiming
+        at once get disjoint sets. Returns the claimed records in position order, each strictly
+        after `after` when given (pass the last record's `position` for the next page). A node
+        that loses a race may get fewer than `limit` even though more are due; it gets them on
+        its next call.
         """
 
     @abstractmethod
@@ -501,8 +527,50 @@ class ReminderStore(ABC):
         """
 
     @abstractmethod
-    def release_claims(self, node_id: str) -> int:
-        """Drop every claim of `node_id` (a clean shutdown); returns how many were dropped."""
+    def release_claims(self, node_id: str, keys: Collection[ReminderKey] | None = None) -> int:
+        """Drop the claims of `node_id`: all of them (a clean shutdown), or those on `keys`.
+        Returns how many were dropped."""
+
+    # -- activation leases ---------------------------------------------------------------------
+
+    @abstractmethod
+    def claim_activation(
+        self,
+        actor_type: str,
+        actor_key: str,
+        node_id: str,
+        *,
+        activation_id: str,
+        lease_until: datetime,
+        now: datetime,
+    ) -> str | None:
+        """Take the activation lease of one virtual actor for node `node_id`, atomically.
+
+        Succeeds when nobody holds it, its lease expired (`lease_until < now`), or `node_id`
+        holds it already; the lease then names `activation_id` and lasts until `lease_until`.
+
+        Returns:
+            None when the lease is now held by `node_id`, else the id of the node holding it.
+        """
+
+    @abstractmethod
+    def release_activation(self, actor_type: str, actor_key: str, activation_id: str) -> bool:
+        """Drop the activation lease of one actor if it still names `activation_id` (so a late
+        release never drops the lease of a newer activation); True if one was dropped."""
+
+    @abstractmethod
+    def renew_activations(self, node_id: str, *, lease_until: datetime, now: datetime) -> int:
+        """Extend to `lease_until` every activation lease `node_id` still holds
+        (`lease_until >= now`); returns how many were renewed."""
+
+    @abstractmethod
+    def release_activations(self, node_id: str) -> int:
+        """Drop every activation lease of `node_id` (a clean shutdown); returns how many."""
+
+    @abstractmethod
+    def activation_holder(self, actor_type: str, actor_key: str, *, now: datetime) -> str | None:
+        """The node holding a live activation lease of the actor (`lease_until >= now`), or
+        None."""
 
     @abstractmethod
     def errors(self) -> list[UndecodableReminder]:
@@ -576,6 +644,32 @@ class BaseReminderStore(ReminderStore):
     @classmethod
     def _check_node_id(cls, node_id: str) -> str:
         return cls._check_text(node_id, "node_id")
+
+    @classmethod
+    def _check_fence(
+        cls, node_id: str | None, lease_until: datetime | None, now_us: int
+    ) -> int | None:
+        """The lease end (microseconds) of a fenced call, or None for an unfenced one."""
+        if node_id is None and lease_until is None:
+            return None
+        if node_id is None or lease_until is None:
+            raise ValueError(
+                f"node_id {node_id!r} and lease_until {lease_until!r} go together: pass both "
+                "or neither"
+            )
+        cls._check_node_id(node_id)
+        lease_us = _check_time(lease_until, "lease_until")
+        if lease_us <= now_us:
+            raise ValueError(f"lease_until {lease_until!r} must be later than now")
+        return lease_us
+
+    @classmethod
+    def _check_types(cls, actor_types: Collection[str] | None) -> list[str] | None:
+        if actor_types is None:
+            return None
+        if isinstance(actor_types, str):
+            raise ValueError(f"actor_types {actor_types!r} must be a collection of str, not a str")
+        return [cls._check_text(actor_type, "actor type") for actor_type in actor_types]
 
     @staticmethod
     def _check_position(

@@ -76,8 +76,16 @@ class ActorSystem:
         node_id: the name of this process among nodes that share one database. Default: a stable
             id derived from the host name and the storage URL, so a restarted process gets the
             same id back.
-        lease: how long a node's claim on a reminder or an activation lasts without renewal.
+        lease: how long a node's claim on a reminder or an activation lasts without renewal:
+            how soon other nodes take over the reminders of a node that died.
         name: a name for logs and the scheduler thread.
+        cluster: whether other nodes (processes) share the store. None (the default): yes for
+            PostgreSQL and other server databases, no for SQLite. In a cluster the node claims
+            the reminders it fires with a lease, renews its leases, polls the store for
+            reminders registered or given up by other nodes, and takes an activation lease for
+            each virtual actor it activates, so an actor is active on one node at a time.
+        poll_interval: in a cluster, how often to look for reminders to take over (registered
+            elsewhere, released, or left by a node that died). Runs on the system's clock.
 
     Use it as a context manager, or call `shutdown()`: actor threads are not daemons.
     """
@@ -90,6 +98,8 @@ class ActorSystem:
         lease: Duration = "10s",
         *,
         name: str = "plexspaces",
+        cluster: bool | None = None,
+        poll_interval: Duration = "1s",
     ) -> None:
         if clock is not None and not isinstance(clock, Clock):
             raise TypeError(
@@ -103,6 +113,13 @@ class ActorSystem:
             self.lease: timedelta = positive_duration(lease)
         except ValueError as error:
             raise ValueError(f"lease: {error}") from None
+        try:
+            self.poll_interval: timedelta = positive_duration(poll_interval)
+        except ValueError as error:
+            raise ValueError(f"poll_interval: {error}") from None
+        if cluster is not None and not isinstance(cluster, bool):
+            raise TypeError(f"cluster {cluster!r} must be True, False or None")
+        self.cluster: bool = cluster if cluster is not None else not _is_sqlite(self.storage_url)
         self.name = name
         self.log = _log.bind(system=name, node_id=self.node_id)
         self.facet_service = FacetService(self)
@@ -327,7 +344,14 @@ class ActorSystem:
         slot.retiring = None
         cls = self._virtual_types[slot.ref.actor_type]
         args, kwargs = self._virtual_arguments[slot.ref.actor_type]
-        cell = self._start(cls, args, kwargs, slot.ref.actor_id, slot)
+        if self.cluster:
+            # One activation per key across the cluster: take its lease before starting it.
+            slot.activation_id = self.reminders.claim_activation(slot.ref)
+        try:
+            cell = self._start(cls, args, kwargs, slot.ref.actor_id, slot)
+        except BaseException:
+            self._release_activation(slot)
+            raise
         slot.cell = cell
         # Messages kept from the last activation (queued behind a failure, or sent from its
         # on_stop) go first, in their order, before anything sent from now on.
@@ -335,6 +359,12 @@ class ActorSystem:
         for envelope in pending:
             cell.actor_inbox.put(envelope)
         return cell
+
+    def _release_activation(self, slot: _Slot) -> None:
+        activation_id, slot.activation_id = slot.activation_id, None
+        service = self._reminder_service
+        if activation_id is not None and service is not None:
+            service.release_activation(slot.ref, activation_id)
 
     def _revive(self, slot: _Slot) -> None:
         """Start the next activation of a key whose last one ended with messages kept for it."""
@@ -487,6 +517,9 @@ class ActorSystem:
         a system being shut down: the caller then finishes the shutdown, once its own
         `terminated` is set (a reminder delivery may be waiting for exactly that)."""
         slot = cell.slot
+        if slot is not None:
+            # Before `terminated` is set: the next activation of the key waits for that.
+            self._release_activation(slot)
         # Drop the key's slot once its activation is gone, unless a sender holds it right now
         # (that sender activates the key again through the same slot).
         if slot is not None and slot.lock.acquire(blocking=False):
@@ -515,6 +548,12 @@ def _remaining(deadline: float | None) -> float | None:
     if deadline is None:
         return None
     return max(0.0, deadline - time.monotonic())
+
+
+def _is_sqlite(storage_url: str) -> bool:
+    from sqlalchemy.engine import make_url
+
+    return make_url(storage_url).get_backend_name() == "sqlite"
 
 
 def _store_may_hold_data(storage_url: str) -> bool:

@@ -11,6 +11,8 @@ import pytest
 
 from plexspaces import ActorSystem, ManualClock
 
+from . import pgserver
+
 START = datetime(2026, 1, 1, tzinfo=UTC)
 
 
@@ -51,3 +53,19 @@ def system(make_system: Callable[..., ActorSystem], clock: ManualClock) -> Actor
 def real_system(make_system: Callable[..., ActorSystem]) -> ActorSystem:
     """An actor system on the real clock."""
     return make_system()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[pgserver.Server]:
+    """A PostgreSQL server for the session: `PLEXSPACES_TEST_PG_URL`, or one started on loopback
+    (and stopped at the end). Tests that need PostgreSQL fail, never skip, when there is none."""
+    server = pgserver.from_environment()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def pg_url(pg_server: pgserver.Server) -> Iterator[str]:
+    """The URL of a new, empty PostgreSQL database for one test; dropped afterwards."""
+    with pgserver.scratch_database(pg_server) as url:
+        yield url
