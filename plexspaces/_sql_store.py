@@ -23,6 +23,7 @@ How it stays correct with many threads, several processes on one SQLite file, an
 
 from __future__ import annotations
 
+import functools
 import heapq
 import os
 import sqlite3
@@ -34,7 +35,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime, timedelta
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Concatenate, Final, ParamSpec, TypeVar
 
 from sqlalchemy import (
     BigInteger,
@@ -107,8 +108,9 @@ SCHEMA_COMPONENT: Final = "reminders"
 SQLITE_BUSY_TIMEOUT_MS: Final = 30_000
 """How long a SQLite connection waits for another writer (thread or process) before failing."""
 
-MIN_SQLITE_VERSION: Final = (3, 24, 0)
-"""Row values and `INSERT ... ON CONFLICT DO UPDATE` need SQLite 3.24 (2018) or newer."""
+MIN_SQLITE_VERSION: Final = (3, 35, 0)
+"""Row values, `INSERT ... ON CONFLICT DO UPDATE` and `RETURNING` need SQLite 3.35 (2021) or
+newer."""
 
 _US: Final = timedelta(microseconds=1)
 _SCHEMA_ATTEMPTS: Final = 5
@@ -191,15 +193,17 @@ def create_store_engine(url: str | URL) -> Engine:
     from other threads and processes queue instead of failing) and `synchronous=NORMAL` (durable
     across process crashes; a power cut may lose the last commits, never corrupt the file).
     An in-memory SQLite database gets one connection shared by every thread (the store
-    serializes access to it); it lasts as long as the engine. Other databases get connections
-    that are checked before use, so a restarted database server costs no failed call.
+    serializes access to it); it lasts as long as the engine. Other databases get a plain
+    pool: a connection that died with a restarted server is found on first use, and the store
+    then runs the call again once on a fresh connection (see `SqlReminderStore`), instead of
+    paying a round trip to check every connection before use.
 
     Raises:
         FileNotFoundError: the directory of a SQLite file does not exist.
     """
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(parsed, pool_pre_ping=True)
+        return create_engine(parsed)
     if _is_memory_sqlite(parsed):
         return create_engine(
             parsed, poolclass=StaticPool, connect_args={"check_same_thread": False}
@@ -254,6 +258,35 @@ def _is_truthy(value: str | Sequence[str] | None) -> bool:
     return isinstance(value, str) and value.lower() in ("1", "true", "yes", "on")
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _reconnecting(
+    method: Callable[Concatenate[SqlReminderStore, P], R],
+) -> Callable[Concatenate[SqlReminderStore, P], R]:
+    """Run a store method once more when it failed on a pooled connection that had died (the
+    server restarted, or a network path dropped it): SQLAlchemy then has replaced the pool, and
+    the second run gets a fresh connection. Safe because every change the store makes is a
+    compare-and-set or idempotent: a change that did commit before the connection died is
+    found by the second run's guard and not made twice. A server that is down fails the fresh
+    connection too, and that error is raised."""
+
+    def run(self: SqlReminderStore, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(self, *args, **kwargs)
+        except StoreUnavailableError as error:
+            if (
+                not isinstance(error.__cause__, DBAPIError)
+                or not error.__cause__.connection_invalidated
+            ):
+                raise
+            return method(self, *args, **kwargs)
+
+    functools.update_wrapper(run, method)
+    return run
+
+
 class SqlReminderStore(BaseReminderStore):
     """A `ReminderStore` on any SQLAlchemy database: SQLite files, in-memory SQLite, PostgreSQL.
 
@@ -273,6 +306,11 @@ class SqlReminderStore(BaseReminderStore):
         ValueError: an in-memory SQLite engine was handed over without a `StaticPool` (each
             thread would see a database of its own).
         RuntimeError: SQLite is older than `MIN_SQLITE_VERSION`.
+        StoreUnavailableError: the database cannot be reached.
+
+    Every method raises `StoreUnavailableError` when the database cannot be reached. A call that
+    met a pooled connection that had died (a restarted server) first runs once more on a fresh
+    one.
     """
 
     def __init__(
@@ -416,6 +454,7 @@ class SqlReminderStore(BaseReminderStore):
 
     # -- reminders ---------------------------------------------------------------------------------
 
+    @_reconnecting
     def upsert(self, reminder: StoredReminder) -> None:
         values = _row_values(reminder, self._checked_payload(reminder))
         with self._write() as connection:
@@ -426,18 +465,21 @@ class SqlReminderStore(BaseReminderStore):
                 connection.execute(_DELETE_ONE, _key_params(reminder.key))
                 connection.execute(insert(REMINDERS_TABLE), values)
 
+    @_reconnecting
     def delete(self, key: ReminderKey) -> bool:
         self._check_key(key)
         with self._write() as connection:
             result = connection.execute(_DELETE_ONE, _key_params(key))
         return result.rowcount > 0
 
+    @_reconnecting
     def get(self, key: ReminderKey) -> StoredReminder | None:
         self._check_key(key)
         with self._connection() as connection:
             rows = connection.execute(_SELECT_ONE, _key_params(key)).all()
         return self._decode(rows[0]) if rows else None
 
+    @_reconnecting
     def list_actor(self, actor_type: str, actor_key: str) -> list[StoredReminder]:
         self._check_text(actor_type, "actor_type")
         self._check_text(actor_key, "actor_key")
@@ -448,6 +490,7 @@ class SqlReminderStore(BaseReminderStore):
         )
         return self._decode_all(rows)
 
+    @_reconnecting
     def due(
         self,
         until: datetime,
@@ -475,6 +518,7 @@ class SqlReminderStore(BaseReminderStore):
 
         return self._scan(fetch, limit, start)
 
+    @_reconnecting
     def next_due_at(self, *, after: datetime | None = None) -> datetime | None:
         after_us = None if after is None else self._check_time(after, "after")
 
@@ -502,6 +546,7 @@ class SqlReminderStore(BaseReminderStore):
 
     # -- fires -------------------------------------------------------------------------------------
 
+    @_reconnecting
     def record_fire(
         self,
         key: ReminderKey,
@@ -525,8 +570,6 @@ class SqlReminderStore(BaseReminderStore):
             if expected_due_at is None
             else self._check_time(expected_due_at, "expected_due_at")
         )
-        if not self._fireable(self.get(key), expected, expected_due_us, node_id, now_us):
-            return None
         params = {
             **_key_params(key),
             "p_expected": expected,
@@ -541,8 +584,9 @@ class SqlReminderStore(BaseReminderStore):
         statement = _fire_statement(
             next_us is not None, expected_due_us is not None, lease_us is not None
         )
-        return self._update_one(key, statement, params)
+        return self._change_one(statement, params)
 
+    @_reconnecting
     def reschedule(
         self,
         key: ReminderKey,
@@ -564,8 +608,6 @@ class SqlReminderStore(BaseReminderStore):
             if expected_due_at is None
             else self._check_time(expected_due_at, "expected_due_at")
         )
-        if not self._fireable(self.get(key), expected, expected_due_us, node_id, now_us):
-            return None
         params = {
             **_key_params(key),
             "p_expected": expected,
@@ -576,8 +618,9 @@ class SqlReminderStore(BaseReminderStore):
             "p_lease": lease_us,
         }
         statement = _reschedule_statement(expected_due_us is not None, lease_us is not None)
-        return self._update_one(key, statement, params)
+        return self._change_one(statement, params)
 
+    @_reconnecting
     def acknowledge(
         self,
         key: ReminderKey,
@@ -592,58 +635,42 @@ class SqlReminderStore(BaseReminderStore):
         scheduled_us = (
             None if scheduled_at is None else self._check_time(scheduled_at, "scheduled_at")
         )
-        # Read first, in its own transaction: an undecodable row is left as it is, even when its
-        # pending fire matches.
-        current = self.get(key)
-        if current is None or current.pending_fire != fire_count:
-            return
-        if scheduled_at is not None and current.pending_scheduled_at != scheduled_at:
-            return
         params = {
             **_key_params(key),
             "p_fire": fire_count,
             "p_scheduled": scheduled_us,
             "p_now": now_us,
         }
-        with self._write() as connection:
-            connection.execute(
-                _acknowledge_statement(current.finished, scheduled_us is not None), params
-            )
+        # Clear the pending fire of an unfinished reminder, or delete a finished one: at most
+        # one of the two matches. A row that turns out undecodable is rolled back untouched.
+        with_scheduled = scheduled_us is not None
+        for finished in (False, True):
+            if self._change_one(_acknowledge_statement(finished, with_scheduled), params):
+                return
 
-    @staticmethod
-    def _fireable(
-        current: StoredReminder | None,
-        expected: int,
-        expected_due_us: int | None,
-        node_id: str | None,
-        now_us: int,
-    ) -> bool:
-        # The cheap, read-only half of the compare-and-set; the guarded update re-checks it all.
-        return (
-            current is not None
-            and current.fire_count == expected
-            and current.pending_fire is None
-            and not current.finished
-            and (expected_due_us is None or to_micros(current.due_at) == expected_due_us)
-            and (
-                node_id is None
-                or current.claimed_by in (None, node_id)
-                or current.claimed_until is None
-                or to_micros(current.claimed_until) < now_us
-            )
-        )
+    def _change_one(self, statement: Any, params: dict[str, Any]) -> StoredReminder | None:
+        """Run a guarded single-row UPDATE or DELETE ... RETURNING in one transaction: the row
+        as it is afterwards (as it was, for a delete), or None if the guard matched nothing.
 
-    def _update_one(
-        self, key: ReminderKey, statement: Any, params: dict[str, Any]
-    ) -> StoredReminder | None:
-        with self._write() as connection:
-            if connection.execute(statement, params).rowcount != 1:
-                return None
-            row = connection.execute(_SELECT_ONE, _key_params(key)).one()
-        return self._decode(row)
+        One round trip and a commit, no read before: the guard is the whole compare-and-set.
+        A matched row that cannot be decoded is rolled back, so the store's own processing
+        never changes it."""
+        try:
+            with self._write() as connection:
+                row = connection.execute(statement, params).first()
+                if row is None:
+                    return None
+                decoded = _decode_row(row._mapping)
+                if isinstance(decoded, UndecodableReminder):
+                    raise _RollBack(decoded)
+        except _RollBack as rolled_back:
+            self._report_undecodable(rolled_back.problem)
+            return None
+        return decoded
 
     # -- claims ------------------------------------------------------------------------------------
 
+    @_reconnecting
     def claim_due(
         self,
         node_id: str,
@@ -722,6 +749,7 @@ class SqlReminderStore(BaseReminderStore):
         claimed.sort(key=lambda record: record.position)
         return claimed
 
+    @_reconnecting
     def renew_claims(self, node_id: str, *, lease_until: datetime, now: datetime) -> int:
         self._check_node_id(node_id)
         lease_us = self._check_time(lease_until, "lease_until")
@@ -734,6 +762,7 @@ class SqlReminderStore(BaseReminderStore):
             )
         return result.rowcount
 
+    @_reconnecting
     def release_claims(self, node_id: str, keys: Collection[ReminderKey] | None = None) -> int:
         self._check_node_id(node_id)
         chosen = None if keys is None else [self._check_key(key) for key in keys]
@@ -753,6 +782,7 @@ class SqlReminderStore(BaseReminderStore):
 
     # -- activation leases -------------------------------------------------------------------------
 
+    @_reconnecting
     def claim_activation(
         self,
         actor_type: str,
@@ -810,6 +840,7 @@ class SqlReminderStore(BaseReminderStore):
             return None
         return str(holder.node_id)
 
+    @_reconnecting
     def release_activation(self, actor_type: str, actor_key: str, activation_id: str) -> bool:
         self._check_text(actor_type, "actor_type")
         self._check_text(actor_key, "actor_key")
@@ -824,6 +855,7 @@ class SqlReminderStore(BaseReminderStore):
             )
         return result.rowcount > 0
 
+    @_reconnecting
     def renew_activations(self, node_id: str, *, lease_until: datetime, now: datetime) -> int:
         self._check_node_id(node_id)
         lease_us = self._check_time(lease_until, "lease_until")
@@ -836,12 +868,14 @@ class SqlReminderStore(BaseReminderStore):
             )
         return result.rowcount
 
+    @_reconnecting
     def release_activations(self, node_id: str) -> int:
         self._check_node_id(node_id)
         with self._write() as connection:
             result = connection.execute(delete(ACTIVATIONS_TABLE).where(_a.node_id == node_id))
         return result.rowcount
 
+    @_reconnecting
     def activation_holder(self, actor_type: str, actor_key: str, *, now: datetime) -> str | None:
         self._check_text(actor_type, "actor_type")
         self._check_text(actor_key, "actor_key")
@@ -857,6 +891,7 @@ class SqlReminderStore(BaseReminderStore):
 
     # -- housekeeping ------------------------------------------------------------------------------
 
+    @_reconnecting
     def errors(self) -> list[UndecodableReminder]:
         problems: list[UndecodableReminder] = []
         last: tuple[str, str, str] | None = None
@@ -915,6 +950,14 @@ _DELETE_ONE: Final = delete(REMINDERS_TABLE).where(_KEY_MATCH)
 
 def _key_params(key: ReminderKey) -> dict[str, Any]:
     return {"k_actor_type": key.actor_type, "k_actor_key": key.actor_key, "k_name": key.name}
+
+
+class _RollBack(Exception):
+    """Leaves a write transaction without committing it: the row it matched is undecodable."""
+
+    def __init__(self, problem: UndecodableReminder) -> None:
+        super().__init__(str(problem.key))
+        self.problem = problem
 
 
 def _param(name: str) -> BindParameter[int]:
@@ -986,6 +1029,7 @@ def _fire_statement(with_next: bool, with_due_guard: bool, fenced: bool) -> Upda
         .where(*_fire_guard(with_due_guard, fenced))
         .where(or_(_r.max_count.is_(None), _r.max_count > _param("p_expected")))
         .values(values)
+        .returning(*REMINDERS_TABLE.c)
     )
 
 
@@ -995,6 +1039,7 @@ def _reschedule_statement(with_due_guard: bool, fenced: bool) -> Update:
         update(REMINDERS_TABLE)
         .where(*_fire_guard(with_due_guard, fenced))
         .values(due_us=_param("p_due"), updated_us=_param("p_now"), **_fence_values(fenced))
+        .returning(*REMINDERS_TABLE.c)
     )
 
 
@@ -1004,11 +1049,16 @@ def _acknowledge_statement(finished: bool, with_scheduled: bool) -> Delete | Upd
     if with_scheduled:
         guard.append(_r.pending_scheduled_us == _param("p_scheduled"))
     if finished:
-        return delete(REMINDERS_TABLE).where(*guard, _r.finished == true())
+        return (
+            delete(REMINDERS_TABLE)
+            .where(*guard, _r.finished == true())
+            .returning(*REMINDERS_TABLE.c)
+        )
     return (
         update(REMINDERS_TABLE)
         .where(*guard, _r.finished == false())
         .values(pending_fire=None, pending_scheduled_us=None, updated_us=_param("p_now"))
+        .returning(*REMINDERS_TABLE.c)
     )
 
 

@@ -1,7 +1,8 @@
 """The process `tests/test_reminder_crash.py` kills: it registers reminders and handles their fires.
 
-Run as `python -m tests.reminder_child DB_FILE LOG_FILE SEED` from the repository root. It opens
-an actor system on the SQLite file `DB_FILE` (real clock), registers every reminder of `PLAN` for
+Run as `python -m tests.reminder_child STORAGE_URL LOG_FILE SEED` from the repository root. It
+opens an actor system on the store `STORAGE_URL` (a SQLite file or a PostgreSQL database; real
+clock), registers every reminder of `PLAN` for
 the virtual type `JOB_TYPE`, and then serves their fires until it is killed.
 
 A handler stands for real work: it spends a few milliseconds (drawn from `SEED` and the fire)
@@ -100,10 +101,10 @@ class Job(Actor):
         raise ValueError(f"unexpected message {message!r}")
 
 
-def main(db_file: str, log_file: str, seed: str) -> None:
+def main(storage_url: str, log_file: str, seed: str) -> None:
     Job.log_path = log_file
     Job.seed = seed
-    system = ActorSystem(storage_url=f"sqlite:///{db_file}")
+    system = ActorSystem(storage_url=storage_url)
     try:
         system.register_virtual(JOB_TYPE, Job)
         for key, name, kwargs in PLAN:

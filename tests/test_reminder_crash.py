@@ -1,7 +1,9 @@
 """Reminders survive SIGKILL: a child process registers reminders and handles their fires on the
 real clock, is killed at a random moment, and a new system in this process finishes the job.
 
-Each run starts `tests/reminder_child.py` on a SQLite file of its own, kills it with SIGKILL after
+The suite runs on both backends: a SQLite file, and a PostgreSQL database (a cluster node: the
+restarted system has the same default node id, so it takes the dead child's claims back at once).
+Each run starts `tests/reminder_child.py` on a store of its own, kills it with SIGKILL after
 a random delay (0.1-2.5 s, seeded per run), reads what the child durably logged and what the table
 holds, then starts an actor system here on the same file with the same virtual type and waits until
 every reminder still in the table has made its last fire. Per reminder it checks: nothing lost
@@ -14,9 +16,10 @@ Runs go four at a time: each child spends most of its life waiting for due times
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -28,13 +31,17 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from facets.reminder import ReminderFacet
 from plexspaces import Actor, ActorSystem, ReminderFired
+from tests import pgserver
 from tests.reminder_child import JOB_TYPE, PLAN, REMINDER_CONFIG, final_count
 
 ROOT = Path(__file__).resolve().parent.parent
-RUNS = 24
+RUNS = int(os.environ.get("PLEXSPACES_CRASH_RUNS", "30"))
+"""SIGKILL runs per backend."""
 PARALLEL = 4
 SEED = 20260101
 WAIT = 5.0
@@ -120,22 +127,23 @@ def read_log(path: Path) -> tuple[set[Reminder], bool, dict[Reminder, list[int]]
     return registered, everything, dict(fires)
 
 
-def read_table(db: Path) -> dict[Reminder, Row]:
-    """The reminder rows, read with the sqlite3 module; none if the child died before creating
-    the file or the table."""
-    if not db.exists():
-        return {}
-    with sqlite3.connect(db) as connection:
-        try:
+def read_table(url: str) -> dict[Reminder, Row]:
+    """The reminder rows; none if the child died before creating the database or the table."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
             rows = connection.execute(
-                "SELECT actor_type, actor_key, name, fire_count, pending_fire, finished "
-                "FROM plexspaces_reminders"
-            ).fetchall()
-        except sqlite3.OperationalError as error:
-            if "no such table" not in str(error):
-                raise
-            rows = []
-    connection.close()
+                text(
+                    "SELECT actor_type, actor_key, name, fire_count, pending_fire, finished "
+                    "FROM plexspaces_reminders"
+                )
+            ).all()
+    except (OperationalError, ProgrammingError) as error:
+        if "plexspaces_reminders" not in str(error):
+            raise
+        rows = []
+    finally:
+        engine.dispose()
     table: dict[Reminder, Row] = {}
     for actor_type, key, name, fire_count, pending_fire, finished in rows:
         assert actor_type == JOB_TYPE
@@ -143,18 +151,19 @@ def read_table(db: Path) -> dict[Reminder, Row]:
     return table
 
 
-def crash_run(run: int, tmp_path: Path, make_system: Callable[..., ActorSystem]) -> RunResult:
+def crash_run(
+    run: int, url: str, tmp_path: Path, make_system: Callable[..., ActorSystem]
+) -> RunResult:
     """One run: start the child, SIGKILL it at a random moment, finish in this process, check."""
     rng = random.Random(f"{SEED}-{run}")
     delay = rng.uniform(0.1, 2.5)
-    db = tmp_path / f"run{run:02d}.db"
     log = tmp_path / f"run{run:02d}.log"
     with (
         (tmp_path / f"run{run:02d}.out").open("wb") as out,
         (tmp_path / f"run{run:02d}.err").open("wb") as err,
     ):
         child = subprocess.Popen(
-            [sys.executable, "-m", "tests.reminder_child", str(db), str(log), f"{SEED}-{run}"],
+            [sys.executable, "-m", "tests.reminder_child", url, str(log), f"{SEED}-{run}"],
             cwd=ROOT,
             stdout=out,
             stderr=err,
@@ -170,7 +179,7 @@ def crash_run(run: int, tmp_path: Path, make_system: Callable[..., ActorSystem])
     assert child.returncode == -signal.SIGKILL, f"run {run}: child exited on its own:\n{stderr}"
 
     registered, everything, child_fires = read_log(log)
-    table = read_table(db)
+    table = read_table(url)
     if not everything:
         phase = "registering"
     elif table:
@@ -179,7 +188,7 @@ def crash_run(run: int, tmp_path: Path, make_system: Callable[..., ActorSystem])
         phase = "done"
 
     fires = Fires()
-    system = make_system(storage_url=f"sqlite:///{db}")
+    system = make_system(storage_url=url)
     system.register_virtual(JOB_TYPE, type("ParentJob", (ParentJob,), {"fires": fires}))
     finals = {(key, name): final_count(kwargs) for key, name, kwargs in PLAN}
 
@@ -194,7 +203,7 @@ def crash_run(run: int, tmp_path: Path, make_system: Callable[..., ActorSystem])
         # An ask is answered after every fire before it, each acknowledged after its handler.
         assert system.virtual(JOB_TYPE, key).ask("ping", timeout=WAIT) == "pong"
     system.shutdown()
-    left = read_table(db)
+    left = read_table(url)
 
     result = RunResult(
         run=run,
@@ -242,21 +251,33 @@ def crash_run(run: int, tmp_path: Path, make_system: Callable[..., ActorSystem])
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_reminders_survive_sigkill_at_random_moments(
-    tmp_path: Path, make_system: Callable[..., ActorSystem]
+    backend: str,
+    tmp_path: Path,
+    make_system: Callable[..., ActorSystem],
+    request: pytest.FixtureRequest,
 ) -> None:
-    """Over 24 runs killed with SIGKILL at random moments, no reminder is lost, max_count is never
-    exceeded, fire_counts run contiguously from 1, a fire is handled twice only at the crash
-    boundary, and the table ends empty."""
-    with ThreadPoolExecutor(max_workers=PARALLEL) as pool:
-        results = list(pool.map(lambda run: crash_run(run, tmp_path, make_system), range(RUNS)))
+    """Over RUNS runs killed with SIGKILL at random moments, no reminder is lost, max_count is
+    never exceeded, fire_counts run contiguously from 1, a fire is handled twice only at the
+    crash boundary, and the table ends empty."""
+    with contextlib.ExitStack() as stack:
+        if backend == "postgresql":
+            server = request.getfixturevalue("pg_server")
+            urls = [stack.enter_context(pgserver.scratch_database(server)) for _ in range(RUNS)]
+        else:
+            urls = [f"sqlite:///{tmp_path / f'run{run:02d}.db'}" for run in range(RUNS)]
+        with ThreadPoolExecutor(max_workers=PARALLEL) as pool:
+            results = list(
+                pool.map(lambda run: crash_run(run, urls[run], tmp_path, make_system), range(RUNS))
+            )
     problems = [f"run {r.run} (killed at {r.delay:.2f}s): {p}" for r in results for p in r.problems]
     phases = Counter(r.phase for r in results)
     child = sum(r.child_fires for r in results)
     parent = sum(r.parent_fires for r in results)
     duplicates = sum(r.duplicates for r in results)
     print(
-        f"\ncrash runs: {len(results)}, seed {SEED} (killed while {dict(phases)}); "
+        f"\n{backend} crash runs: {len(results)}, seed {SEED} (killed while {dict(phases)}); "
         f"fires: {child + parent} "
         f"({child} in children, {parent} after restart); duplicates: {duplicates}"
     )
