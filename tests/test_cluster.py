@@ -18,17 +18,21 @@ The figures (ticks, duplicates, losses, failover time, fire rate) are printed (`
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, ClassVar
 
 import pytest
 from sqlalchemy import create_engine, text
+
+from facets.reminder import ReminderFacet
+from plexspaces import Actor, ActorActiveElsewhereError, ActorSystem, ManualClock, ReminderFired
 
 ROOT = Path(__file__).resolve().parent.parent
 NODES = 3
@@ -113,7 +117,9 @@ def read_fires(nodes: list[NodeProcess]) -> dict[Reminder, list[Fire]]:
             if parts[0] != "fire" or len(parts) != 6:
                 continue
             _, key, name, count, scheduled, handled = parts
-            fires[(key, name)].append(Fire(node.node_id, int(count), float(scheduled), float(handled)))
+            fires[(key, name)].append(
+                Fire(node.node_id, int(count), float(scheduled), float(handled))
+            )
     for found in fires.values():
         found.sort(key=lambda fire: fire.handled)
     return dict(fires)
@@ -124,14 +130,21 @@ def test_three_nodes_fire_each_tick_once_and_take_over_a_killed_node(
     pg_url: str, tmp_path: Path
 ) -> None:
     keys = [f"d{index:03d}" for index in range(ACTORS)]
-    shares = {f"node-{n}": [key for i, key in enumerate(keys) if i % NODES == n] for n in range(NODES)}
+    shares = {
+        f"node-{n}": [key for i, key in enumerate(keys) if i % NODES == n] for n in range(NODES)
+    }
     # The first tick comes once every node has had time to start and register.
     anchor = time.time() + 15.0
-    nodes = [start_node(pg_url, node_id, tmp_path, share, anchor) for node_id, share in shares.items()]
+    nodes = [
+        start_node(pg_url, node_id, tmp_path, share, anchor) for node_id, share in shares.items()
+    ]
     try:
         for node in nodes:
-            wait_for(lambda node=node: "ready" in node.lines() or node.process.poll() is not None,
-                     START_WAIT_S, f"{node.node_id} to register its reminders")
+            wait_for(
+                lambda node=node: "ready" in node.lines() or node.process.poll() is not None,
+                START_WAIT_S,
+                f"{node.node_id} to register its reminders",
+            )
             assert node.process.poll() is None, (tmp_path / f"{node.node_id}.err").read_text()
         assert time.time() < anchor, "registration took longer than the head start"
         victim, survivors = nodes[0], nodes[1:]
@@ -177,7 +190,9 @@ def test_three_nodes_fire_each_tick_once_and_take_over_a_killed_node(
             expected_total += ticks_due
             # Every tick that fell due before the end was recorded (missed="all": none skipped).
             if stored_count < ticks_due - 1:
-                problems.append(f"{reminder}: {stored_count} fires recorded of {ticks_due} ticks due")
+                problems.append(
+                    f"{reminder}: {stored_count} fires recorded of {ticks_due} ticks due"
+                )
             # Nothing lost: every recorded fire was handled, except one still pending at the end.
             handled = set(counts)
             owed = set(range(1, stored_count + 1)) - ({pending} if pending else set())
@@ -191,7 +206,9 @@ def test_three_nodes_fire_each_tick_once_and_take_over_a_killed_node(
             if len(before_kill) != len(set(before_kill)):
                 problems.append(f"{reminder}: a fire handled twice while every node was healthy")
             if any(fire.node != owner[key] for fire in found if fire.handled < killed_at):
-                problems.append(f"{reminder}: fired by a node other than its registrar before the kill")
+                problems.append(
+                    f"{reminder}: fired by a node other than its registrar before the kill"
+                )
             if owner[key] == "node-0":
                 if extra > 1:
                     problems.append(f"{reminder}: {extra} duplicates after one crash")
@@ -215,4 +232,104 @@ def test_three_nodes_fire_each_tick_once_and_take_over_a_killed_node(
         f"max {failovers[-1] if failovers else float('nan'):.2f}s (lease {LEASE_S}s)"
     )
     assert problems == [], "\n".join(problems[:30])
-    assert failovers and failovers[-1] <= FAILOVER_BOUND_S
+    assert failovers
+    assert failovers[-1] <= FAILOVER_BOUND_S
+
+
+# -- two nodes in one process, on a shared ManualClock ---------------------------------------------
+
+
+class Counter_(Actor):
+    """Records (node, "<key>:<reminder>", fire_count) of every fire it handles."""
+
+    fires: ClassVar[list[tuple[str, str, int]]]
+
+    def on_start(self) -> None:
+        self.attach_facet(ReminderFacet(), config={})
+
+    def on_receive(self, message: Any) -> Any:
+        match message:
+            case ReminderFired(reminder_name=name, fire_count=count):
+                self.fires.append((self.ctx.system.node_id, f"{self.ctx.actor_key}:{name}", count))
+                return None
+            case ("register", name, kwargs):
+                self.facet(ReminderFacet).register_reminder(name, **kwargs)
+                return None
+            case "ping":
+                return self.ctx.system.node_id
+        raise AssertionError(f"unexpected message {message!r}")
+
+
+def _two_nodes(
+    make_system: Callable[..., ActorSystem], url: str, clock: ManualClock, **kwargs: Any
+) -> tuple[ActorSystem, ActorSystem, list[tuple[str, str, int]]]:
+    fires: list[tuple[str, str, int]] = []
+    cls = type("Counter", (Counter_,), {"fires": fires})
+    nodes = []
+    for node_id in ("node-a", "node-b"):
+        node = make_system(storage_url=url, clock=clock, node_id=node_id, **kwargs)
+        node.register_virtual("dev", cls)
+        nodes.append(node)
+    return nodes[0], nodes[1], fires
+
+
+def test_an_actor_active_on_one_node_is_refused_on_another_naming_the_node(
+    pg_url: str, make_system: Callable[..., ActorSystem], clock: ManualClock
+) -> None:
+    a, b, _ = _two_nodes(make_system, pg_url, clock)
+    assert a.cluster
+    assert b.cluster
+    assert a.virtual("dev", "x").ask("ping") == "node-a"
+    with pytest.raises(ActorActiveElsewhereError, match="'node-a'") as refused:
+        b.virtual("dev", "x").ask("ping")
+    assert refused.value.node_id == "node-a"
+    assert refused.value.actor_id == "dev/x"
+    assert b.actor_ids() == []
+    # Another key is free on node b, and x is free once a stops it.
+    assert b.virtual("dev", "y").ask("ping") == "node-b"
+    a.virtual("dev", "x").stop()
+    assert b.virtual("dev", "x").ask("ping") == "node-b"
+
+
+def test_reminders_fire_once_on_the_node_holding_the_actor_and_move_on_clean_shutdown(
+    pg_url: str, make_system: Callable[..., ActorSystem], clock: ManualClock
+) -> None:
+    a, b, fires = _two_nodes(make_system, pg_url, clock, lease="10s", poll_interval="1s")
+    for key in ("x", "y"):
+        a.virtual("dev", key).ask(("register", "tick", {"due": "1s", "period": "1s"}))
+    clock.advance("5s")
+    a.virtual("dev", "x").ask("ping")
+    a.virtual("dev", "y").ask("ping")
+    assert sorted(fires) == sorted(
+        ("node-a", f"{key}:tick", count) for count in range(1, 6) for key in ("x", "y")
+    )
+    assert b.actor_ids() == []
+    fires.clear()
+    a.shutdown()  # releases its claims and activations at once
+    clock.advance("5s")
+    for key in ("x", "y"):
+        assert b.virtual("dev", key).ask("ping") == "node-b"
+    # Node b took both over: every tick after the handover fired once, counts continue.
+    assert all(node == "node-b" for node, _, _ in fires)
+    assert sorted((name, count) for _, name, count in fires) == sorted(
+        (f"{key}:tick", count) for count in range(6, 11) for key in ("x", "y")
+    )
+
+
+def test_two_cluster_nodes_on_one_sqlite_file_never_fire_a_tick_twice(
+    tmp_path: Path, make_system: Callable[..., ActorSystem], clock: ManualClock
+) -> None:
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    a, b, fires = _two_nodes(make_system, url, clock, cluster=True, poll_interval="500ms")
+    keys = [f"k{index}" for index in range(10)]
+    for index, key in enumerate(keys):
+        node = a if index % 2 else b
+        node.virtual("dev", key).ask(("register", "tick", {"due": "1s", "period": "1s"}))
+    clock.advance("10s")
+    for index, key in enumerate(keys):
+        (a if index % 2 else b).virtual("dev", key).ask("ping")
+    # Each tick of each reminder fired exactly once, on the node that holds its actor.
+    assert sorted((name, count) for _, name, count in fires) == sorted(
+        (f"{key}:tick", count) for key in keys for count in range(1, 11)
+    )
+    assert Counter(node for node, _, _ in fires) == {"node-a": 50, "node-b": 50}
