@@ -45,6 +45,7 @@ STORAGE_URL_ENV: Final = "PLEXSPACES_STORAGE_URL"
 """Environment variable naming the storage URL when `ActorSystem(storage_url=None)`."""
 
 DEFAULT_DATABASE_FILE: Final = "plexspaces.db"
+SUPPORTED_BACKENDS: Final = ("sqlite", "postgresql")
 
 A = TypeVar("A", bound=Actor)
 _log = structlog.get_logger("plexspaces")
@@ -580,11 +581,32 @@ def _resolve_storage_url(storage_url: str | None) -> str:
     from sqlalchemy.exc import ArgumentError
 
     try:
-        make_url(storage_url)
+        url = make_url(storage_url)
     except ArgumentError:
         raise ValueError(
             f"storage_url {storage_url!r} is not a SQLAlchemy URL; expected for example "
             "'sqlite:///plexspaces.db' or 'postgresql+psycopg://user@host/db'"
+        ) from None
+    shown = url.render_as_string(hide_password=True)
+    if url.get_backend_name() not in SUPPORTED_BACKENDS:
+        raise ValueError(
+            f"storage_url {shown!r} names the database {url.get_backend_name()!r}; supported: "
+            "SQLite ('sqlite:///plexspaces.db') and PostgreSQL "
+            "('postgresql+psycopg://user@host/db')"
+        )
+    try:
+        dialect = url.get_dialect()
+        dialect.import_dbapi()
+    except ImportError as error:
+        raise ModuleNotFoundError(
+            f"storage_url {shown!r} needs a database driver that is not installed ({error}); "
+            "for PostgreSQL install psycopg 3 (pip install 'plexspaces[postgresql]') and use "
+            "'postgresql+psycopg://'"
+        ) from None
+    except ArgumentError as error:  # NoSuchModuleError: an unknown driver name
+        raise ValueError(
+            f"storage_url {shown!r} names a driver SQLAlchemy does not know ({error}); use "
+            "'sqlite:///...' or 'postgresql+psycopg://...'"
         ) from None
     return storage_url
 

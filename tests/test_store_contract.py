@@ -1,14 +1,15 @@
 """The reminder store contract: every backend passes the same tests.
 
-The `backend` fixture is parametrized over the backends; a new one (PostgreSQL) is one more param
-and one more branch in `_open_backend`. Tests that are about files and processes (WAL, a second
-process, a missing directory) use a SQLite file directly. Throughput is printed (visible with
-`pytest -s`), never asserted.
+The `backend` fixture is parametrized over the backends: a SQLite file, in-memory SQLite, and a
+real PostgreSQL server (a new database for each test). Tests that are about files and processes
+(WAL, a second process, a missing directory) use a SQLite file directly. Throughput is printed
+(visible with `pytest -s`), never asserted.
 """
 
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import textwrap
@@ -25,6 +26,7 @@ import structlog
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 
+from plexspaces._errors import PlexSpacesError
 from plexspaces._sql_store import SCHEMA_VERSION, SqlReminderStore, create_store_engine
 from plexspaces._store import (
     ReminderKey,
@@ -32,14 +34,17 @@ from plexspaces._store import (
     SchemaVersionError,
     StoreClosedError,
     StoredReminder,
+    StoreUnavailableError,
     UndecodableReminder,
     from_micros,
     to_micros,
 )
 
+from . import pgserver
+
 T0 = datetime(2026, 1, 1, 12, 0, 0, 123_456, tzinfo=UTC)
 SECOND = timedelta(seconds=1)
-BACKENDS = ["sqlite", "sqlite-memory"]
+BACKENDS = ["sqlite", "sqlite-memory", "postgresql"]
 
 
 def reminder(
@@ -97,7 +102,12 @@ class Backend:
         return int(self.raw("SELECT COUNT(*) FROM plexspaces_reminders")[0][0])
 
 
-def _open_backend(name: str, tmp_path: Path) -> tuple[Callable[[], SqlReminderStore], Engine]:
+def _open_backend(
+    name: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> tuple[Callable[[], SqlReminderStore], Engine]:
+    if name == "postgresql":
+        url = request.getfixturevalue("pg_url")
+        return (lambda: SqlReminderStore(url)), create_engine(url)
     if name == "sqlite":
         url = f"sqlite:///{tmp_path / 'reminders.db'}"
         return (lambda: SqlReminderStore(url)), create_engine(url)
@@ -110,7 +120,7 @@ def _open_backend(name: str, tmp_path: Path) -> tuple[Callable[[], SqlReminderSt
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     """Each backend in turn; every store opened on it is closed after the test."""
-    opener, raw_engine = _open_backend(request.param, tmp_path)
+    opener, raw_engine = _open_backend(request.param, tmp_path, request)
     opened = Backend(request.param, opener, raw_engine)
     yield opened
     for store in opened.stores:
@@ -1128,3 +1138,596 @@ def test_throughput_on_a_sqlite_file(db_url: str) -> None:
         f"{pairs:,.0f} record_fire+acknowledge pairs/s, {scan:,.0f} rows/s scanned by due()"
     )
     print(json.dumps({"upserts_per_s": round(upserts), "fire_ack_pairs_per_s": round(pairs)}))
+
+
+# -- claims: paging, actor types, activations, fencing -------------------------------------------
+
+_MICRO = timedelta(microseconds=1)
+
+
+def _claim(
+    store: ReminderStore, node: str, now: datetime, *, limit: int = 100, **options: Any
+) -> list[StoredReminder]:
+    """claim_due() of everything due by `now`, leased for 30 s from `now`."""
+    return store.claim_due(
+        node, until=now, lease_until=now + 30 * SECOND, now=now, limit=limit, **options
+    )
+
+
+def _claim_of(store: ReminderStore, key: ReminderKey) -> tuple[str | None, datetime | None]:
+    loaded = store.get(key)
+    assert loaded is not None
+    return (loaded.claimed_by, loaded.claimed_until)
+
+
+def test_claim_due_pages_with_after_claim_every_due_row_once(store: ReminderStore) -> None:
+    """Pages of claim_due(after=last position) claim every due row exactly once, pending and
+    scheduled rows alike, in position order; rows not yet due are left alone."""
+    expected = []
+    for index in range(23):
+        # Ties on the due time, so the key decides inside a tie; every fourth row is pending.
+        when = T0 + (index % 5) * SECOND
+        if index % 4 == 0:
+            record = reminder(
+                f"r{index:02d}",
+                T0 + timedelta(days=1),
+                actor_key=f"ord-{index % 3}",
+                period=timedelta(days=1),
+                fire_count=1,
+                pending_fire=1,
+                pending_scheduled_at=when,
+            )
+        else:
+            record = reminder(f"r{index:02d}", when, actor_key=f"ord-{index % 3}")
+        store.upsert(record)
+        expected.append(record.position)
+    store.upsert(reminder("not-yet", T0 + timedelta(hours=1)))
+    seen: list[tuple[datetime, ReminderKey]] = []
+    pages: list[int] = []
+    after = None
+    while len(pages) < 10:  # 23 rows in pages of 5: a cursor that does not advance fails here
+        page = store.claim_due(
+            "n1",
+            until=T0 + 10 * SECOND,
+            lease_until=T0 + 30 * SECOND,
+            now=T0,
+            limit=5,
+            after=after,
+        )
+        pages.append(len(page))
+        assert [record.position for record in page] == sorted(record.position for record in page)
+        assert all(
+            (record.claimed_by, record.claimed_until) == ("n1", T0 + 30 * SECOND) for record in page
+        )
+        seen.extend(record.position for record in page)
+        if len(page) < 5:
+            break
+        after = page[-1].position
+    assert pages == [5, 5, 5, 5, 3]
+    assert seen == sorted(expected)
+    assert _claim_of(store, ReminderKey("order", "ord-1", "not-yet")) == (None, None)
+
+
+def test_claim_due_after_the_last_position_claims_nothing(store: ReminderStore) -> None:
+    """A page after the last due row is empty and claims nothing, even for another node."""
+    store.upsert(reminder("a", T0))
+    store.upsert(reminder("b", T0 + SECOND))
+    first = _claim(store, "n1", T0 + SECOND, limit=1)
+    assert keys_of(first) == ["a"]
+    rest = _claim(store, "n2", T0 + SECOND, after=first[-1].position)
+    assert keys_of(rest) == ["b"]
+    assert _claim(store, "n3", T0 + SECOND, after=rest[-1].position) == []
+    assert _claim_of(store, ReminderKey("order", "ord-1", "a"))[0] == "n1"
+    assert _claim_of(store, ReminderKey("order", "ord-1", "b"))[0] == "n2"
+
+
+def test_claim_due_limits_the_claim_to_actor_types(store: ReminderStore, backend: Backend) -> None:
+    """actor_types claims only reminders of those types; other types stay unclaimed."""
+    store.upsert(reminder("o", T0, actor_type="order"))
+    store.upsert(reminder("i", T0 + SECOND, actor_type="invoice"))
+    store.upsert(reminder("u", T0, actor_type="user"))
+    store.upsert(
+        reminder(
+            "p",
+            T0 + timedelta(days=1),
+            actor_type="user",
+            period=timedelta(days=1),
+            fire_count=1,
+            pending_fire=1,
+            pending_scheduled_at=T0,
+        )
+    )
+    claimed = _claim(store, "n1", T0 + SECOND, actor_types=("order", "invoice"))
+    assert [str(record.key) for record in claimed] == ["order/ord-1:o", "invoice/ord-1:i"]
+    assert _claim_of(store, ReminderKey("user", "ord-1", "u")) == (None, None)
+    assert _claim_of(store, ReminderKey("user", "ord-1", "p")) == (None, None)
+    # A set is a collection too; the pending row of the type is claimed as well.
+    users = _claim(store, "n2", T0 + SECOND, actor_types={"user"})
+    assert [str(record.key) for record in users] == ["user/ord-1:p", "user/ord-1:u"]
+    assert all(record.claimed_by == "n2" for record in users)
+    owners = backend.raw(
+        "SELECT actor_type, claimed_by FROM plexspaces_reminders ORDER BY actor_type, name"
+    )
+    assert [tuple(row) for row in owners] == [
+        ("invoice", "n1"),
+        ("order", "n1"),
+        ("user", "n2"),
+        ("user", "n2"),
+    ]
+
+
+def test_claim_due_with_no_actor_types_claims_nothing(
+    store: ReminderStore, backend: Backend
+) -> None:
+    """An empty actor_types claims nothing; a bare str is refused, naming it, claiming nothing."""
+    store.upsert(reminder("o", T0, actor_type="order"))
+    store.upsert(reminder("i", T0, actor_type="invoice"))
+    assert _claim(store, "n1", T0, actor_types=[]) == []
+    assert _claim(store, "n1", T0, actor_types=frozenset()) == []
+    with pytest.raises(ValueError, match=r"actor_types 'order'.*not a str"):
+        _claim(store, "n1", T0, actor_types="order")
+    claimed = backend.raw("SELECT COUNT(*) FROM plexspaces_reminders WHERE claimed_by IS NOT NULL")
+    assert claimed[0][0] == 0
+
+
+def test_claim_due_without_own_claims_takes_only_free_and_expired_rows(
+    store: ReminderStore,
+) -> None:
+    """include_own=False neither returns nor re-leases a node's live claims, and still takes
+    unclaimed rows and expired claims (its own expired ones included)."""
+    now = T0 + 10 * SECOND
+    store.upsert(reminder("mine", T0, claimed_by="n1", claimed_until=now))  # live: inclusive
+    store.upsert(reminder("free", T0 + SECOND))
+    store.upsert(reminder("expired", T0 + 2 * SECOND, claimed_by="n2", claimed_until=now - _MICRO))
+    store.upsert(
+        reminder("mine-expired", T0 + 3 * SECOND, claimed_by="n1", claimed_until=now - _MICRO)
+    )
+    store.upsert(reminder("theirs", T0 + 4 * SECOND, claimed_by="n2", claimed_until=now))
+    claimed = store.claim_due(
+        "n1", until=now, lease_until=now + 30 * SECOND, now=now, limit=10, include_own=False
+    )
+    assert keys_of(claimed) == ["free", "expired", "mine-expired"]
+    assert all(
+        (record.claimed_by, record.claimed_until) == ("n1", now + 30 * SECOND) for record in claimed
+    )
+    assert _claim_of(store, ReminderKey("order", "ord-1", "mine")) == ("n1", now)
+    assert _claim_of(store, ReminderKey("order", "ord-1", "theirs")) == ("n2", now)
+    # The same call with own claims returns all four of the node's rows, "mine" re-leased.
+    again = store.claim_due("n1", until=now, lease_until=now + 60 * SECOND, now=now, limit=10)
+    assert keys_of(again) == ["mine", "free", "expired", "mine-expired"]
+    assert _claim_of(store, ReminderKey("order", "ord-1", "mine")) == ("n1", now + 60 * SECOND)
+
+
+def test_claim_due_skips_actors_active_on_another_node(store: ReminderStore) -> None:
+    """A reminder whose actor has a live activation lease of another node is left to that node;
+    a lease of the claiming node itself, or of another actor, does not hold it back."""
+    store.upsert(reminder("held", T0, actor_key="held"))
+    store.upsert(
+        reminder(
+            "held-pending",
+            T0 + timedelta(days=1),
+            actor_key="held",
+            period=timedelta(days=1),
+            fire_count=1,
+            pending_fire=1,
+            pending_scheduled_at=T0,
+        )
+    )
+    store.upsert(reminder("mine", T0 + SECOND, actor_key="mine"))
+    store.upsert(reminder("idle", T0 + 2 * SECOND, actor_key="idle"))
+    lease = T0 + 10 * SECOND
+    for actor_type, actor_key, node in [
+        ("order", "held", "n2"),
+        ("order", "mine", "n1"),
+        # The same key under another type, and another key of the same type: other actors.
+        ("invoice", "idle", "n2"),
+        ("order", "idle-2", "n2"),
+    ]:
+        assert (
+            store.claim_activation(
+                actor_type, actor_key, node, activation_id=f"{node}-a", lease_until=lease, now=T0
+            )
+            is None
+        )
+    # Still live at its last microsecond: lease_until is inclusive.
+    first = _claim(store, "n1", lease)
+    assert keys_of(first) == ["mine", "idle"]
+    assert _claim_of(store, ReminderKey("order", "held", "held")) == (None, None)
+    assert _claim_of(store, ReminderKey("order", "held", "held-pending")) == (None, None)
+    # The holder of the activation claims them.
+    holder = _claim(store, "n2", lease)
+    assert keys_of(holder) == ["held", "held-pending"]  # both at T0: by key
+    assert all(record.claimed_by == "n2" for record in holder)
+
+
+def test_claim_due_takes_actors_whose_lease_expired_or_was_released(store: ReminderStore) -> None:
+    """Once another node's activation lease expired (lease_until < now) or was released, the
+    actor's reminders are claimable by any node."""
+    store.upsert(reminder("expiring", T0, actor_key="expiring"))
+    store.upsert(reminder("released", T0, actor_key="released"))
+    assert (
+        store.claim_activation(
+            "order", "expiring", "n2", activation_id="x1", lease_until=T0 + 10 * SECOND, now=T0
+        )
+        is None
+    )
+    assert (
+        store.claim_activation(
+            "order", "released", "n2", activation_id="x2", lease_until=T0 + 60 * SECOND, now=T0
+        )
+        is None
+    )
+    assert _claim(store, "n1", T0 + 10 * SECOND) == []
+    assert store.release_activation("order", "released", "x2") is True
+    assert keys_of(_claim(store, "n1", T0 + 10 * SECOND)) == ["released"]
+    after_expiry = _claim(store, "n1", T0 + 10 * SECOND + _MICRO, include_own=False)
+    assert keys_of(after_expiry) == ["expiring"]
+    assert after_expiry[0].claimed_by == "n1"
+
+
+# -- fencing -------------------------------------------------------------------------------------
+
+_FENCE_STARTS: dict[str, dict[str, Any]] = {
+    "unclaimed": {},
+    "expired": {"claimed_by": "n2", "claimed_until": T0 + SECOND - _MICRO},
+    "own": {"claimed_by": "n1", "claimed_until": T0 + 2 * SECOND},
+    "own-expired": {"claimed_by": "n1", "claimed_until": T0},
+}
+
+
+def test_fenced_record_fire_claims_the_reminder_for_the_node(store: ReminderStore) -> None:
+    """record_fire(node_id=, lease_until=) succeeds on unclaimed rows, expired claims and the
+    node's own claims, and leaves the row claimed by the node until lease_until."""
+    for name, claim in _FENCE_STARTS.items():
+        key = ReminderKey("order", "ord-1", name)
+        store.upsert(reminder(name, T0, period=SECOND, **claim))
+        fired = store.record_fire(
+            key,
+            expected_fire_count=0,
+            scheduled_at=T0,
+            next_due_at=T0 + SECOND,
+            now=T0 + SECOND,
+            node_id="n1",
+            lease_until=T0 + 30 * SECOND,
+        )
+        assert fired is not None, name
+        assert (fired.fire_count, fired.pending_fire, fired.due_at) == (1, 1, T0 + SECOND)
+        assert (fired.claimed_by, fired.claimed_until) == ("n1", T0 + 30 * SECOND), name
+        assert fired.updated_at == T0 + SECOND
+        assert store.get(key) == fired
+
+
+def test_fenced_reschedule_claims_the_reminder_for_the_node(store: ReminderStore) -> None:
+    """reschedule(node_id=, lease_until=) succeeds where a fenced fire would, and claims the row."""
+    for name, claim in _FENCE_STARTS.items():
+        key = ReminderKey("order", "ord-1", name)
+        store.upsert(reminder(name, T0, period=SECOND, **claim))
+        moved = store.reschedule(
+            key,
+            expected_fire_count=0,
+            due_at=T0 + 5 * SECOND,
+            now=T0 + SECOND,
+            node_id="n1",
+            lease_until=T0 + 30 * SECOND,
+        )
+        assert moved is not None, name
+        assert (moved.due_at, moved.fire_count, moved.pending_fire) == (T0 + 5 * SECOND, 0, None)
+        assert (moved.claimed_by, moved.claimed_until) == ("n1", T0 + 30 * SECOND), name
+        assert store.get(key) == moved
+
+
+def test_fenced_calls_fail_while_another_node_holds_a_live_claim(store: ReminderStore) -> None:
+    """With another node's live claim (through its last microsecond), a fenced record_fire or
+    reschedule returns None and changes nothing."""
+    key = ReminderKey("order", "ord-1", "r")
+    store.upsert(reminder("r", T0, period=SECOND, claimed_by="n2", claimed_until=T0 + 10 * SECOND))
+    before = store.get(key)
+    for now in (T0, T0 + 10 * SECOND):
+        fired = store.record_fire(
+            key,
+            expected_fire_count=0,
+            scheduled_at=T0,
+            next_due_at=T0 + SECOND,
+            now=now,
+            node_id="n1",
+            lease_until=now + 30 * SECOND,
+        )
+        assert fired is None
+        moved = store.reschedule(
+            key,
+            expected_fire_count=0,
+            due_at=T0 + 5 * SECOND,
+            now=now,
+            node_id="n1",
+            lease_until=now + 30 * SECOND,
+        )
+        assert moved is None
+        assert store.get(key) == before
+    # The holder itself may fire it.
+    assert store.record_fire(
+        key,
+        expected_fire_count=0,
+        scheduled_at=T0,
+        next_due_at=T0 + SECOND,
+        now=T0 + 10 * SECOND,
+        node_id="n2",
+        lease_until=T0 + 40 * SECOND,
+    )
+
+
+def test_fence_arguments_are_checked(store: ReminderStore) -> None:
+    """node_id and lease_until go together, and the lease must end after now; a refused call
+    changes nothing."""
+    key = ReminderKey("order", "ord-1", "r")
+    store.upsert(reminder("r", T0, period=SECOND))
+    before = store.get(key)
+    fire = {"expected_fire_count": 0, "scheduled_at": T0, "next_due_at": T0 + SECOND}
+    move = {"expected_fire_count": 0, "due_at": T0 + 5 * SECOND}
+    bad: list[tuple[dict[str, Any], str]] = [
+        ({"node_id": "n1"}, r"node_id 'n1' and lease_until None"),
+        ({"lease_until": T0 + SECOND}, r"node_id None and lease_until"),
+        ({"node_id": "n1", "lease_until": T0}, r"lease_until .* later than now"),
+        ({"node_id": "n1", "lease_until": T0 - SECOND}, r"lease_until .* later than now"),
+        ({"node_id": "", "lease_until": T0 + SECOND}, r"node_id ''"),
+    ]
+    for fence, message in bad:
+        with pytest.raises(ValueError, match=message):
+            store.record_fire(key, now=T0, **fire, **fence)
+        with pytest.raises(ValueError, match=message):
+            store.reschedule(key, now=T0, **move, **fence)
+    assert store.get(key) == before
+
+
+def test_unfenced_calls_ignore_claims(store: ReminderStore) -> None:
+    """Without node_id, record_fire and reschedule work whoever holds a claim, and leave it."""
+    claim = {"claimed_by": "n2", "claimed_until": T0 + 10 * SECOND}
+    store.upsert(reminder("fire", T0, period=SECOND, **claim))
+    store.upsert(reminder("move", T0, period=SECOND, **claim))
+    fired = store.record_fire(
+        ReminderKey("order", "ord-1", "fire"),
+        expected_fire_count=0,
+        scheduled_at=T0,
+        next_due_at=T0 + SECOND,
+        now=T0,
+    )
+    assert fired is not None
+    assert fired.fire_count == 1
+    assert (fired.claimed_by, fired.claimed_until) == ("n2", T0 + 10 * SECOND)
+    moved = store.reschedule(
+        ReminderKey("order", "ord-1", "move"),
+        expected_fire_count=0,
+        due_at=T0 + 5 * SECOND,
+        now=T0,
+    )
+    assert moved is not None
+    assert moved.due_at == T0 + 5 * SECOND
+    assert (moved.claimed_by, moved.claimed_until) == ("n2", T0 + 10 * SECOND)
+
+
+def test_release_claims_of_some_keys(store: ReminderStore) -> None:
+    """release_claims(node, keys=...) drops that node's claims on those keys only."""
+    for name in ("a", "b", "c"):
+        store.upsert(reminder(name, T0, claimed_by="n1", claimed_until=T0 + 10 * SECOND))
+    store.upsert(reminder("d", T0, claimed_by="n2", claimed_until=T0 + 10 * SECOND))
+
+    def key(name: str) -> ReminderKey:
+        return ReminderKey("order", "ord-1", name)
+
+    assert store.release_claims("n1", keys=[]) == 0
+    assert _claim_of(store, key("a")) == ("n1", T0 + 10 * SECOND)
+    released = store.release_claims("n1", keys=[key("a"), key("d"), key("missing")])
+    assert released == 1
+    assert _claim_of(store, key("a")) == (None, None)
+    assert _claim_of(store, key("b")) == ("n1", T0 + 10 * SECOND)
+    assert _claim_of(store, key("c")) == ("n1", T0 + 10 * SECOND)
+    assert _claim_of(store, key("d")) == ("n2", T0 + 10 * SECOND)
+    assert store.release_claims("n1", keys=[key("a")]) == 0
+    assert store.release_claims("n1", keys=(key("b"), key("c"))) == 2
+    assert _claim_of(store, key("c")) == (None, None)
+    assert _claim_of(store, key("d")) == ("n2", T0 + 10 * SECOND)
+
+
+# -- activation leases ---------------------------------------------------------------------------
+
+
+def test_claim_activation_grants_the_lease_to_one_node_at_a_time(store: ReminderStore) -> None:
+    """The taker gets None, a refused node the holder's id while the lease lives; the holder may
+    re-claim with a new activation, and another node takes over once the lease expired."""
+    lease = T0 + 10 * SECOND
+    assert store.activation_holder("order", "o1", now=T0) is None
+    assert (
+        store.claim_activation("order", "o1", "n1", activation_id="a1", lease_until=lease, now=T0)
+        is None
+    )
+    assert store.activation_holder("order", "o1", now=T0) == "n1"
+    assert store.activation_holder("order", "o1", now=lease) == "n1"
+    assert store.activation_holder("order", "o1", now=lease + _MICRO) is None
+    # Refused through the lease's last microsecond.
+    for now in (T0, lease):
+        refused = store.claim_activation(
+            "order", "o1", "n2", activation_id="b1", lease_until=now + 30 * SECOND, now=now
+        )
+        assert refused == "n1"
+    assert store.activation_holder("order", "o1", now=lease) == "n1"
+    assert store.activation_holder("order", "o1", now=lease + _MICRO) is None  # not extended
+    # The holder re-claims with a new activation; a late release of the old one changes nothing.
+    again = T0 + 20 * SECOND
+    assert (
+        store.claim_activation(
+            "order", "o1", "n1", activation_id="a2", lease_until=again, now=T0 + 5 * SECOND
+        )
+        is None
+    )
+    assert store.release_activation("order", "o1", "a1") is False
+    assert store.activation_holder("order", "o1", now=again) == "n1"
+    # Expired: another node takes over.
+    taken = store.claim_activation(
+        "order", "o1", "n2", activation_id="b2", lease_until=again + 30 * SECOND, now=again + _MICRO
+    )
+    assert taken is None
+    assert store.activation_holder("order", "o1", now=again + _MICRO) == "n2"
+    assert store.release_activation("order", "o1", "a2") is False  # n1's activation is over
+    assert store.activation_holder("order", "o1", now=again + _MICRO) == "n2"
+    assert store.release_activation("order", "o1", "b2") is True
+    assert store.activation_holder("order", "o1", now=again + _MICRO) is None
+    assert store.release_activation("order", "o1", "b2") is False
+
+
+def test_activation_leases_are_per_actor(store: ReminderStore) -> None:
+    """Leases of the same key under another type, or another key, are independent."""
+    for actor_type, actor_key, node in [("order", "k", "n1"), ("invoice", "k", "n2")]:
+        assert (
+            store.claim_activation(
+                actor_type, actor_key, node, activation_id=node, lease_until=T0 + SECOND, now=T0
+            )
+            is None
+        )
+    assert (
+        store.claim_activation(
+            "order", "k2", "n2", activation_id="n2-k2", lease_until=T0 + SECOND, now=T0
+        )
+        is None
+    )
+    assert store.activation_holder("order", "k", now=T0) == "n1"
+    assert store.activation_holder("invoice", "k", now=T0) == "n2"
+    assert store.activation_holder("order", "k2", now=T0) == "n2"
+    assert store.activation_holder("user", "k", now=T0) is None
+
+
+def test_renew_and_release_activations(store: ReminderStore) -> None:
+    """renew_activations() extends a node's live leases only; release_activations() drops every
+    lease of the node and no other node's."""
+
+    def claim(actor_key: str, node: str, lease_until: datetime, now: datetime = T0) -> None:
+        assert (
+            store.claim_activation(
+                "order",
+                actor_key,
+                node,
+                activation_id=f"{node}-{actor_key}",
+                lease_until=lease_until,
+                now=now,
+            )
+            is None
+        )
+
+    claim("a", "n1", T0 + 10 * SECOND)
+    claim("b", "n1", T0 + 6 * SECOND)  # live at the renewal: lease_until == now
+    claim("c", "n2", T0 + 10 * SECOND)
+    claim("d", "n1", T0 + 5 * SECOND)  # expired at the renewal, then taken over
+    claim("d", "n2", T0 + 20 * SECOND, now=T0 + 6 * SECOND)
+    claim("e", "n1", T0 + 5 * SECOND)  # expired at the renewal, nobody took it
+    renewed = store.renew_activations("n1", lease_until=T0 + 30 * SECOND, now=T0 + 6 * SECOND)
+    assert renewed == 2
+    later = T0 + 25 * SECOND
+    assert store.activation_holder("order", "a", now=later) == "n1"
+    assert store.activation_holder("order", "b", now=later) == "n1"
+    assert store.activation_holder("order", "c", now=later) is None  # n2's lease, not renewed
+    assert store.activation_holder("order", "d", now=T0 + 20 * SECOND) == "n2"
+    assert store.activation_holder("order", "e", now=T0 + 6 * SECOND) is None
+    assert store.renew_activations("n3", lease_until=later, now=T0) == 0
+    assert store.release_activations("n2") == 2
+    assert store.activation_holder("order", "c", now=T0) is None
+    assert store.activation_holder("order", "d", now=T0 + 6 * SECOND) is None
+    assert store.activation_holder("order", "a", now=later) == "n1"
+    store.release_activations("n1")
+    for actor_key in "abcde":
+        assert store.activation_holder("order", actor_key, now=T0) is None
+    assert store.release_activations("n1") == 0
+    # Nothing of n1 is left to block another node.
+    for actor_key in "abe":
+        claim(actor_key, "n3", T0 + 40 * SECOND, now=T0 + 7 * SECOND)
+
+
+def test_racing_claim_activation_has_exactly_one_winner(
+    store: ReminderStore, backend: Backend
+) -> None:
+    """Two nodes claiming the activation of the same actor at the same moment: one gets it
+    (None), the other is told that node's id. 50 rounds, one new actor each."""
+    rounds = 50
+    stores = [store, backend.store()]
+    answers: list[dict[str, str | None]] = [{} for _ in range(rounds)]
+    step = threading.Barrier(2)
+
+    def work(index: int) -> None:
+        node = f"n{index}"
+        for round_ in range(rounds):
+            step.wait(timeout=30)
+            answers[round_][node] = stores[index].claim_activation(
+                "order",
+                f"race-{round_}",
+                node,
+                activation_id=f"{node}-{round_}",
+                lease_until=T0 + 30 * SECOND,
+                now=T0,
+            )
+
+    _run_threads(2, work)
+    winners = []
+    for round_, answer in enumerate(answers):
+        won = [node for node, holder in answer.items() if holder is None]
+        assert len(won) == 1, (round_, answer)
+        (winner,) = won
+        (loser,) = set(answer) - {winner}
+        assert answer[loser] == winner, (round_, answer)
+        assert store.activation_holder("order", f"race-{round_}", now=T0) == winner
+        winners.append(winner)
+    rows = backend.raw("SELECT COUNT(*) FROM plexspaces_activations")
+    assert rows[0][0] == rounds
+    print(f"\nactivation race winners on {backend.name}: {sorted(set(winners))}")
+
+
+# -- an unavailable database ---------------------------------------------------------------------
+
+
+def test_a_postgresql_url_without_a_server_is_unavailable_at_once() -> None:
+    """Opening a store on a port where no server listens raises StoreUnavailableError, naming
+    the URL with its password hidden."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"postgresql+psycopg://plexspaces:s3cret@127.0.0.1:{port}/reminders"
+    with pytest.raises(StoreUnavailableError) as raised:
+        SqlReminderStore(url)
+    error = raised.value
+    assert isinstance(error, ConnectionError)
+    assert isinstance(error, PlexSpacesError)
+    message = str(error)
+    assert f"postgresql+psycopg://plexspaces:***@127.0.0.1:{port}/reminders" in message
+    assert "s3cret" not in message
+
+
+def test_a_store_survives_its_server_going_away_and_coming_back() -> None:
+    """While the server is down, calls raise StoreUnavailableError and change nothing; once it
+    is back, the same store works again, and a restart between two calls fails neither."""
+    server = pgserver.PostgresServer()
+    store = None
+    try:
+        store = SqlReminderStore(server.url)
+        kept = reminder("kept", T0)
+        store.upsert(kept)
+        server.stop()
+        lost = reminder("lost", T0 + SECOND)
+        with pytest.raises(StoreUnavailableError, match=f"127.0.0.1:{server.port}"):
+            store.upsert(lost)
+        with pytest.raises(StoreUnavailableError):
+            store.get(kept.key)
+        server.start()
+        assert store.get(lost.key) is None
+        assert store.get(kept.key) == kept
+        again = reminder("again", T0 + 2 * SECOND)
+        store.upsert(again)
+        assert keys_of(store.due(T0 + 10 * SECOND, 10)) == ["kept", "again"]
+        # A restart between two calls costs no failed call: the pooled connections died with
+        # the old server, and the next read and write still succeed.
+        server.stop()
+        server.start()
+        assert store.get(kept.key) == kept
+        server.stop()
+        server.start()
+        store.upsert(reminder("after-restart", T0 + 3 * SECOND))
+        assert keys_of(store.due(T0 + 10 * SECOND, 10)) == ["kept", "again", "after-restart"]
+    finally:
+        if store is not None:
+            store.close()
+        server.close()
