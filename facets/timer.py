@@ -201,20 +201,22 @@ class TimerFacet(Facet):
         whatever the lateness of earlier ticks. Replaces a timer of the same name.
 
         Raises:
-            ValueError: empty name, non-positive or too short interval, negative due_time, or a
-                value that is not a duration. Nothing is registered.
+            ValueError: empty name, non-positive or too short interval, negative due_time, a
+                duration longer than `MAX_DURATION` (about 100 years), or a value that is not a
+                duration. Nothing is registered.
         """
         period = self._period(interval)
-        first = period if due_time is None else self._delay(due_time, "due_time")
+        first = period if due_time is None else self._seconds(due_time, "due_time")
         self._arm(name, period, first, payload)
 
     def register_one_shot(self, name: str, delay: Duration, *, payload: Any = None) -> None:
         """Fire `TimerFired` once, after `delay`; the timer is then removed.
 
         Raises:
-            ValueError: empty name, negative delay, or a value that is not a duration.
+            ValueError: empty name, negative delay, a delay longer than `MAX_DURATION` (about
+                100 years), or a value that is not a duration. Nothing is registered.
         """
-        self._arm(name, None, self._delay(delay, "delay"), payload)
+        self._arm(name, None, self._seconds(delay, "delay"), payload)
 
     def register_timer(self, registration: TimerRegistration) -> None:
         """Register a timer described by a `TimerRegistration`."""
@@ -308,7 +310,7 @@ class TimerFacet(Facet):
             replaced.cancel()
 
     def _period(self, interval: Duration) -> float:
-        seconds = duration_seconds(interval)
+        seconds = self._seconds(interval, "interval")
         if seconds <= 0:
             raise ValueError(f"timer interval {interval!r} must be positive")
         if seconds < self._min_period:
@@ -319,7 +321,9 @@ class TimerFacet(Facet):
         return seconds
 
     @staticmethod
-    def _delay(value: Duration, what: str) -> float:
+    def _seconds(value: Duration, what: str) -> float:
+        # duration_seconds refuses what no datetime or scheduler deadline could hold (beyond
+        # MAX_DURATION) before anything is armed; the message says which argument it was.
         try:
             return duration_seconds(value)
         except ValueError as error:

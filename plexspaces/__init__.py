@@ -9,7 +9,13 @@ system's one `Clock` and one `Scheduler`.
 from ._actor import Actor, FacetSpec
 from ._clock import Clock, ManualClock, SystemClock
 from ._context import ActorContext, FacetService
-from ._duration import Duration, duration_seconds, parse_duration, positive_duration
+from ._duration import (
+    MAX_DURATION,
+    Duration,
+    duration_seconds,
+    parse_duration,
+    positive_duration,
+)
 from ._errors import (
     ActorActiveElsewhereError,
     ActorIdInUseError,
@@ -43,6 +49,7 @@ __all__ = [
     "DEFAULT_ASK_TIMEOUT",
     "DROP",
     "ENTRY_POINT_GROUP",
+    "MAX_DURATION",
     "MISSED_POLICIES",
     "STORAGE_URL_ENV",
     "Actor",

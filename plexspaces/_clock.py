@@ -121,6 +121,10 @@ class ManualClock(Clock):
         most one undelivered fire per timer") gives the same result on every run. An `ask` sent
         after `advance()` returns is answered after those fires are handled. `advance(0)` runs
         what is already due.
+
+        Raises:
+            ValueError: `duration` is negative, not a duration, or longer than `MAX_DURATION`
+                (about 100 years, so that `now()` stays a valid `datetime`). Time does not move.
         """
         step = parse_duration(duration)
         with self._advance_lock:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import pykka
 from pykka._envelope import Envelope
 
-from ._duration import Duration, parse_duration
+from ._duration import Duration, duration_seconds
 from ._errors import ActorStoppedError, AskTimeoutError, PlexSpacesError
 
 if TYPE_CHECKING:
@@ -56,6 +56,8 @@ class ActorRef:
         without limit. An exception raised by the handler is raised here, and the actor goes on.
 
         Raises:
+            ValueError: `timeout` is not a duration, or is longer than `MAX_DURATION` (checked
+                before the message is sent).
             AskTimeoutError: no answer within `timeout`.
             ActorStoppedError: the actor is not running, or stopped before answering.
             PlexSpacesError: an actor asked itself (it would wait for its own answer for ever).
@@ -92,14 +94,20 @@ class ActorRef:
         every facet was deactivated and detached (so its timers are cancelled), and the id is free
         for a new actor. Called from the actor's own thread, it only asks the actor to stop after
         the current message. Returns False if the actor was not running.
+
+        Raises:
+            ValueError: `timeout` is not a duration, or is longer than `MAX_DURATION` (checked
+                before anything is stopped).
+            AskTimeoutError: the actor did not stop within `timeout`.
         """
+        seconds = _seconds(timeout)
         if self._cell.thread is threading.current_thread():
             if not self._pykka.is_alive():
                 return False
             self._pykka.stop(block=False)
             return True
         try:
-            return self._pykka.stop(block=True, timeout=_seconds(timeout))
+            return self._pykka.stop(block=True, timeout=seconds)
         except pykka.Timeout:
             raise AskTimeoutError(
                 f"actor {self.actor_id!r} did not stop within {timeout!r}"
@@ -187,19 +195,21 @@ class VirtualActorRef(ActorRef):
         """Deactivate the current activation and wait until it has released everything (unless
         called from the actor itself). Also waits for a deactivation already under way. False
         if nothing was active."""
+        seconds = _seconds(timeout)
         cell = self._system._activation(self)
         if cell is None:
             return False
         self._system._deactivate(cell, only_if_idle=False)
         waits = cell.thread is not threading.current_thread()
-        if waits and not cell.terminated.wait(_seconds(timeout)):
+        if waits and not cell.terminated.wait(seconds):
             raise AskTimeoutError(f"actor {self.actor_id!r} did not stop within {timeout!r}")
         return True
 
     def wait_stopped(self, timeout: Duration | None = None) -> bool:
         """Wait until the current activation (if any) has stopped and released everything."""
+        seconds = _seconds(timeout)
         cell = self._system._activation(self)
-        return cell is None or cell.terminated.wait(_seconds(timeout))
+        return cell is None or cell.terminated.wait(seconds)
 
     def attach_facet(
         self,
@@ -241,9 +251,6 @@ class VirtualActorRef(ActorRef):
 
 
 def _seconds(timeout: Duration | None) -> float | None:
-    if timeout is None:
-        return None
-    # Fast path for the common plain number; everything else goes through the one parser.
-    if (type(timeout) is float or type(timeout) is int) and timeout >= 0:
-        return float(timeout)
-    return parse_duration(timeout).total_seconds()
+    """A timeout in seconds, or None for no limit. Refused as `parse_duration` refuses it, so
+    also when infinite or longer than `MAX_DURATION` (no thread wait could take it)."""
+    return None if timeout is None else duration_seconds(timeout)

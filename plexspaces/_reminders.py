@@ -546,12 +546,13 @@ class ReminderService:
                 following = _next_tick(anchor, period, now, strictly_after=True)
             else:
                 following = scheduled + period
+        next_due_at = None if following is None else _at_or_none(following)
         recorded = self._store.record_fire(
             record.key,
             expected_fire_count=record.fire_count,
             expected_due_at=record.due_at,
             scheduled_at=scheduled_at,
-            next_due_at=None if following is None else _at(following),
+            next_due_at=next_due_at,
             now=_at(now),
             **self._fence(now),
         )
@@ -753,6 +754,14 @@ class ReminderService:
 
 def _at(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
+
+
+def _at_or_none(seconds: float) -> datetime | None:
+    """The time of a next tick, or None (no next tick) past the last datetime there is."""
+    try:
+        return _at(seconds)
+    except (ValueError, OverflowError, OSError):
+        return None
 
 
 def _next_tick(anchor: float, period: float, now: float, *, strictly_after: bool) -> float:

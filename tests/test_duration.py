@@ -10,7 +10,8 @@ from fractions import Fraction
 
 import pytest
 
-from plexspaces import parse_duration
+from plexspaces import duration_seconds, parse_duration
+from plexspaces._duration import MAX_DURATION
 
 
 @pytest.mark.parametrize(
@@ -196,6 +197,46 @@ def test_values_beyond_timedelta_range_raise_value_error(value: object) -> None:
     assert repr(value) in str(raised.value)
 
 
-def test_largest_timedelta_in_days_is_accepted() -> None:
-    """The largest whole number of days a timedelta holds still parses."""
-    assert parse_duration("999999999d") == timedelta(days=999_999_999)
+@pytest.mark.parametrize(
+    "value",
+    [MAX_DURATION, MAX_DURATION.total_seconds(), int(MAX_DURATION.total_seconds()), "36500d"],
+    ids=["timedelta", "float", "int", "string"],
+)
+def test_the_longest_duration_is_accepted_in_every_form(value: object) -> None:
+    """`MAX_DURATION` (36500 days) itself parses, through the parser and the seconds fast path."""
+    assert parse_duration(value) == MAX_DURATION  # type: ignore[arg-type]
+    assert duration_seconds(value) == MAX_DURATION.total_seconds()  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        MAX_DURATION + timedelta(microseconds=1),
+        MAX_DURATION.total_seconds() + 0.001,
+        int(MAX_DURATION.total_seconds()) + 1,
+        "36500d1us",
+        "99999999d",  # a timedelta holds it; no datetime after 2026 can reach it
+        "999999999d",  # the largest timedelta in days
+        timedelta.max,
+        1e12,
+    ],
+    ids=[
+        "timedelta+1us",
+        "float+1ms",
+        "int+1s",
+        "string+1us",
+        "99999999d",
+        "999999999d",
+        "timedelta-max",
+        "1e12",
+    ],
+)
+def test_a_duration_beyond_the_longest_is_refused_naming_it_and_the_limit(value: object) -> None:
+    """Past `MAX_DURATION` is a ValueError that names the value and the limit, from the parser
+    and from duration_seconds alike (its number fast path must not let it through)."""
+    for convert in (parse_duration, duration_seconds):
+        with pytest.raises(ValueError) as raised:
+            convert(value)  # type: ignore[arg-type]
+        assert repr(value) in str(raised.value)
+        assert "too large" in str(raised.value)
+        assert "36500d" in str(raised.value)

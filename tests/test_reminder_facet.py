@@ -23,7 +23,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -306,6 +306,21 @@ PAYLOAD = {
     "big": 2**53 + 1,
     "negative": -7,
 }
+
+
+def test_a_periodic_reminder_whose_next_tick_is_past_the_last_datetime_ends_after_its_fire(
+    make_system: Callable[..., ActorSystem], journal: Journal
+) -> None:
+    """Near datetime.max a next tick cannot be represented: the fire is the last one, the
+    reminder is deleted, and nothing is stuck retrying."""
+    clock = ManualClock(start=datetime(9999, 12, 31, 23, 0, tzinfo=UTC))
+    system = make_system(clock=clock)
+    system.register_virtual("rem", bound(Reminding, journal))
+    ref = system.virtual("rem", "k")
+    register(ref, "edge", due="30m", period="1h")
+    clock.advance("30m")
+    assert [(fire.name, fire.fire_count) for fire in journal.fired()] == [("edge", 1)]
+    assert names(ref) == []
 
 
 def test_reminder_fired_carries_name_counts_schedule_and_the_json_payload(
