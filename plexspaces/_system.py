@@ -152,7 +152,8 @@ class ActorSystem:
 
         Raises:
             TypeError: `cls` is not an `Actor` subclass.
-            ValueError: `actor_id` is not a non-empty string.
+            ValueError: `actor_id` is not a non-empty string, or contains '/' (reserved for
+                virtual actors, whose ids are `"<type>/<key>"`).
             ActorIdInUseError: an actor with that id is alive.
             SystemShutdownError: the system is shut down.
         """
@@ -161,6 +162,11 @@ class ActorSystem:
             actor_id = f"{cls.__name__.lower()}-{uuid.uuid4().hex[:12]}"
         elif not isinstance(actor_id, str) or not actor_id:
             raise ValueError(f"actor_id {actor_id!r} must be a non-empty string")
+        elif "/" in actor_id:
+            raise ValueError(
+                f"actor_id {actor_id!r} contains '/', which is reserved for virtual actors "
+                "('<type>/<key>'); address those through system.virtual(type, key)"
+            )
         return self._start(cls, args, kwargs, actor_id, None).ref
 
     def _start(

@@ -17,6 +17,7 @@ the real clock, to catch a leaked scheduler thread) and one `ask` that must time
 from __future__ import annotations
 
 import math
+import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -45,6 +46,7 @@ from plexspaces import (
     FacetNotAttachedError,
     ManualClock,
     ReminderFired,
+    StoreUnavailableError,
     TimerFired,
     UnknownFacetError,
     parse_duration,
@@ -952,6 +954,12 @@ class OtherActor(Actor):
 
 NAMING_CASES = [
     case(
+        "spawn-virtual-style-id",
+        lambda s: s.spawn(Recorder, actor_id="plain/k"),
+        ValueError,
+        ["actor_id 'plain/k'", "'/'", "virtual actors"],
+    ),
+    case(
         "spawn-empty-id",
         lambda s: s.spawn(Recorder, actor_id=""),
         ValueError,
@@ -1285,6 +1293,24 @@ SYSTEM_CASES = [
         ["'/var/lib/plexspaces.db'", "SQLAlchemy URL", "sqlite:///"],
     ),
     case("url-int", {"storage_url": 5}, ValueError, ["storage_url 5", "SQLAlchemy URL"]),
+    case(
+        "url-unsupported-database",
+        {"storage_url": "mysql://app:secret@db/app"},
+        ValueError,
+        ["'mysql://app:***@db/app'", "'mysql'", "supported", "postgresql+psycopg://"],
+    ),
+    case(
+        "url-unknown-driver",
+        {"storage_url": "postgresql+nosuchdriver://app@db/app"},
+        ValueError,
+        ["'postgresql+nosuchdriver://app@db/app'", "driver", "postgresql+psycopg://"],
+    ),
+    case(
+        "url-driver-not-installed",
+        {"storage_url": "postgresql+psycopg2://app:secret@db/app"},
+        ModuleNotFoundError,
+        ["'postgresql+psycopg2://app:***@db/app'", "not installed", "plexspaces[postgresql]"],
+    ),
     case("lease-no-unit", {"lease": "5"}, ValueError, ["lease", "'5'", ACCEPTED_DURATIONS]),
     case("lease-negative", {"lease": "-1s"}, ValueError, ["lease", "'-1s'", ACCEPTED_DURATIONS]),
     case("lease-zero", {"lease": 0}, ValueError, ["lease", "duration 0", "positive"]),
@@ -1388,3 +1414,37 @@ def test_advancing_the_clock_by_a_bad_step_is_a_value_error_and_time_stands_stil
     clock.advance("1s")
     assert clock.now() == START + timedelta(seconds=1)
     assert ref.ask("fires", timeout=WAIT) == [("timer", "t", 1, None)]
+
+
+# -- 12. a database that cannot be reached ------------------------------------------------------
+
+
+class Registrar(Actor):
+    def on_start(self) -> None:
+        self.attach_facet(ReminderFacet(), config={})
+
+    def on_receive(self, message: Any) -> Any:
+        if message == "ping":
+            return "pong"
+        return self.facet(ReminderFacet).register_reminder(message, due="1m")
+
+
+def test_a_store_that_cannot_be_reached_is_a_clear_error_and_the_system_runs_on(
+    make_system: Callable[..., ActorSystem],
+) -> None:
+    """A PostgreSQL URL with no server behind it: the system is created (the store opens on
+    first use), its first use raises StoreUnavailableError naming the URL without the password,
+    and the actors that need no store keep working."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"postgresql+psycopg://app:secret@127.0.0.1:{port}/app"
+    system = make_system(storage_url=url, clock=ManualClock(start=START))
+    with pytest.raises(StoreUnavailableError) as raised:
+        system.register_virtual("registrar", Registrar)
+    assert_message(raised.value, [f"127.0.0.1:{port}/app", "unavailable"])
+    assert "secret" not in str(raised.value)
+    assert isinstance(raised.value, ConnectionError)
+    assert system.spawn(Recorder).ask("ping", timeout=WAIT) == "pong"
+    with pytest.raises(StoreUnavailableError):
+        system.reminder_errors()
