@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from plexspaces import (
     ActorContext,
@@ -23,6 +23,8 @@ from plexspaces import (
     Duration,
     Facet,
     FacetNotAttachedError,
+    LatencyHistogram,
+    MetricCounter,
     ScheduledCall,
     Scheduler,
     SystemShutdownError,
@@ -30,6 +32,9 @@ from plexspaces import (
     duration_seconds,
     positive_duration,
 )
+
+if TYPE_CHECKING:
+    from structlog.typing import FilteringBoundLogger
 
 __all__ = ["TimerFacet", "TimerInfo", "TimerRegistration"]
 
@@ -66,7 +71,17 @@ class TimerInfo:
 class _Timer(ScheduledCall):
     """One registered timer; also its own entry in the scheduler's heap."""
 
-    __slots__ = ("facet", "first", "missed", "name", "payload", "pending", "period", "ticks")
+    __slots__ = (
+        "facet",
+        "fired_at",
+        "first",
+        "missed",
+        "name",
+        "payload",
+        "pending",
+        "period",
+        "ticks",
+    )
 
     def __init__(self, facet: TimerFacet, name: str, period: float | None, payload: Any) -> None:
         # ScheduledCall's fields set inline: this runs once per registration, a hot path.
@@ -82,6 +97,7 @@ class _Timer(ScheduledCall):
         self.ticks = 0
         self.missed = 0
         self.pending = False
+        self.fired_at = 0.0
 
     def run(self) -> None:
         # On the scheduler thread.
@@ -90,6 +106,7 @@ class _Timer(ScheduledCall):
             self.missed += 1
         else:
             self.pending = True
+            self.fired_at = self.when
             fired = TimerFired(
                 self.name,
                 self.ticks,
@@ -125,7 +142,10 @@ class _Timer(ScheduledCall):
         self.pending = False
         if self.period is None:
             self.facet._forget(self)
-        return not self.cancelled
+        if self.cancelled:
+            return False
+        self.facet._picked_up(self)
+        return True
 
     @property
     def in_flight(self) -> bool:
@@ -161,6 +181,9 @@ class TimerFacet(Facet):
 
     _scheduler: Scheduler
     _clock: Clock
+    _fires: MetricCounter
+    _lateness: LatencyHistogram
+    _log: FilteringBoundLogger
 
     def __init__(self) -> None:
         super().__init__()
@@ -176,6 +199,9 @@ class TimerFacet(Facet):
         self._ctx = ctx
         self._scheduler = ctx.scheduler
         self._clock = ctx.clock
+        self._fires = ctx.metrics.counter("timer.fires")
+        self._lateness = ctx.metrics.histogram("timer.lateness")
+        self._log = self.facet_log or ctx.log.bind(facet=self.facet_type)
         self._min_period = config.get("min_interval", DEFAULT_MIN_INTERVAL).total_seconds()
         self._attached = True
 
@@ -328,6 +354,18 @@ class TimerFacet(Facet):
             return duration_seconds(value)
         except ValueError as error:
             raise ValueError(f"timer {what}: {error}") from None
+
+    def _picked_up(self, timer: _Timer) -> None:
+        lateness = self._clock.time() - timer.fired_at
+        self._fires.add()
+        self._lateness.observe(lateness)
+        self._log.debug(
+            "timer.fired", timer=timer.name, fire_count=timer.ticks, lateness_ms=lateness * 1000
+        )
+
+    def facet_metrics(self) -> Mapping[str, float]:
+        """`armed`: the timers registered on this actor (as `len()` counts them)."""
+        return {"armed": float(len(self))}
 
     def _deliver(self, fired: TimerFired, picked_up: Callable[[], bool]) -> bool:
         ctx = self._ctx

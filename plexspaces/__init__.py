@@ -31,7 +31,16 @@ from ._errors import (
     UnknownFacetError,
 )
 from ._facet import ENTRY_POINT_GROUP, ConfigSpec, Facet, available_facets, resolve_facet
+from ._logging import LOG_FORMAT_ENV, LOG_LEVEL_ENV, configure_logging
 from ._messages import DROP, ReminderFired, TimerFired
+from ._metrics import (
+    LATENCY_BUCKETS,
+    HistogramSnapshot,
+    LatencyHistogram,
+    MetricCounter,
+    Metrics,
+    MetricsSnapshot,
+)
 from ._ref import DEFAULT_ASK_TIMEOUT, ActorRef, VirtualActorRef
 from ._reminders import MISSED_POLICIES, ReminderInfo, ReminderService
 from ._scheduler import ScheduledCall, Scheduler
@@ -49,6 +58,9 @@ __all__ = [
     "DEFAULT_ASK_TIMEOUT",
     "DROP",
     "ENTRY_POINT_GROUP",
+    "LATENCY_BUCKETS",
+    "LOG_FORMAT_ENV",
+    "LOG_LEVEL_ENV",
     "MAX_DURATION",
     "MISSED_POLICIES",
     "STORAGE_URL_ENV",
@@ -71,7 +83,12 @@ __all__ = [
     "FacetNotAttachedError",
     "FacetService",
     "FacetSpec",
+    "HistogramSnapshot",
+    "LatencyHistogram",
     "ManualClock",
+    "MetricCounter",
+    "Metrics",
+    "MetricsSnapshot",
     "PlexSpacesError",
     "ReminderFired",
     "ReminderInfo",
@@ -89,6 +106,7 @@ __all__ = [
     "VirtualActorRef",
     "__version__",
     "available_facets",
+    "configure_logging",
     "duration_seconds",
     "parse_duration",
     "positive_duration",

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 import pykka
 import structlog
@@ -287,6 +288,11 @@ class _Cell(pykka.ThreadingActor):
             self.system._finish_shutdown(0)
         elif self.slot is not None and self.slot.pending:
             self.system._revive(self.slot)
+
+    def mailbox_depth(self) -> int:
+        """Messages waiting in the mailbox (a ThreadingActor's inbox is a `queue.Queue`)."""
+        inbox = cast("queue.Queue[Any]", self.actor_inbox)
+        return inbox.qsize()
 
     # -- messages (actor thread) -------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from ._actor import _Cell
     from ._clock import Clock
     from ._facet import Facet
+    from ._metrics import Metrics
     from ._ref import ActorRef
     from ._scheduler import Scheduler
     from ._system import ActorSystem
@@ -57,6 +58,12 @@ class ActorContext:
     def clock(self) -> Clock:
         """The system's clock: the only source of time for actors and facets."""
         return self.system.clock
+
+    @property
+    def metrics(self) -> Metrics:
+        """The system's metrics recorders: `metrics.counter(name).add()`,
+        `metrics.histogram(name).observe(seconds)`; read back through `ActorSystem.metrics()`."""
+        return self.system._metrics
 
     @property
     def scheduler(self) -> Scheduler:

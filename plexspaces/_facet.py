@@ -91,6 +91,15 @@ class Facet:
     def after_message(self, message: Any, result: Any) -> None:
         """Called after the actor handled `message` with `result` (higher priority last)."""
 
+    # -- metrics -----------------------------------------------------------------------------------
+
+    def facet_metrics(self) -> Mapping[str, float]:
+        """Gauges of this facet, read by `ActorSystem.metrics()` and summed over the actors as
+        `"<facet_type>.<name>"` (the timer facet reports `armed`). Called from another thread:
+        read, do not block. Counters and latencies are recorded through `ActorContext.metrics`
+        as they happen instead."""
+        return {}
+
     # -- helpers for subclasses --------------------------------------------------------------------
 
     def require_context(self) -> ActorContext:

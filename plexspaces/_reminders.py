@@ -157,6 +157,9 @@ class ReminderService:
         self._loader: ScheduledCall | None = None
         self._load_failures = 0
         self._cluster_calls: list[ScheduledCall] = []
+        self._fires = system._metrics.counter("reminder.fires")
+        self._failures = system._metrics.counter("reminder.failures")
+        self._tardiness = system._metrics.histogram("reminder.tardiness")
         self._firing = True  # False once shutdown began: no new fires, acknowledgements still land
         self._closed = False
         self._work: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
@@ -247,6 +250,19 @@ class ReminderService:
 
     def list_actor(self, actor_type: str, actor_key: str) -> list[ReminderInfo]:
         return [_info(record) for record in self._store.list_actor(actor_type, actor_key)]
+
+    def gauges(self) -> dict[str, float]:
+        """`reminders.armed` (in the scheduler) and `reminders.stored` (rows in the store)."""
+        with self._lock:
+            armed = float(len(self._armed))
+            closed = self._closed
+        gauges = {"reminders.armed": armed}
+        if not closed:
+            try:
+                gauges["reminders.stored"] = float(self._store.count())
+            except Exception as error:
+                _log.warning("reminder.count_failed", error=repr(error))
+        return gauges
 
     def errors(self) -> list[UndecodableReminder]:
         """Stored rows that could not be decoded: kept, reported here, never fired."""
@@ -668,6 +684,7 @@ class ReminderService:
             armed.watchdog.cancel()
             armed.watchdog = None
         if error is not None:
+            self._failures.add()
             _log.error(
                 "reminder.handler_failed",
                 reminder=fired.reminder_name,
@@ -705,6 +722,17 @@ class ReminderService:
                     )
             return
         armed.attempt = 0
+        tardiness = self._clock.time() - fired.scheduled_at.timestamp()
+        self._fires.add()
+        self._tardiness.observe(tardiness)
+        _log.debug(
+            "reminder.fired",
+            actor_id=f"{record.key.actor_type}/{record.key.actor_key}",
+            facet="reminder",
+            reminder=fired.reminder_name,
+            fire_count=fired.fire_count,
+            lateness_ms=round(tardiness * 1000, 3),
+        )
         with self._lock:
             if self._armed.get(record.key) is not armed:
                 return

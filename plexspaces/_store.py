@@ -26,7 +26,7 @@ import json
 import math
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 __all__ = [
     "MISSED_POLICIES",
     "BaseReminderStore",
+    "NodeLeases",
     "ReminderKey",
     "ReminderStore",
     "SchemaVersionError",
@@ -194,6 +195,29 @@ class UndecodableReminder:
 
     key: ReminderKey
     error: str
+
+
+@dataclass(frozen=True, slots=True)
+class NodeLeases:
+    """The leases one node holds in the store at one moment (`ReminderStore.lease_holders`).
+
+    Attributes:
+        node_id: the node.
+        live_claims: its reminder claims that still hold (`claimed_until >= now`).
+        expired_claims: its reminder claims that ran out before `now`.
+        live_activations: its activation leases that still hold (`lease_until >= now`).
+        expired_activations: its activation leases that ran out before `now`.
+        lease_until: the latest end among all of them. A node renews all its live leases
+            together, so once this is in the past the node has stopped renewing: it crashed, was
+            killed, or lost the database, at about this time minus its lease.
+    """
+
+    node_id: str
+    live_claims: int
+    expired_claims: int
+    live_activations: int
+    expired_activations: int
+    lease_until: datetime
 
 
 # -- validation and payloads ---------------------------------------------------------------------
@@ -573,6 +597,10 @@ class ReminderStore(ABC):
         None."""
 
     @abstractmethod
+    def count(self) -> int:
+        """How many rows the store holds (undecodable ones included): one cheap query."""
+
+    @abstractmethod
     def errors(self) -> list[UndecodableReminder]:
         """Every stored row that cannot be decoded, ordered by key: checks the whole store."""
 
@@ -590,6 +618,55 @@ class ReminderStore(ABC):
         traceback: TracebackType | None,
     ) -> None:
         self.close()
+
+    # -- operator tools (the `plexspaces` command) -----------------------------------------------
+
+    @abstractmethod
+    def scan(
+        self,
+        limit: int,
+        *,
+        after: tuple[datetime, ReminderKey] | None = None,
+        actor_type: str | None = None,
+        actor_key: str | None = None,
+        due_after: datetime | None = None,
+        due_before: datetime | None = None,
+    ) -> list[StoredReminder]:
+        """One page of every stored reminder, in `(due_at, key)` order: what an operator browses.
+
+        Unlike `due`, finished reminders and reminders with a pending fire are included, each
+        placed by its `due_at`. `actor_type` and `actor_key` keep the reminders of that type or
+        key; `due_after` and `due_before` keep those with `due_after < due_at < due_before`. The
+        page holds at most `limit` records, each strictly after `after` when given: pass the last
+        record's `(due_at, key)` to get the next page. A page shorter than `limit` is the last
+        one. Rows that cannot be decoded are skipped (see `errors`) and never shorten a page.
+
+        Raises:
+            ValueError: `limit` is not an int >= 1, a datetime is naive, `after` is not a
+                `(datetime, ReminderKey)` position, or a filter is not a non-empty str.
+        """
+
+    @abstractmethod
+    def upsert_many(self, reminders: Iterable[StoredReminder]) -> int:
+        """`upsert` every record of `reminders` in one transaction: all of them, or none.
+
+        Every record is checked before anything is written; of several records with one key, the
+        last one is stored. Returns how many reminders were written (distinct keys).
+
+        Raises:
+            ValueError: a record breaks `validate_reminder` or its payload is not JSON (the
+                message names it), or `reminders` is not an iterable of records. Nothing is
+                stored.
+        """
+
+    @abstractmethod
+    def lease_holders(self, now: datetime) -> list[NodeLeases]:
+        """Every node that holds a reminder claim or an activation lease, live or expired at
+        `now`, ordered by node id: which nodes keep renewing their leases and which stopped.
+
+        Raises:
+            ValueError: `now` is naive.
+        """
 
 
 class BaseReminderStore(ReminderStore):

@@ -32,6 +32,7 @@ from ._errors import (
     SystemShutdownError,
 )
 from ._logging import ensure_logging_configured
+from ._metrics import Metrics, MetricsSnapshot
 from ._ref import ActorRef, VirtualActorRef
 from ._scheduler import Scheduler
 
@@ -124,6 +125,9 @@ class ActorSystem:
         self.name = name
         self.log = _log.bind(system=name, node_id=self.node_id)
         self.facet_service = FacetService(self)
+        self._metrics = Metrics()
+        self._activations = self._metrics.counter("actor.activations")
+        self._deactivations = self._metrics.counter("actor.deactivations")
         self.scheduler = Scheduler(self.clock, name=f"{name}-scheduler")
         self._lock = threading.Lock()
         self._actors: dict[str, _Cell | _Reserved] = {}
@@ -359,6 +363,7 @@ class ActorSystem:
         except BaseException:
             self._release_activation(slot)
             raise
+        self._activations.add()
         slot.cell = cell
         # Messages kept from the last activation (queued behind a failure, or sent from its
         # on_stop) go first, in their order, before anything sent from now on.
@@ -418,6 +423,28 @@ class ActorSystem:
             slot.retiring = cell
         cell.actor_ref.stop(block=False)
         return True
+
+    def metrics(self) -> MetricsSnapshot:
+        """A snapshot of the system's metrics: counters and latency histograms recorded as
+        things happened (timer and reminder fires, lateness, activations), and gauges read now
+        (live actors, armed timers and reminders, stored reminders, mailbox depth per actor
+        type). See `plexspaces.MetricsSnapshot`. Safe from any thread; no store query unless
+        the store is open."""
+        with self._lock:
+            cells = [cell for cell in self._actors.values() if isinstance(cell, _Cell)]
+        gauges: dict[str, float] = {"actors": float(len(cells))}
+        depth: dict[str, int] = {}
+        for cell in cells:
+            kind = cell.slot.ref.actor_type if cell.slot is not None else type(cell.actor).__name__
+            depth[kind] = depth.get(kind, 0) + cell.mailbox_depth()
+            for facet in list(cell.facets):
+                for name, value in facet.facet_metrics().items():
+                    gauge = f"{facet.facet_type}.{name}"
+                    gauges[gauge] = gauges.get(gauge, 0.0) + value
+        service = self._reminder_service
+        if service is not None:
+            gauges.update(service.gauges())
+        return self._metrics.snapshot(gauges, depth)
 
     def lookup(self, actor_id: str) -> ActorRef | None:
         """The ref of the live actor with that id, or None."""
@@ -527,6 +554,8 @@ class ActorSystem:
         if slot is not None:
             # Before `terminated` is set: the next activation of the key waits for that.
             self._release_activation(slot)
+            if cell.started.is_set() and cell.start_error is None:
+                self._deactivations.add()
         # Drop the key's slot once its activation is gone, unless a sender holds it right now
         # (that sender activates the key again through the same slot).
         if slot is not None and slot.lock.acquire(blocking=False):

@@ -1,46 +1,33 @@
-"""Shared fixtures: every system made here is shut down after its test, and checked for leaks."""
+"""Shared fixtures, built on the project's own pytest plugin (`plexspaces.pytest_plugin`): every
+system made here is shut down after its test, and checked for leaks."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
 from plexspaces import ActorSystem, ManualClock
+from plexspaces.testing import TEST_START
 
 from . import pgserver
 
-START = datetime(2026, 1, 1, tzinfo=UTC)
+START = TEST_START
 
 
 @pytest.fixture
-def clock() -> ManualClock:
-    """A ManualClock at a fixed start, 2026-01-01T00:00:00Z."""
-    return ManualClock(start=START)
+def clock(manual_clock: ManualClock) -> ManualClock:
+    """The plugin's `manual_clock`: a ManualClock at 2026-01-01T00:00:00Z."""
+    return manual_clock
 
 
 @pytest.fixture
-def make_system(tmp_path: Path) -> Iterator[Callable[..., ActorSystem]]:
-    """Factory for actor systems on a temporary SQLite file; all are shut down after the test."""
-    systems: list[ActorSystem] = []
-    threads_before = set(threading.enumerate())
-
-    def make(**kwargs: object) -> ActorSystem:
-        kwargs.setdefault("storage_url", f"sqlite:///{tmp_path / 'plexspaces.db'}")
-        system = ActorSystem(**kwargs)  # type: ignore[arg-type]
-        systems.append(system)
-        return system
-
-    yield make
-    for system in systems:
-        system.shutdown(timeout=10)
-    for system in systems:
-        assert system.actor_ids() == [], f"actors left running in {system!r}"
-    leaked = [t for t in threading.enumerate() if t not in threads_before and t.is_alive()]
-    assert leaked == [], f"threads left running after shutdown: {leaked}"
+def make_system(
+    make_actor_system: Callable[..., ActorSystem],
+) -> Callable[..., ActorSystem]:
+    """The plugin's `make_actor_system`: actor systems on a temporary SQLite file, all shut down
+    after the test, which fails if actors or threads are left running."""
+    return make_actor_system
 
 
 @pytest.fixture

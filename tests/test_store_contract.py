@@ -23,12 +23,13 @@ from typing import Any
 
 import pytest
 import structlog
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import Engine
 
 from plexspaces._errors import PlexSpacesError
 from plexspaces._sql_store import SCHEMA_VERSION, SqlReminderStore, create_store_engine
 from plexspaces._store import (
+    NodeLeases,
     ReminderKey,
     ReminderStore,
     SchemaVersionError,
@@ -1731,3 +1732,249 @@ def test_a_store_survives_its_server_going_away_and_coming_back() -> None:
         if store is not None:
             store.close()
         server.close()
+
+
+# -- operator tools (the `plexspaces` command) ---------------------------------------------------
+
+
+def test_scan_lists_every_reminder_by_due_time_then_key(store: ReminderStore) -> None:
+    """scan() returns every reminder, finished ones and pending ones included, each placed by
+    its due_at, in (due_at, key) order; `limit` bounds the page and `after` starts past a
+    record."""
+    store.upsert(reminder("c", T0 + 2 * SECOND))
+    store.upsert(reminder("a", T0 + SECOND))
+    store.upsert(reminder("b", T0 + SECOND, actor_type="invoice"))
+    store.upsert(
+        reminder(
+            "pending",
+            T0 + timedelta(days=1),
+            period=timedelta(days=1),
+            fire_count=2,
+            pending_fire=2,
+            pending_scheduled_at=T0,
+        )
+    )
+    store.upsert(
+        reminder(
+            "finished",
+            T0 + 3 * SECOND,
+            fire_count=1,
+            pending_fire=1,
+            pending_scheduled_at=T0 + 3 * SECOND,
+            finished=True,
+        )
+    )
+    records = store.scan(10)
+    assert [str(record.key) for record in records] == [
+        "invoice/ord-1:b",
+        "order/ord-1:a",
+        "order/ord-1:c",
+        "order/ord-1:finished",
+        "order/ord-1:pending",
+    ]
+    assert all(record == store.get(record.key) for record in records)
+    assert keys_of(store.scan(2)) == ["b", "a"]
+    a = records[1]
+    assert keys_of(store.scan(10, after=(a.due_at, a.key))) == ["c", "finished", "pending"]
+    last = records[-1]
+    assert store.scan(10, after=(last.due_at, last.key)) == []
+
+
+def test_scan_pages_through_1200_rows_without_duplicates_or_gaps(
+    store: ReminderStore, backend: Backend
+) -> None:
+    """Keyset pages of 100 cover 1,200 rows, finished and unfinished mixed, exactly once and in
+    (due_at, key) order; a filtered scan pages the same way."""
+    records = []
+    for index in range(1_200):
+        # Many rows share a due time, so the key decides the order inside a tie.
+        due = T0 + (index % 40) * SECOND
+        fields: dict[str, Any] = {}
+        if index % 5 == 0:
+            fields = {
+                "fire_count": 1,
+                "pending_fire": 1,
+                "pending_scheduled_at": due,
+                "finished": True,
+            }
+        records.append(reminder(f"r{index:05d}", due, actor_key=f"ord-{index % 7}", **fields))
+    assert store.upsert_many(records) == 1_200
+    assert backend.count() == 1_200
+
+    def scan_all(page_size: int, **filters: Any) -> tuple[list[StoredReminder], list[int]]:
+        seen: list[StoredReminder] = []
+        pages: list[int] = []
+        after = None
+        while True:
+            page = store.scan(page_size, after=after, **filters)
+            pages.append(len(page))
+            seen.extend(page)
+            if len(page) < page_size:
+                return seen, pages
+            after = (page[-1].due_at, page[-1].key)
+
+    expected = sorted(records, key=lambda record: (record.due_at, record.key))
+    seen, pages = scan_all(100)
+    assert pages == [100] * 12 + [0]
+    assert seen == expected
+    filtered, _ = scan_all(30, actor_key="ord-3")
+    assert filtered == [record for record in expected if record.key.actor_key == "ord-3"]
+
+
+def test_scan_filters_by_actor_type_and_key_and_a_strict_due_range(store: ReminderStore) -> None:
+    """actor_type and actor_key match exactly; due_after < due_at < due_before, both strict."""
+    for actor_type, actor_key, name, offset in [
+        ("order", "o1", "a", 0),
+        ("order", "o1", "b", 10),
+        ("order", "o2", "c", 20),
+        ("invoice", "o1", "d", 30),
+    ]:
+        store.upsert(
+            reminder(name, T0 + offset * SECOND, actor_type=actor_type, actor_key=actor_key)
+        )
+    assert keys_of(store.scan(10, actor_type="order")) == ["a", "b", "c"]
+    assert keys_of(store.scan(10, actor_key="o1")) == ["a", "b", "d"]
+    assert keys_of(store.scan(10, actor_type="order", actor_key="o1")) == ["a", "b"]
+    assert keys_of(store.scan(10, due_after=T0, due_before=T0 + 30 * SECOND)) == ["b", "c"]
+    assert keys_of(store.scan(10, due_after=T0 - _MICRO)) == ["a", "b", "c", "d"]
+    assert keys_of(store.scan(10, actor_type="order", due_before=T0 + 10 * SECOND + _MICRO)) == [
+        "a",
+        "b",
+    ]
+    assert store.scan(10, actor_type="user") == []
+    assert store.scan(10, due_after=T0 + 30 * SECOND) == []
+
+
+def test_scan_skips_undecodable_rows_without_shortening_a_page(
+    store: ReminderStore, backend: Backend
+) -> None:
+    """Rows that cannot be decoded are skipped (and logged once each); a page of one still finds
+    the good row behind them."""
+    _insert_bad_rows(backend)  # all due at T0
+    store.upsert(reminder("early", T0 - SECOND))
+    store.upsert(reminder("good", T0 + SECOND))
+    early = ReminderKey("order", "ord-1", "early")
+    with structlog.testing.capture_logs() as logs:
+        assert keys_of(store.scan(1, after=(T0 - SECOND, early))) == ["good"]
+        assert keys_of(store.scan(10)) == ["early", "good"]
+    logged = [entry["name"] for entry in logs if entry["event"] == "reminder.undecodable"]
+    assert sorted(logged) == sorted(_BAD_ROWS)
+    assert backend.count() == len(_BAD_ROWS) + 2
+
+
+def test_scan_arguments_are_checked(store: ReminderStore) -> None:
+    """Bad limits, naive datetimes, empty filters and bad positions raise ValueError naming
+    the value."""
+    naive = datetime(2026, 1, 1)
+    key = ReminderKey("order", "ord-1", "r")
+    with pytest.raises(ValueError, match="limit 0"):
+        store.scan(0)
+    with pytest.raises(ValueError, match=r"due_before.*naive"):
+        store.scan(1, due_before=naive)
+    with pytest.raises(ValueError, match=r"due_after.*naive"):
+        store.scan(1, due_after=naive)
+    with pytest.raises(ValueError, match="actor_type ''"):
+        store.scan(1, actor_type="")
+    with pytest.raises(ValueError, match="actor_key ''"):
+        store.scan(1, actor_key="")
+    with pytest.raises(ValueError, match=r"after.*naive"):
+        store.scan(1, after=(naive, key))
+    with pytest.raises(ValueError, match="position"):
+        store.scan(1, after=T0)  # type: ignore[arg-type]
+
+
+def test_upsert_many_writes_every_record_or_none(store: ReminderStore, backend: Backend) -> None:
+    """upsert_many() stores a batch, the last record of a key winning, and returns how many
+    reminders it wrote; a batch holding one invalid record raises ValueError naming it and
+    stores nothing of the batch."""
+    kept = reminder("kept", T0, payload={"v": 1})
+    store.upsert(kept)
+    assert store.upsert_many(reminder(f"r{index}", T0 + index * SECOND) for index in range(3)) == 3
+    replaced = replace(kept, payload={"v": 2}, fire_count=3)
+    assert store.upsert_many([reminder("r0", T0), replace(kept, payload={"v": 9}), replaced]) == 2
+    assert store.get(kept.key) == replaced
+    assert backend.count() == 4
+    batch = [
+        reminder("new-1", T0),
+        replace(kept, payload={"v": 3}),
+        reminder("new-2", T0, payload={1, 2}),
+    ]
+    with pytest.raises(ValueError, match=r"order/ord-1:new-2.*\{1, 2\}"):
+        store.upsert_many(batch)
+    assert backend.count() == 4
+    assert store.get(kept.key) == replaced
+    assert store.get(ReminderKey("order", "ord-1", "new-1")) is None
+    assert store.upsert_many([]) == 0
+    with pytest.raises(ValueError, match="iterable of StoredReminder"):
+        store.upsert_many(kept)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="not a StoredReminder"):
+        store.upsert_many([{"name": "r"}])  # type: ignore[list-item]
+
+
+def test_lease_holders_counts_each_nodes_live_and_expired_leases(store: ReminderStore) -> None:
+    """lease_holders(now) gives, per node and by node id, its live and expired reminder claims
+    and activation leases and the latest end among them (live through its last microsecond)."""
+    now = T0 + 10 * SECOND
+    assert store.lease_holders(now) == []
+    store.upsert(reminder("a", T0, claimed_by="n1", claimed_until=now))
+    store.upsert(reminder("b", T0, claimed_by="n1", claimed_until=now - _MICRO))
+    store.upsert(reminder("c", T0, claimed_by="n2", claimed_until=T0))
+    store.upsert(reminder("free", T0))
+    for actor_key, node, lease_until in [
+        ("o1", "n2", T0 + SECOND),
+        ("o2", "n3", now + SECOND),
+        ("o3", "n1", now + 5 * SECOND),
+    ]:
+        assert (
+            store.claim_activation(
+                "order", actor_key, node, activation_id=actor_key, lease_until=lease_until, now=T0
+            )
+            is None
+        )
+    assert store.lease_holders(now) == [
+        NodeLeases("n1", 1, 1, 1, 0, lease_until=now + 5 * SECOND),
+        NodeLeases("n2", 0, 1, 0, 1, lease_until=T0 + SECOND),
+        NodeLeases("n3", 0, 0, 1, 0, lease_until=now + SECOND),
+    ]
+    later = now + 6 * SECOND
+    assert store.lease_holders(later)[0] == NodeLeases("n1", 0, 2, 0, 1, now + 5 * SECOND)
+    with pytest.raises(ValueError, match=r"now.*naive"):
+        store.lease_holders(datetime(2026, 1, 1))
+
+
+def test_read_schema_version_reads_without_creating_or_refusing(backend: Backend) -> None:
+    """read_schema_version() is None before anything was stored (and creates no table), the
+    version once a store opened the database, and reports another version instead of refusing
+    it."""
+    engine = backend.raw_engine
+    assert SqlReminderStore.read_schema_version(engine) is None
+    assert not inspect(engine).has_table("plexspaces_schema")
+    backend.store().upsert(reminder())
+    assert SqlReminderStore.read_schema_version(engine) == SCHEMA_VERSION
+    backend.raw("UPDATE plexspaces_schema SET version = 7 WHERE component = 'reminders'")
+    assert SqlReminderStore.read_schema_version(engine) == 7
+    with pytest.raises(SchemaVersionError, match="schema version 7"):
+        backend.store()
+
+
+def test_read_schema_version_never_creates_a_sqlite_file(db_url: str, tmp_path: Path) -> None:
+    """Of a SQLite file that does not exist the version is None, and the file is not created;
+    a new in-memory database has none either."""
+    assert SqlReminderStore.read_schema_version(db_url) is None
+    assert not (tmp_path / "file.db").exists()
+    SqlReminderStore(db_url).close()
+    assert SqlReminderStore.read_schema_version(db_url) == SCHEMA_VERSION
+    assert SqlReminderStore.read_schema_version("sqlite://") is None
+
+
+def test_read_schema_version_of_a_server_that_is_not_there_is_unavailable() -> None:
+    """Reading the version where no server listens raises StoreUnavailableError naming the URL,
+    its password hidden."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"postgresql+psycopg://plexspaces:s3cret@127.0.0.1:{port}/reminders"
+    with pytest.raises(StoreUnavailableError) as raised:
+        SqlReminderStore.read_schema_version(url)
+    assert f"plexspaces:***@127.0.0.1:{port}/reminders is unavailable" in str(raised.value)
+    assert "s3cret" not in str(raised.value)
