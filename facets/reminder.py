@@ -15,7 +15,7 @@ one.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
@@ -27,11 +27,12 @@ from plexspaces import (
     FacetError,
     FacetNotAttachedError,
     ReminderInfo,
+    ReminderRegistration,
     ReminderService,
     positive_duration,
 )
 
-__all__ = ["DEFAULT_MIN_PERIOD", "ReminderFacet", "ReminderInfo"]
+__all__ = ["DEFAULT_MIN_PERIOD", "ReminderFacet", "ReminderInfo", "ReminderRegistration"]
 
 DEFAULT_MIN_PERIOD = timedelta(seconds=1)
 
@@ -104,6 +105,21 @@ class ReminderFacet(Facet):
             payload=payload,
             missed=missed,
             min_period=self._min_period,
+        )
+
+    def register_reminders(
+        self, registrations: Iterable[ReminderRegistration]
+    ) -> list[ReminderInfo]:
+        """Store several reminders in one transaction (much faster than one call each):
+        all of them, or none if any is refused. Each replaces one of the same name; a name
+        may appear once per call. Durable when this returns.
+
+        Raises:
+            ValueError: a registration breaks a rule of `register_reminder`, or a name repeats;
+                nothing is stored.
+        """
+        return self._require().register_many(
+            self._type, self._key, registrations, min_period=self._min_period
         )
 
     def unregister_reminder(self, name: str) -> bool:

@@ -42,7 +42,7 @@ from ._metrics import (
     MetricsSnapshot,
 )
 from ._ref import DEFAULT_ASK_TIMEOUT, ActorRef, VirtualActorRef
-from ._reminders import MISSED_POLICIES, ReminderInfo, ReminderService
+from ._reminders import MISSED_POLICIES, ReminderInfo, ReminderRegistration, ReminderService
 from ._scheduler import ScheduledCall, Scheduler
 from ._store import (
     SchemaVersionError,
@@ -92,6 +92,7 @@ __all__ = [
     "PlexSpacesError",
     "ReminderFired",
     "ReminderInfo",
+    "ReminderRegistration",
     "ReminderService",
     "ScheduledCall",
     "Scheduler",

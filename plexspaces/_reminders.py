@@ -27,7 +27,7 @@ import math
 import queue
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -52,10 +52,23 @@ if TYPE_CHECKING:
     from ._ref import VirtualActorRef
     from ._system import ActorSystem
 
-__all__ = ["MISSED_POLICIES", "ReminderInfo", "ReminderService"]
+__all__ = ["MISSED_POLICIES", "ReminderInfo", "ReminderRegistration", "ReminderService"]
 
 
 _log = structlog.get_logger("plexspaces.reminders")
+
+
+@dataclass(frozen=True, slots=True)
+class ReminderRegistration:
+    """One reminder to register, for `ReminderFacet.register_reminders` (the arguments of
+    `register_reminder`, as a value)."""
+
+    name: str
+    due: Duration | datetime
+    period: Duration | None = None
+    max_count: int | None = None
+    payload: Any = None
+    missed: str = "once"
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,21 +200,92 @@ class ReminderService:
         min_period: timedelta = timedelta(seconds=1),
     ) -> ReminderInfo:
         """Store a reminder (replacing one of the same name) and arm it; durable on return."""
+        registration = ReminderRegistration(name, due, period, max_count, payload, missed)
+        [info] = self.register_many(actor_type, actor_key, [registration], min_period=min_period)
+        return info
+
+    def register_many(
+        self,
+        actor_type: str,
+        actor_key: str,
+        registrations: Iterable[ReminderRegistration],
+        *,
+        min_period: timedelta = timedelta(seconds=1),
+    ) -> list[ReminderInfo]:
+        """Store several reminders of one actor in one transaction and arm them: all of them or,
+        if any is refused, none. Durable on return."""
+        if isinstance(registrations, ReminderRegistration) or not isinstance(
+            registrations, Iterable
+        ):
+            raise ValueError(
+                f"registrations {registrations!r} must be an iterable of ReminderRegistration"
+            )
+        now = self._clock.now()
+        records: list[StoredReminder] = []
+        names: set[str] = set()
+        for registration in registrations:
+            record = self._record_for(actor_type, actor_key, registration, now, min_period)
+            if record.key.name in names:
+                raise ValueError(
+                    f"reminder {record.key.name!r} is registered twice in one batch; each name "
+                    "once per call"
+                )
+            names.add(record.key.name)
+            records.append(record)
+        horizon = self._clock.time() + self._horizon
+        if self._cluster:
+            # This node holds the actor (it registers from inside it): it fires what is near.
+            lease = self._lease_end()
+            records = [
+                replace(record, claimed_by=self._node, claimed_until=lease)
+                if record.due_at.timestamp() <= horizon
+                else record
+                for record in records
+            ]
+        with self._lock:
+            # Written and armed under one lock: two registrations of one name racing each other
+            # must leave memory and store holding the same one.
+            if len(records) == 1:
+                self._store.upsert(records[0])
+            elif records:
+                self._store.upsert_many(records)
+            for record in records:
+                self._disarm(record.key)
+                due = record.due_at.timestamp()
+                if due <= horizon:
+                    self._arm(record, due)
+                else:
+                    # Loaded in time by a batch load, like every reminder beyond the horizon.
+                    self._schedule_loader(due - self._horizon / 2)
+        return [_info(record) for record in records]
+
+    def _record_for(
+        self,
+        actor_type: str,
+        actor_key: str,
+        registration: ReminderRegistration,
+        now: datetime,
+        min_period: timedelta,
+    ) -> StoredReminder:
+        if not isinstance(registration, ReminderRegistration):
+            raise ValueError(f"{registration!r} is not a ReminderRegistration")
+        name = registration.name
         if not isinstance(name, str) or not name:
             raise ValueError(f"reminder name {name!r} must be a non-empty string")
-        now = self._clock.now()
-        due_at = self._due_at(due, now)
-        period_td = self._period(period, min_period)
+        due_at = self._due_at(registration.due, now)
+        period_td = self._period(registration.period, min_period)
+        max_count = registration.max_count
         if max_count is not None and (
             isinstance(max_count, bool) or not isinstance(max_count, int) or max_count < 1
         ):
             raise ValueError(f"max_count {max_count!r} must be None or an int of at least 1")
+        missed = registration.missed
         if missed not in MISSED_POLICIES:
             raise ValueError(f"missed {missed!r} must be one of {', '.join(MISSED_POLICIES)}")
         key = ReminderKey(actor_type, actor_key, name)
         # Refuse what JSON cannot carry back unchanged, and hand back what the store will.
-        payload = json.loads(encode_payload(key, payload))
-        record = StoredReminder(
+        payload = json.loads(encode_payload(key, registration.payload))
+        return StoredReminder(
             key=key,
             due_at=due_at,
             anchor_at=due_at,
@@ -218,22 +302,6 @@ class ReminderService:
             created_at=now,
             updated_at=now,
         )
-        due = due_at.timestamp()
-        soon = due <= self._clock.time() + self._horizon
-        if soon and self._cluster:
-            # This node holds the actor (it registers from inside it): it fires the reminder.
-            record = replace(record, claimed_by=self._node, claimed_until=self._lease_end())
-        with self._lock:
-            # Written and armed under one lock: two registrations of one name racing each other
-            # must leave memory and store holding the same one.
-            self._store.upsert(record)
-            self._disarm(record.key)
-            if soon:
-                self._arm(record, due)
-            else:
-                # Loaded in time by a batch load, like every reminder beyond the horizon.
-                self._schedule_loader(due - self._horizon / 2)
-        return _info(record)
 
     def unregister(self, actor_type: str, actor_key: str, name: str) -> bool:
         """Delete a reminder; a fire of it still in the mailbox is discarded. If the store

@@ -30,7 +30,7 @@ from typing import Any, ClassVar, TypeVar
 import pytest
 import structlog.testing
 
-from facets.reminder import ReminderFacet
+from facets.reminder import ReminderFacet, ReminderRegistration
 from facets.virtual_actor import VirtualActorFacet
 from plexspaces import (
     Actor,
@@ -157,6 +157,8 @@ class Reminding(Actor):
                 return None
             case ("register", name, kwargs):
                 return reminders.register_reminder(name, **kwargs)
+            case ("register-many", registrations):
+                return reminders.register_reminders(registrations)
             case ("unregister", name):
                 return reminders.unregister_reminder(name)
             case ("get", name):
@@ -306,6 +308,72 @@ PAYLOAD = {
     "big": 2**53 + 1,
     "negative": -7,
 }
+
+
+def test_a_batch_of_reminders_is_stored_in_one_call_and_each_fires(
+    rem: ActorSystem, clock: ManualClock, journal: Journal
+) -> None:
+    """register_reminders stores every registration (replacing an existing name), returns their
+    infos in order, and each fires as if registered alone."""
+    ref = rem.virtual("rem", "k")
+    register(ref, "b", due="1h")
+    infos = ref.ask(
+        (
+            "register-many",
+            [
+                ReminderRegistration("a", due="1s", payload={"n": 1}),
+                ReminderRegistration("b", due="2s", period="2s", max_count=2),
+                ReminderRegistration("c", due=START + timedelta(seconds=3)),
+            ],
+        )
+    )
+    assert [(info.name, info.next_fire_at) for info in infos] == [
+        ("a", START + timedelta(seconds=1)),
+        ("b", START + timedelta(seconds=2)),
+        ("c", START + timedelta(seconds=3)),
+    ]
+    assert ref.ask(("register-many", [])) == []
+    clock.advance("4s")
+    fired = sorted((fire.name, fire.fire_count) for fire in journal.fired())
+    assert fired == [("a", 1), ("b", 1), ("b", 2), ("c", 1)]
+    assert names(ref) == []
+
+
+@pytest.mark.parametrize(
+    ("registrations", "message"),
+    [
+        (
+            [ReminderRegistration("ok", due="1s"), ReminderRegistration("bad", due="5")],
+            "'5'",
+        ),
+        (
+            [ReminderRegistration("ok", due="1s"), ReminderRegistration("ok", due="2s")],
+            "'ok' is registered twice in one batch",
+        ),
+        ([ReminderRegistration("ok", due="1s"), ("bad", "1s")], "is not a ReminderRegistration"),
+        (ReminderRegistration("ok", due="1s"), "must be an iterable of ReminderRegistration"),
+        (
+            [
+                ReminderRegistration("ok", due="1s"),
+                ReminderRegistration("p", due="1s", payload={1}),
+            ],
+            "payload of reminder",
+        ),
+    ],
+    ids=["bad-due", "repeated-name", "not-a-registration", "not-iterable", "bad-payload"],
+)
+def test_a_batch_with_one_bad_registration_stores_nothing(
+    rem: ActorSystem, clock: ManualClock, journal: Journal, registrations: Any, message: str
+) -> None:
+    ref = rem.virtual("rem", "k")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        ref.ask(("register-many", registrations))
+    assert names(ref) == []
+    clock.advance("10s")
+    assert journal.fired() == []
+    register(ref, "after", due="1s")
+    clock.advance("1s")
+    assert [fire.name for fire in journal.fired()] == ["after"]
 
 
 def test_a_periodic_reminder_whose_next_tick_is_past_the_last_datetime_ends_after_its_fire(
