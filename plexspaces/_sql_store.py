@@ -1362,7 +1362,7 @@ def _decode_row(row: RowMapping) -> StoredReminder | UndecodableReminder:
             created_at=time("created_us"),
             updated_at=time("updated_us"),
         )
-        validate_reminder(record)
+        validate_reminder(record, times_checked=True)
     except (ValueError, TypeError, OverflowError) as error:
         return UndecodableReminder(key, str(error))
     return record

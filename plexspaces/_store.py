@@ -223,11 +223,12 @@ class NodeLeases:
 # -- validation and payloads ---------------------------------------------------------------------
 
 
-def validate_reminder(record: StoredReminder) -> None:
+def validate_reminder(record: StoredReminder, *, times_checked: bool = False) -> None:
     """Check that `record` is a reminder a store may hold; the payload is checked separately.
 
     The same rules decide whether a stored row can be decoded, so a store never returns a record
-    that it would refuse to store.
+    that it would refuse to store. `times_checked` skips checking that the times are aware
+    datetimes, for a record whose times were just made by `from_micros` (decoding a row).
 
     Raises:
         ValueError: the first rule broken, naming the reminder, the field and the value.
@@ -235,8 +236,9 @@ def validate_reminder(record: StoredReminder) -> None:
     if not isinstance(record, StoredReminder):
         raise ValueError(f"{record!r} is not a StoredReminder")
     key = _check_key(record.key)
-    for field in ("due_at", "anchor_at", "created_at", "updated_at"):
-        _check_time(getattr(record, field), field, key)
+    if not times_checked:
+        for field in ("due_at", "anchor_at", "created_at", "updated_at"):
+            _check_time(getattr(record, field), field, key)
     period = record.period
     if period is not None and (not isinstance(period, timedelta) or period <= timedelta(0)):
         raise ValueError(f"reminder {key}: period {period!r} must be None or a positive timedelta")
@@ -267,7 +269,8 @@ def validate_reminder(record: StoredReminder) -> None:
                 f"reminder {key}: pending_fire {pending!r} must equal fire_count {fire_count!r} "
                 "(only the last recorded fire can be unacknowledged)"
             )
-        _check_time(record.pending_scheduled_at, "pending_scheduled_at", key)
+        if not times_checked:
+            _check_time(record.pending_scheduled_at, "pending_scheduled_at", key)
     if not isinstance(record.finished, bool):
         raise ValueError(f"reminder {key}: finished {record.finished!r} must be a bool")
     if record.finished and pending is None:
@@ -284,7 +287,8 @@ def validate_reminder(record: StoredReminder) -> None:
     if claimed_by is not None:
         if not isinstance(claimed_by, str) or not claimed_by:
             raise ValueError(f"reminder {key}: claimed_by {claimed_by!r} must be a non-empty str")
-        _check_time(record.claimed_until, "claimed_until", key)
+        if not times_checked:
+            _check_time(record.claimed_until, "claimed_until", key)
 
 
 def encode_payload(key: ReminderKey, payload: Any) -> str:
@@ -319,11 +323,15 @@ def decode_payload(text: Any) -> Any:
     """
     if not isinstance(text, str):
         raise ValueError(f"payload {text!r} is not JSON text")
-    return json.loads(text, parse_constant=_refuse_constant)
+    return _STRICT_JSON.decode(text)
 
 
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"payload holds {name}, which is not JSON")
+
+
+# One decoder for every row: json.loads with an option builds a new decoder on each call.
+_STRICT_JSON: Final = json.JSONDecoder(parse_constant=_refuse_constant)
 
 
 def _find_non_json(payload: Any) -> str | None:
