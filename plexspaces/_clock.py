@@ -133,8 +133,7 @@ class ManualClock(Clock):
                 scheduler, when = self._earliest_due(target)
                 if scheduler is None:
                     break
-                when_micros = round(when * 1_000_000)
-                self._micros = max(self._micros, when_micros)
+                self._micros = max(self._micros, _due_micros(when))
                 handoff = _Handoff(self._handoff_timeout)
                 _current_handoff.value = handoff
                 try:
@@ -151,7 +150,7 @@ class ManualClock(Clock):
             schedulers = list(self._schedulers)
         for scheduler in schedulers:
             when = scheduler._next_deadline()
-            if when is None or round(when * 1_000_000) > target_micros:
+            if when is None or _due_micros(when) > target_micros:
                 continue
             if best is None or when < best_when:
                 best, best_when = scheduler, when
@@ -168,6 +167,17 @@ class ManualClock(Clock):
 
     def __repr__(self) -> str:
         return f"ManualClock(now={self.now().isoformat()})"
+
+
+def _due_micros(when: float) -> int:
+    """The first whole microsecond at which a deadline of `when` seconds is due: `when` rounded
+    to the nearest microsecond, or one more if that reads as earlier than `when` (a deadline such
+    as 10 s / 3 is never a whole number of microseconds; rounding it down would leave it never
+    due and `advance()` stepping to it for ever)."""
+    micros = round(when * 1_000_000)
+    if micros / 1_000_000 < when:
+        micros += 1
+    return micros
 
 
 def _to_micros(moment: datetime) -> int:

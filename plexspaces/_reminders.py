@@ -584,7 +584,8 @@ class ReminderService:
                 # The store is unavailable: nothing was recorded; try again after a backoff.
                 _log.warning(
                     "reminder.record_failed",
-                    reminder=str(record.key),
+                    actor_id=_actor_id(record.key),
+                    reminder=record.key.name,
                     error=repr(error),
                     attempt=armed.attempt + 1,
                 )
@@ -663,11 +664,18 @@ class ReminderService:
     def _rearm_from_store(self, armed: _Armed, record: StoredReminder | None) -> None:
         if record is not None and self._held_elsewhere(record):
             # Another node took it over (our lease ran out): it is that node's to fire now.
-            _log.info("reminder.taken_over", reminder=str(record.key), by=record.claimed_by)
+            _log.info(
+                "reminder.taken_over",
+                actor_id=_actor_id(record.key),
+                reminder=record.key.name,
+                by=record.claimed_by,
+            )
             record = None
         elif record is not None and record == armed.record:
             # The store refused the change yet holds what we had: never spin on it.
-            _log.warning("reminder.store_refused", reminder=str(record.key))
+            _log.warning(
+                "reminder.store_refused", actor_id=_actor_id(record.key), reminder=record.key.name
+            )
             self._retry(armed)
             return
         with self._lock:
@@ -718,7 +726,10 @@ class ReminderService:
             except Exception as release_error:
                 # The claim then runs out after the lease, and the holder takes it.
                 _log.warning(
-                    "reminder.release_failed", reminder=str(record.key), error=repr(release_error)
+                    "reminder.release_failed",
+                    actor_id=_actor_id(record.key),
+                    reminder=record.key.name,
+                    error=repr(release_error),
                 )
         except Exception as error:
             # Activation failed (its on_start raised) or the system is closing: try again later.
@@ -738,6 +749,8 @@ class ReminderService:
             return
         _log.warning(
             "reminder.ack_timeout",
+            actor_id=_actor_id(armed.record.key),
+            facet="reminder",
             reminder=fired.reminder_name,
             fire_count=fired.fire_count,
             waited_s=self._ack_timeout,
@@ -755,6 +768,8 @@ class ReminderService:
             self._failures.add()
             _log.error(
                 "reminder.handler_failed",
+                actor_id=_actor_id(armed.record.key),
+                facet="reminder",
                 reminder=fired.reminder_name,
                 fire_count=fired.fire_count,
                 exc_info=error,
@@ -778,7 +793,8 @@ class ReminderService:
             delay = self._backoff(armed.attempt)
             _log.warning(
                 "reminder.ack_failed",
-                reminder=str(record.key),
+                actor_id=_actor_id(record.key),
+                reminder=record.key.name,
                 fire_count=fired.fire_count,
                 error=repr(error),
                 retry_in_s=delay,
@@ -795,7 +811,7 @@ class ReminderService:
         self._tardiness.observe(tardiness)
         _log.debug(
             "reminder.fired",
-            actor_id=f"{record.key.actor_type}/{record.key.actor_key}",
+            actor_id=_actor_id(record.key),
             facet="reminder",
             reminder=fired.reminder_name,
             fire_count=fired.fire_count,
@@ -846,6 +862,10 @@ class ReminderService:
                 f"{minimum.total_seconds():g}s (the facet's min_period)"
             )
         return value
+
+
+def _actor_id(key: ReminderKey) -> str:
+    return f"{key.actor_type}/{key.actor_key}"
 
 
 def _at(seconds: float) -> datetime:

@@ -228,8 +228,13 @@ class ActorSystem:
             self._virtual_types[type_name] = cls
             self._virtual_arguments[type_name] = (args, kwargs)
         # Reminders of the type resume: at once if the service runs, or if the store may hold
-        # reminders from an earlier run (the service then starts and serves every type).
-        if self._reminder_service is not None or _store_may_hold_data(self.storage_url):
+        # reminders from an earlier run (the service then starts and serves every type). A
+        # cluster node always serves: other nodes may register or leave reminders at any time.
+        if (
+            self._reminder_service is not None
+            or self.cluster
+            or _store_may_hold_data(self.storage_url)
+        ):
             self.reminders.serve_type(type_name)
 
     def virtual(self, type_name: str, key: str) -> VirtualActorRef:

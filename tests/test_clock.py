@@ -304,3 +304,29 @@ def test_handoff_timeout_bounds_the_wait_for_a_blocked_actor(
     assert clock.now() == START + timedelta(seconds=3)
     # The first fire waited in the mailbox; the ticks after it were coalesced, not queued.
     assert ref.ask("count", timeout=5) == 1
+
+
+def test_a_deadline_between_two_microseconds_runs_and_advance_returns(
+    make_system: Callable[..., ActorSystem], clock: ManualClock
+) -> None:
+    """10 s / 3 is no whole number of microseconds: the call runs at the first microsecond not
+    before it, and advance() does not step to it for ever (it once did, in a cluster, whose
+    lease renewals run every lease / 3)."""
+    system = make_system(clock=clock)
+    ran: list[float] = []
+    for n in range(1, 7):
+        system.scheduler.call_at(START.timestamp() + n * 10 / 3, lambda: ran.append(clock.time()))
+    finished = threading.Event()
+
+    def advance() -> None:
+        clock.advance("20s")
+        finished.set()
+
+    worker = threading.Thread(target=advance, daemon=True)
+    worker.start()
+    assert finished.wait(10), "advance() never returned"
+    assert len(ran) == 6
+    for n, at in enumerate(ran, start=1):
+        due = START.timestamp() + n * 10 / 3
+        assert due <= at < due + 2e-6
+    assert clock.now() == START + timedelta(seconds=20)

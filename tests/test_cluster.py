@@ -333,3 +333,24 @@ def test_two_cluster_nodes_on_one_sqlite_file_never_fire_a_tick_twice(
         (f"{key}:tick", count) for key in keys for count in range(1, 11)
     )
     assert Counter(node for node, _, _ in fires) == {"node-a": 50, "node-b": 50}
+
+
+def test_a_cluster_node_on_a_new_sqlite_file_takes_over_what_another_node_left(
+    tmp_path: Path, make_system: Callable[..., ActorSystem], clock: ManualClock
+) -> None:
+    """Node b only registers the type (before the file even exists): it still polls, and takes
+    over node a's reminders once a has shut down."""
+    url = f"sqlite:///{tmp_path / 'new.db'}"
+    a, b, fires = _two_nodes(make_system, url, clock, cluster=True, poll_interval="500ms")
+    a.virtual("dev", "x").ask(("register", "tick", {"due": "1s", "period": "1s"}))
+    clock.advance("2s")
+    a.shutdown()
+    clock.advance("3s")
+    assert b.virtual("dev", "x").ask("ping") == "node-b"
+    assert [(node, count) for node, _, count in fires] == [
+        ("node-a", 1),
+        ("node-a", 2),
+        ("node-b", 3),
+        ("node-b", 4),
+        ("node-b", 5),
+    ]
