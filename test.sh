@@ -20,10 +20,13 @@ step() {
     fi
 }
 
-step "ruff check" ruff check plexspaces facets examples tests
-step "ruff format" ruff format --check plexspaces facets examples tests
+step "ruff check" ruff check plexspaces facets examples tests benchmarks
+step "ruff format" ruff format --check plexspaces facets examples tests benchmarks
 step "mypy (strict)" mypy
 step "pytest" python -m pytest "$@"
+# The benchmark suite in quick mode, so it never rots; it asserts no timings (goals are read
+# from its report, benchmarks/results/quick.md).
+step "benchmarks (quick)" python -m benchmarks --quick
 for example in examples/*/; do
     if [ -x "$example/test.sh" ]; then
         step "example $(basename "$example")" "$example/test.sh"

@@ -1,0 +1,138 @@
+"""Reminder fire rate on PostgreSQL with one node and with three (scenario 11; no peer).
+
+A throwaway durable server (tests/pgserver.PostgresServer(durable=True): fsync and synchronous
+commit on) and a new database per run. Each node is a separate process (an ActorSystem with its
+own node_id on the shared database, a cluster); each registers its share of the reminders, all
+due at one instant, and reports when it handled each fire.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from benchmarks.measure import (
+    NOTHING,
+    Config,
+    LatenessLog,
+    Metric,
+    Scenario,
+    ScenarioResult,
+    child_result,
+    lateness_summary,
+    median,
+    start_child,
+)
+from benchmarks.reminders import TYPE, Reminded, activate_facets
+from plexspaces import ActorSystem
+
+ACTORS = 60
+"""Virtual actors in all, split evenly between the nodes."""
+FIRE_WAIT = 120.0
+
+
+def node(url: str, node_id: str, actors: int, per_actor: int, due: float) -> dict[str, Any]:
+    """One node (run in its own process): register `actors` x `per_actor` reminders due at `due`
+    on actors of its own, then handle their fires."""
+    log = LatenessLog(actors * per_actor)
+    due_at = datetime.fromtimestamp(due, UTC)
+    started = time.time()
+    with ActorSystem(storage_url=url, node_id=node_id, name=node_id) as system:
+        system.register_virtual(TYPE, Reminded, log)
+        facets = activate_facets(system, actors, prefix=f"{node_id}-k")
+        began = time.time()
+        for index in range(actors * per_actor):
+            facets[index % actors].register_reminder(f"r{index}", due=due_at)
+        registered_at = time.time()
+        log.wait(FIRE_WAIT)
+    return {
+        "ready_in": began - started,
+        "registration_rate": actors * per_actor / (registered_at - began),
+        "registered_at": registered_at,
+        "last_at": log.last_at,
+        "lateness": log.lateness_ms,
+    }
+
+
+def _run(url: str, nodes: int, total: int, lead: float) -> dict[str, Any]:
+    due = time.time() + lead
+    processes = [
+        start_child(
+            node,
+            url=url,
+            node_id=f"node{index}",
+            actors=ACTORS // nodes,
+            per_actor=total // ACTORS,
+            due=due,
+        )
+        for index in range(nodes)
+    ]
+    reports = [child_result(process, timeout=FIRE_WAIT + 120) for process in processes]
+    lateness = [value for report in reports for value in report["lateness"]]
+    return {
+        "rate": len(lateness) / (max(report["last_at"] for report in reports) - due),
+        "delivered": len(lateness),
+        "p99": lateness_summary(lateness)["p99"],
+        "registration_rate": sum(report["registration_rate"] for report in reports),
+        "overran": sum(report["registered_at"] > due for report in reports),
+    }
+
+
+def fire_rate(config: Config) -> ScenarioResult:
+    try:
+        from tests.pgserver import PostgresServer, scratch_database
+    except ImportError as error:
+        return ScenarioResult(notes=[f"skipped: the PostgreSQL test helpers need {error.name}"])
+    try:
+        server = PostgresServer(durable=True)
+    except RuntimeError as error:
+        return ScenarioResult(notes=[f"skipped: no PostgreSQL server could be started: {error}"])
+    total = config.pick(quick=600, full=2_400)
+    # Node processes need about 2 s to start and activate their actors, then register at more
+    # than 1,000 reminders a second each.
+    lead = 3.0 + total / 1000
+    runs: dict[int, list[dict[str, Any]]] = {1: [], 3: []}
+    try:
+        for index in range(config.fewer_rounds):
+            for nodes in (1, 3) if index % 2 == 0 else (3, 1):
+                with scratch_database(server) as url:
+                    runs[nodes].append(_run(url, nodes, total, lead))
+    finally:
+        server.close()
+    result = ScenarioResult(
+        notes=[
+            f"{total:,} one-shot reminders all due at one instant, {lead:g} s after the node "
+            f"processes start, on {ACTORS} virtual actors split evenly between the nodes; each "
+            "node registers the reminders of its own actors. Rate = fires handled by all nodes "
+            "/ (last handled - due instant). A fresh database per run on one durable server "
+            "(fsync on); nodes run as a cluster (claims and leases), poll_interval 1 s."
+        ]
+    )
+    for nodes in (1, 3):
+        label = "1 node" if nodes == 1 else f"{nodes} nodes"
+
+        def row(text: str, unit: str, key: str, runs: list[dict[str, Any]] = runs[nodes]) -> Metric:
+            return Metric(
+                text, unit, median([run[key] for run in runs]), None, peer_missing=NOTHING
+            )
+
+        result.metrics += [
+            row(f"fire rate, {label}", "/s", "rate"),
+            row(f"lateness p99 (all due at once), {label}", "ms", "p99"),
+            row(f"fires delivered, {label}", "count", "delivered"),
+            row(f"registrations, {label} (all nodes together)", "/s", "registration_rate"),
+        ]
+    overran = sum(run["overran"] for group in runs.values() for run in group)
+    if overran:
+        result.notes.append(
+            f"{overran} node run(s) were still registering when the reminders fell due"
+        )
+    return result
+
+
+SCENARIOS = [
+    Scenario(
+        11, "postgres", "PostgreSQL fire rate, 1 and 3 nodes", "none", fire_rate, in_quick=False
+    ),
+]
