@@ -115,7 +115,7 @@ def _tell_peer(count: int) -> float:
 
 
 def tell_throughput(config: Config) -> ScenarioResult:
-    count = config.pick(quick=20_000, full=200_000)
+    count = config.pick(quick=20_000, full=100_000)
     warm_up(lambda: _tell_project(config, count // 10), lambda: _tell_peer(count // 10))
     ours, theirs = alternate(
         config.more_rounds, lambda: _tell_project(config, count), lambda: _tell_peer(count)
@@ -172,7 +172,7 @@ def _ask_peer(count: int) -> list[float]:
 
 
 def ask_round_trip(config: Config) -> ScenarioResult:
-    count = config.pick(quick=2_000, full=20_000)
+    count = config.pick(quick=2_000, full=10_000)
     warm_up(lambda: _ask_project(config, count // 10), lambda: _ask_peer(count // 10))
     ours, theirs = alternate(
         config.more_rounds, lambda: _ask_project(config, count), lambda: _ask_peer(count)
