@@ -364,9 +364,7 @@ class SqlReminderStore(BaseReminderStore):
             raise self._unavailable(error) from error
 
     def _unavailable(self, error: DBAPIError) -> StoreUnavailableError:
-        url = self._engine.url.render_as_string(hide_password=True)
-        reason = str(error.orig).strip().splitlines()[0] if error.orig is not None else str(error)
-        return StoreUnavailableError(f"the reminder database {url} is unavailable: {reason}")
+        return _unavailable(self._engine, error)
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
@@ -1077,11 +1075,7 @@ class SqlReminderStore(BaseReminderStore):
                     select(s.version).where(s.component == SCHEMA_COMPONENT)
                 ).scalar_one_or_none()
         except (OperationalError, InterfaceError) as error:
-            shown = engine.url.render_as_string(hide_password=True)
-            reason = str(error.orig).strip().splitlines()[0] if error.orig is not None else error
-            raise StoreUnavailableError(
-                f"the reminder database {shown} is unavailable: {reason}"
-            ) from error
+            raise _unavailable(engine, error) from error
         finally:
             if owned:
                 engine.dispose()
@@ -1121,6 +1115,13 @@ _DELETE_ONE: Final = delete(REMINDERS_TABLE).where(_KEY_MATCH)
 
 def _key_params(key: ReminderKey) -> dict[str, Any]:
     return {"k_actor_type": key.actor_type, "k_actor_key": key.actor_key, "k_name": key.name}
+
+
+def _unavailable(engine: Engine, error: DBAPIError) -> StoreUnavailableError:
+    """The error for a database that cannot be reached: its URL (no password) and why."""
+    url = engine.url.render_as_string(hide_password=True)
+    reason = str(error.orig).strip().splitlines()[0] if error.orig is not None else str(error)
+    return StoreUnavailableError(f"the reminder database {url} is unavailable: {reason}")
 
 
 class _RollBack(Exception):

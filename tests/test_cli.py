@@ -16,7 +16,7 @@ import sys
 import threading
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -28,44 +28,13 @@ from sqlalchemy.engine import make_url
 from facets.reminder import ReminderFacet
 from plexspaces import Actor, ActorSystem, ManualClock, ReminderFired
 from plexspaces._sql_store import SCHEMA_VERSION, SqlReminderStore
-from plexspaces._store import ReminderKey, StoredReminder
+from plexspaces._store import StoredReminder
 from plexspaces.cli import EXIT_ERROR, EXIT_NO, PAGE, cli
+from tests.test_store_contract import SECOND, T0, reminder
 
-T0 = datetime(2026, 1, 1, 12, 0, 0, 123_456, tzinfo=UTC)
-SECOND = timedelta(seconds=1)
 WAIT = 10.0
 """Seconds to wait for something that should happen at once (a bound, never a delay)."""
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def reminder(
-    name: str,
-    due: datetime = T0,
-    *,
-    actor_type: str = "order",
-    actor_key: str = "ord-1",
-    **fields: Any,
-) -> StoredReminder:
-    """A fresh registration: nothing fired, nothing pending, unclaimed."""
-    values: dict[str, Any] = {
-        "key": ReminderKey(actor_type, actor_key, name),
-        "due_at": due,
-        "anchor_at": due,
-        "period": None,
-        "max_count": None,
-        "fire_count": 0,
-        "missed": "once",
-        "payload": None,
-        "pending_fire": None,
-        "pending_scheduled_at": None,
-        "finished": False,
-        "claimed_by": None,
-        "claimed_until": None,
-        "created_at": T0,
-        "updated_at": T0,
-    }
-    values.update(fields)
-    return StoredReminder(**values)
 
 
 def seed(url: str, *records: StoredReminder) -> None:
