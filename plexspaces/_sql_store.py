@@ -77,8 +77,10 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.schema import CreateIndex, CreateTable
 
+from . import _sql_fires
 from ._store import (
     BaseReminderStore,
+    FireChange,
     NodeLeases,
     ReminderKey,
     SchemaVersionError,
@@ -648,6 +650,21 @@ class SqlReminderStore(BaseReminderStore):
         for finished in (False, True):
             if self._change_one(_acknowledge_statement(finished, with_scheduled), params):
                 return
+
+    def record_fires(
+        self,
+        changes: Sequence[FireChange],
+        *,
+        now: datetime,
+        node_id: str | None = None,
+        lease_until: datetime | None = None,
+    ) -> list[StoredReminder | None]:
+        return _sql_fires.record_fires(
+            self, changes, now=now, node_id=node_id, lease_until=lease_until
+        )
+
+    def acknowledge_fires(self, fires: Sequence[StoredReminder], *, now: datetime) -> int:
+        return _sql_fires.acknowledge_fires(self, fires, now=now)
 
     def _change_one(self, statement: Any, params: dict[str, Any]) -> StoredReminder | None:
         """Run a guarded single-row UPDATE or DELETE ... RETURNING in one transaction: the row

@@ -26,7 +26,7 @@ import json
 import math
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 __all__ = [
     "MISSED_POLICIES",
     "BaseReminderStore",
+    "FireChange",
     "NodeLeases",
     "ReminderKey",
     "ReminderStore",
@@ -182,6 +183,22 @@ class StoredReminder:
         """
         when = self.pending_scheduled_at if self.pending_scheduled_at is not None else self.due_at
         return (when, self.key)
+
+
+@dataclass(frozen=True, slots=True)
+class FireChange:
+    """One change the fire pipeline asks of a reminder it holds (`ReminderStore.record_fires`).
+
+    Attributes:
+        record: the reminder exactly as the caller last read or wrote it: the compare-and-set.
+        scheduled_at: record a fire that was due at this time. None: record no fire, only move
+            the next fire to `next_due_at` (skipping missed ticks).
+        next_due_at: when the fire after this one is due; None when this fire is the last.
+    """
+
+    record: StoredReminder
+    scheduled_at: datetime | None
+    next_due_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -520,6 +537,52 @@ class ReminderStore(ABC):
         Does nothing unless the reminder's pending fire is `fire_count` (and was due at
         `scheduled_at`, when given: that tells a fire of an earlier registration apart), so it is
         idempotent and an acknowledgement that comes late changes nothing.
+        """
+
+    @abstractmethod
+    def record_fires(
+        self,
+        changes: Sequence[FireChange],
+        *,
+        now: datetime,
+        node_id: str | None = None,
+        lease_until: datetime | None = None,
+    ) -> list[StoredReminder | None]:
+        """Apply many fires (and reschedules) in one transaction, each its own compare-and-set.
+
+        A change with `scheduled_at` is `record_fire(record.key, expected_fire_count=
+        record.fire_count, expected_due_at=record.due_at, scheduled_at=..., next_due_at=...)`;
+        one without is the matching `reschedule` to `next_due_at`. Fencing (`node_id`,
+        `lease_until`) is as for those methods, for every change. A change applies only while
+        the row still holds the registration of `record` (payload, anchor, period, max_count,
+        missed policy, created_at), so a row re-registered or edited since the caller read it is
+        never changed on the strength of an old read. A change whose compare-and-set fails does
+        not affect the others.
+
+        Returns:
+            One entry per change, in order: the record as stored afterwards, or None where the
+            compare-and-set failed (the row is gone, changed, held by another node, or cannot
+            be decoded).
+
+        Raises:
+            ValueError: a change is not a `FireChange`, has neither `scheduled_at` nor
+                `next_due_at`, or names a reminder another change of the batch names too; or a
+                datetime is naive. Nothing is changed.
+        """
+
+    @abstractmethod
+    def acknowledge_fires(self, fires: Sequence[StoredReminder], *, now: datetime) -> int:
+        """Acknowledge many handled fires in one transaction: `acknowledge(record.key,
+        record.pending_fire, scheduled_at=record.pending_scheduled_at)` for each record, which
+        is the reminder as its fire was recorded. A finished reminder is deleted. A row that no
+        longer holds the registration of its record (re-registered or edited meanwhile) is left
+        alone. Idempotent, like `acknowledge`.
+
+        Returns:
+            How many rows were acknowledged (cleared or deleted).
+
+        Raises:
+            ValueError: a record has no pending fire, or appears twice. Nothing is changed.
         """
 
     @abstractmethod

@@ -1,0 +1,398 @@
+"""Fires in batches on the SQLAlchemy store: many compare-and-sets in one transaction.
+
+The fire pipeline records every fire that came due together in one transaction, and acknowledges
+every handled fire queued meanwhile in one more. A transaction per batch instead of per fire is
+what lets a single node fire tens of thousands of durable reminders a second: the commit, the
+write lock and (on PostgreSQL) the round trips are paid once per batch.
+
+Each change stays its own compare-and-set, exactly as `record_fire`, `reschedule` and
+`acknowledge` guard a single row, and additionally checks that the row still holds the
+registration the caller read (payload, phase, period, limits, policy, creation time). So one
+`executemany` of a guarded UPDATE does the whole batch, and its row count tells whether every
+guard matched. In the common case it did, and the new records are computed from the old ones
+without reading anything back. When a guard did not match (the row was re-registered, deleted,
+taken by another node, or edited into something that cannot be decoded), the batch is rolled
+back and each change is retried alone through the single-row methods, which decode what they
+touch and leave an undecodable row unchanged. So the fast path never changes a row the caller
+has not seen, and the slow path gives each change exactly the single-row semantics.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from datetime import datetime, timedelta
+from functools import cache
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Delete,
+    String,
+    Update,
+    and_,
+    bindparam,
+    case,
+    delete,
+    false,
+    or_,
+    true,
+    update,
+)
+from sqlalchemy.exc import DBAPIError
+
+from ._store import FireChange, StoredReminder, StoreUnavailableError, to_micros
+
+if TYPE_CHECKING:
+    from ._sql_store import SqlReminderStore
+
+__all__ = ["acknowledge_fires", "record_fires"]
+
+_US: Final = timedelta(microseconds=1)
+R = TypeVar("R")
+
+
+class _GuardMissed(Exception):
+    """Raised inside a batch transaction to roll it back: some compare-and-set did not match."""
+
+
+def record_fires(
+    store: SqlReminderStore,
+    changes: Sequence[FireChange],
+    *,
+    now: datetime,
+    node_id: str | None = None,
+    lease_until: datetime | None = None,
+) -> list[StoredReminder | None]:
+    """`ReminderStore.record_fires` on a SQL store."""
+    changes = _check_changes(changes)
+    now_us = store._check_time(now, "now")
+    lease_us = store._check_fence(node_id, lease_until, now_us)
+    if not changes:
+        return []
+    fenced = lease_us is not None
+    fires: list[dict[str, Any]] = []
+    moves: list[dict[str, Any]] = []
+    for change in changes:
+        params = _registration_params(change.record)
+        params["p_now"] = now_us
+        if fenced:
+            params["p_node"] = node_id
+            params["p_lease"] = lease_us
+        next_us = (
+            None
+            if change.next_due_at is None
+            else store._check_time(change.next_due_at, "next_due_at")
+        )
+        if change.scheduled_at is None:
+            params["p_due"] = next_us
+            moves.append(params)
+        else:
+            params["p_count"] = change.record.fire_count + 1
+            params["p_scheduled"] = store._check_time(change.scheduled_at, "scheduled_at")
+            params["p_next"] = next_us
+            fires.append(params)
+    try:
+        _run_guarded(
+            store,
+            [(_batch_fire_statement(fenced), fires), (_batch_move_statement(fenced), moves)],
+        )
+    except _GuardMissed:
+        return [_change_alone(store, change, now, node_id, lease_until) for change in changes]
+    return [_changed(change, now, node_id, lease_until) for change in changes]
+
+
+def acknowledge_fires(
+    store: SqlReminderStore, fires: Sequence[StoredReminder], *, now: datetime
+) -> int:
+    """`ReminderStore.acknowledge_fires` on a SQL store."""
+    if isinstance(fires, StoredReminder):
+        raise ValueError(f"fires {fires!r} must be a sequence of StoredReminder")
+    fires = list(fires)
+    now_us = store._check_time(now, "now")
+    clears: list[dict[str, Any]] = []
+    deletes: list[dict[str, Any]] = []
+    seen: set[object] = set()
+    for record in fires:
+        if not isinstance(record, StoredReminder):
+            raise ValueError(f"{record!r} is not a StoredReminder")
+        if record.pending_fire is None or record.pending_scheduled_at is None:
+            raise ValueError(f"reminder {record.key} has no pending fire to acknowledge")
+        if record.key in seen:
+            raise ValueError(f"reminder {record.key} is acknowledged twice in one batch")
+        seen.add(record.key)
+        params = _registration_params(record)
+        params["p_fire"] = record.pending_fire
+        params["p_scheduled"] = to_micros(record.pending_scheduled_at)
+        params["p_now"] = now_us
+        (deletes if record.finished else clears).append(params)
+    if not fires:
+        return 0
+    return _run_counted(
+        store, [(_batch_clear_statement(), clears), (_batch_delete_statement(), deletes)]
+    )
+
+
+def _check_changes(changes: Sequence[FireChange]) -> list[FireChange]:
+    if isinstance(changes, FireChange):
+        raise ValueError(f"changes {changes!r} must be a sequence of FireChange")
+    checked = list(changes)
+    seen: set[object] = set()
+    for change in checked:
+        if type(change) is not FireChange:
+            raise ValueError(f"{change!r} is not a FireChange")
+        if not isinstance(change.record, StoredReminder):
+            raise ValueError(f"{change.record!r} is not a StoredReminder")
+        if change.scheduled_at is None and change.next_due_at is None:
+            raise ValueError(
+                f"reminder {change.record.key}: a change without a fire must move the next "
+                "fire, but next_due_at is None"
+            )
+        if change.record.key in seen:
+            raise ValueError(f"reminder {change.record.key} is changed twice in one batch")
+        seen.add(change.record.key)
+    return checked
+
+
+_Batches = list[tuple[Any, list[dict[str, Any]]]]
+
+
+def _run_guarded(store: SqlReminderStore, batches: _Batches) -> None:
+    """Run each statement over its parameter sets in one transaction; roll everything back
+    (`_GuardMissed`) unless every parameter set matched exactly one row."""
+
+    def attempt() -> None:
+        with store._write() as connection:
+            for statement, params in batches:
+                if params and connection.execute(statement, params).rowcount != len(params):
+                    raise _GuardMissed
+
+    _reconnect_once(attempt)
+
+
+def _run_counted(store: SqlReminderStore, batches: _Batches) -> int:
+    """Run each statement over its parameter sets in one transaction; the rows changed."""
+
+    def attempt() -> int:
+        changed = 0
+        with store._write() as connection:
+            for statement, params in batches:
+                if params:
+                    changed += connection.execute(statement, params).rowcount
+        return changed
+
+    return _reconnect_once(attempt)
+
+
+def _reconnect_once(attempt: Callable[[], R]) -> R:
+    """Run `attempt` once more when it met a pooled connection that had died (as the store's
+    single-row methods do): safe, because a batch that did commit fails every guard the
+    second time, and then each change is retried alone and found done or changed."""
+    try:
+        return attempt()
+    except StoreUnavailableError as error:
+        cause = error.__cause__
+        if not isinstance(cause, DBAPIError) or not cause.connection_invalidated:
+            raise
+        return attempt()
+
+
+def _change_alone(
+    store: SqlReminderStore,
+    change: FireChange,
+    now: datetime,
+    node_id: str | None,
+    lease_until: datetime | None,
+) -> StoredReminder | None:
+    record = change.record
+    if change.scheduled_at is None:
+        assert change.next_due_at is not None
+        return store.reschedule(
+            record.key,
+            expected_fire_count=record.fire_count,
+            expected_due_at=record.due_at,
+            due_at=change.next_due_at,
+            now=now,
+            node_id=node_id,
+            lease_until=lease_until,
+        )
+    return store.record_fire(
+        record.key,
+        expected_fire_count=record.fire_count,
+        expected_due_at=record.due_at,
+        scheduled_at=change.scheduled_at,
+        next_due_at=change.next_due_at,
+        now=now,
+        node_id=node_id,
+        lease_until=lease_until,
+    )
+
+
+def _changed(
+    change: FireChange, now: datetime, node_id: str | None, lease_until: datetime | None
+) -> StoredReminder:
+    """The record as the guarded statement left it (every guard matched, so it is exactly the
+    caller's record with the statement's changes)."""
+    record = change.record
+    claim: dict[str, Any] = (
+        {} if node_id is None else {"claimed_by": node_id, "claimed_until": lease_until}
+    )
+    if change.scheduled_at is None:
+        assert change.next_due_at is not None
+        return replace(record, due_at=change.next_due_at, updated_at=now, **claim)
+    count = record.fire_count + 1
+    finished = change.next_due_at is None or (
+        record.max_count is not None and record.max_count <= count
+    )
+    return replace(
+        record,
+        fire_count=count,
+        pending_fire=count,
+        pending_scheduled_at=change.scheduled_at,
+        due_at=record.due_at if finished or change.next_due_at is None else change.next_due_at,
+        finished=finished,
+        updated_at=now,
+        **claim,
+    )
+
+
+# -- statements ----------------------------------------------------------------------------------
+
+# One JSON encoder for every payload guard, with the options the store writes payloads with: a
+# payload read back from a row the store wrote encodes to exactly the stored text.
+_ENCODE: Final = json.JSONEncoder(allow_nan=False, ensure_ascii=False, separators=(",", ":")).encode
+
+
+def _registration_params(record: StoredReminder) -> dict[str, Any]:
+    key = record.key
+    period = record.period
+    return {
+        "k_actor_type": key.actor_type,
+        "k_actor_key": key.actor_key,
+        "k_name": key.name,
+        "g_fire_count": record.fire_count,
+        "g_due": to_micros(record.due_at),
+        "g_anchor": to_micros(record.anchor_at),
+        "g_period": None if period is None else period // _US,
+        "g_max": record.max_count,
+        "g_missed": record.missed,
+        "g_payload": _ENCODE(record.payload),
+        "g_created": to_micros(record.created_at),
+    }
+
+
+def _big(name: str) -> Any:
+    return bindparam(name, type_=BigInteger)
+
+
+def _registration_guard() -> list[ColumnElement[bool]]:
+    """The row still holds the registration the caller read, and is where the caller saw it."""
+    from ._sql_store import REMINDERS_TABLE, _KeyText
+
+    r = REMINDERS_TABLE.c
+    return [
+        r.actor_type == bindparam("k_actor_type", type_=_KeyText),
+        r.actor_key == bindparam("k_actor_key", type_=_KeyText),
+        r.name == bindparam("k_name", type_=_KeyText),
+        r.anchor_us == _big("g_anchor"),
+        r.period_us.is_not_distinct_from(_big("g_period")),
+        r.max_count.is_not_distinct_from(_big("g_max")),
+        r.missed == bindparam("g_missed", type_=String),
+        r.payload == bindparam("g_payload", type_=String),
+        r.created_us == _big("g_created"),
+    ]
+
+
+def _fire_guard(fenced: bool) -> list[ColumnElement[bool]]:
+    from ._sql_store import REMINDERS_TABLE
+
+    r = REMINDERS_TABLE.c
+    guard = [
+        *_registration_guard(),
+        r.fire_count == _big("g_fire_count"),
+        r.due_us == _big("g_due"),
+        r.pending_fire.is_(None),
+        r.finished == false(),
+        or_(r.max_count.is_(None), r.max_count > _big("g_fire_count")),
+    ]
+    if fenced:
+        guard.append(
+            or_(
+                r.claimed_by.is_(None),
+                r.claimed_until_us < _big("p_now"),
+                r.claimed_by == bindparam("p_node", type_=String),
+            )
+        )
+    return guard
+
+
+def _fence_values(fenced: bool) -> dict[str, Any]:
+    if not fenced:
+        return {}
+    return {"claimed_by": bindparam("p_node", type_=String), "claimed_until_us": _big("p_lease")}
+
+
+@cache
+def _batch_fire_statement(fenced: bool) -> Update:
+    from ._sql_store import REMINDERS_TABLE
+
+    r = REMINDERS_TABLE.c
+    count = _big("p_count")
+    last = or_(_big("p_next").is_(None), and_(r.max_count.is_not(None), r.max_count <= count))
+    return (
+        update(REMINDERS_TABLE)
+        .where(*_fire_guard(fenced))
+        .values(
+            fire_count=count,
+            pending_fire=count,
+            pending_scheduled_us=_big("p_scheduled"),
+            finished=case((last, true()), else_=false()),
+            due_us=case((last, r.due_us), else_=_big("p_next")),
+            updated_us=_big("p_now"),
+            **_fence_values(fenced),
+        )
+    )
+
+
+@cache
+def _batch_move_statement(fenced: bool) -> Update:
+    from ._sql_store import REMINDERS_TABLE
+
+    return (
+        update(REMINDERS_TABLE)
+        .where(*_fire_guard(fenced))
+        .values(due_us=_big("p_due"), updated_us=_big("p_now"), **_fence_values(fenced))
+    )
+
+
+def _pending_guard() -> list[ColumnElement[bool]]:
+    from ._sql_store import REMINDERS_TABLE
+
+    r = REMINDERS_TABLE.c
+    return [
+        *_registration_guard(),
+        r.pending_fire == _big("p_fire"),
+        r.pending_scheduled_us == _big("p_scheduled"),
+    ]
+
+
+@cache
+def _batch_clear_statement() -> Update:
+    from ._sql_store import REMINDERS_TABLE
+
+    r = REMINDERS_TABLE.c
+    return (
+        update(REMINDERS_TABLE)
+        .where(*_pending_guard(), r.finished == false())
+        .values(pending_fire=None, pending_scheduled_us=None, updated_us=_big("p_now"))
+    )
+
+
+@cache
+def _batch_delete_statement() -> Delete:
+    from ._sql_store import REMINDERS_TABLE
+
+    r = REMINDERS_TABLE.c
+    return delete(REMINDERS_TABLE).where(*_pending_guard(), r.finished == true())
