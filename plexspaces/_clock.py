@@ -138,6 +138,9 @@ class ManualClock(Clock):
                 _current_handoff.value = handoff
                 try:
                     scheduler._run_due(self.time())
+                    # Work that the due calls gathered into one batch (a batch of reminder
+                    # fires) runs now, still inside the step, so its deliveries are handed off.
+                    handoff.run_deferred()
                 finally:
                     _current_handoff.value = None
                 handoff.wait()
@@ -191,11 +194,27 @@ def _timedelta_micros(delta: timedelta) -> int:
 class _Handoff:
     """Fires delivered during one step of `ManualClock.advance`, and the wait for their pick-up."""
 
-    __slots__ = ("_limit", "_pending")
+    __slots__ = ("_deferred", "_limit", "_pending")
 
     def __init__(self, limit: float) -> None:
         self._limit = limit
         self._pending: list[tuple[threading.Event, Callable[[], bool]]] = []
+        self._deferred: list[Callable[[], None]] = []
+
+    def defer(self, function: Callable[[], None]) -> None:
+        """Run `function` once at the end of this step, after every call due in it ran (once
+        however often it is deferred): how due calls are gathered into one batch."""
+        if function not in self._deferred:
+            self._deferred.append(function)
+
+    def run_deferred(self) -> None:
+        while self._deferred:
+            function = self._deferred.pop(0)
+            try:
+                function()
+            except Exception:
+                # As for a due call: one faulty batch must not stop time for everything else.
+                _log.exception("clock.deferred_failed", call=repr(function))
 
     def track(self, picked_up: threading.Event, alive: Callable[[], bool]) -> None:
         """Remember a delivery; `alive` tells whether the recipient still runs."""

@@ -1,23 +1,35 @@
-"""Durable reminders: the one service per actor system that stores, arms and fires them.
+"""Durable reminders: the fire pipeline of an actor system (arm, batch-record, deliver,
+batch-acknowledge).
 
 Reminders live in a `ReminderStore`. The service keeps only the reminders due within a short
-horizon armed in the system's scheduler and loads later ones in batches as time reaches them, so
-it never holds or scans the whole table. A fire is recorded in the store (count advanced, next due
-time written, in one transaction) before it is delivered, and acknowledged after the actor's
-handler returned: delivery is at-least-once, a recorded but unacknowledged fire is delivered again
-with the same `fire_count`, and `max_count` is never exceeded.
+horizon armed in the system's scheduler, and loads later ones page by page as time reaches them,
+so it never holds or scans the whole table.
 
-In a cluster (several nodes on one database) each node claims the reminders it arms with a lease
-(`claimed_by`, `claimed_until`), renews its leases every third of the lease, polls for reminders
-that nobody holds (registered elsewhere, released, or left by a node that died), and records a
-fire only while no other node holds a live claim on it. A node that holds a virtual actor's
-activation lease is the only one that claims that actor's reminders, so a reminder never
-activates a second copy of an actor that is active elsewhere.
+A fire goes through four steps:
 
-Threads: the scheduler thread only hands due reminders to one reminder worker thread, which does
-the store I/O and the delivery (activating the virtual actor if needed), so a slow disk never
-delays timers. Acknowledgements run on the actor's thread right after its handler. Under a
-`ManualClock` everything runs on the thread that advances time, so tests are deterministic.
+1. **Due.** The scheduler thread hands each reminder that came due to the fire thread's queue,
+   and does nothing else, so a slow disk never delays timers.
+2. **Record.** The fire thread takes whatever queued up meanwhile (up to `batch`) and records
+   all of it in one transaction (`ReminderStore.record_fires`): each fire's count advanced and
+   next due time written by its own compare-and-set, fenced in a cluster. A lone fire is written
+   at once; under load the batches grow by themselves while the previous one is written.
+3. **Deliver.** Each recorded fire goes into its actor's mailbox. An actor that is not active is
+   activated on an activation thread, so a slow `on_start` holds up only that actor's fires. An
+   actor has at most `max_in_flight` fires delivered and not yet handled; further due fires of
+   it wait, unrecorded, until it catches up, so a flood for a slow actor does not grow memory.
+4. **Acknowledge.** After the handler returns, the actor's thread queues the acknowledgement;
+   the fire thread writes every acknowledgement queued meanwhile in one transaction
+   (`ReminderStore.acknowledge_fires`), then arms each reminder's next tick.
+
+Delivery is at-least-once: a fire recorded but not acknowledged (a crash, a failed handler, an
+acknowledgement that never came) is delivered again with the same `fire_count`, and `max_count`
+is never exceeded. No store I/O runs under a lock that senders, the scheduler or metrics take.
+
+Under a `ManualClock` the same steps run: the fires that came due at one instant are recorded as
+one batch on the thread that advances time, at the end of the step, and the hand-off waits until
+each was handled and acknowledged, so tests are deterministic.
+
+Cluster concerns (claims, fencing, leases, polls, hand-over) live in `ClusterNode`.
 """
 
 from __future__ import annotations
@@ -26,11 +38,12 @@ import json
 import math
 import queue
 import threading
-import uuid
+from collections import deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import structlog
 
@@ -41,6 +54,7 @@ from ._messages import ReminderFired
 from ._scheduler import ScheduledCall
 from ._store import (
     MISSED_POLICIES,
+    FireChange,
     ReminderKey,
     ReminderStore,
     StoredReminder,
@@ -49,6 +63,7 @@ from ._store import (
 )
 
 if TYPE_CHECKING:
+    from ._cluster import ClusterNode
     from ._ref import VirtualActorRef
     from ._system import ActorSystem
 
@@ -56,6 +71,18 @@ __all__ = ["MISSED_POLICIES", "ReminderInfo", "ReminderRegistration", "ReminderS
 
 
 _log = structlog.get_logger("plexspaces.reminders")
+
+_REGISTER_STRIPES: Final = 64
+_ACTIVATION_THREADS: Final = 8
+"""Virtual actors activated for fires at once; each activation holds one thread while its
+on_start runs, and every other fire goes on meanwhile."""
+
+
+class _Unknown:
+    """The store could not say (it is unavailable)."""
+
+
+_UNKNOWN: Final = _Unknown()
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,26 +138,41 @@ def _info(record: StoredReminder) -> ReminderInfo:
 
 
 class _Armed(ScheduledCall):
-    """A reminder armed in the scheduler; its identity is the generation of its registration."""
+    """A reminder armed in the scheduler; its identity is the generation of its registration.
 
-    __slots__ = ("attempt", "record", "service", "watchdog")
+    `record` is the reminder as stored (after its fire is recorded, with the pending fire).
+    `in_flight` is set while a delivered fire waits for its handler (it counts towards the
+    actor's bound), `watchdog` redelivers a fire that is never acknowledged.
+    """
+
+    __slots__ = ("attempt", "in_flight", "record", "service", "watchdog")
 
     def __init__(self, service: ReminderService, record: StoredReminder) -> None:
         super().__init__()
         self.service = service
         self.record = record
         self.attempt = 0
+        self.in_flight = False
         self.watchdog: ScheduledCall | None = None
 
     def run(self) -> None:
-        self.service._submit(self._fire)
-
-    def _fire(self) -> None:
-        self.service._fire(self)
+        self.service._due(self)
 
     def __repr__(self) -> str:
         key = self.record.key
         return f"<reminder {key.actor_type}/{key.actor_key}:{key.name} at {self.when}>"
+
+
+class _Ack:
+    """A handled fire waiting to be acknowledged; `written` is set once that was attempted
+    (only for a fire delivered inside `ManualClock.advance`, whose hand-off waits for it)."""
+
+    __slots__ = ("armed", "fired", "written")
+
+    def __init__(self, armed: _Armed, fired: ReminderFired, written: threading.Event | None):
+        self.armed = armed
+        self.fired = fired
+        self.written = written
 
 
 class ReminderService:
@@ -138,51 +180,84 @@ class ReminderService:
 
     Created by the system on first use (`ActorSystem.reminders`); `ReminderFacet` is the
     per-actor view of it.
+
+    Args:
+        system: the actor system whose virtual actors the reminders belong to.
+        store: where reminders live.
+        node: this node among the nodes sharing the store (claims, fencing, leases).
+        horizon: reminders due within this much time are kept armed in the scheduler.
+        batch: the most fires recorded (or acknowledged) in one transaction, and the page size
+            of loads.
+        max_in_flight: the most fires of one actor that are delivered but not yet handled;
+            more due fires of that actor wait, unrecorded, until it catches up.
+        ack_timeout: a fire not acknowledged this long after delivery is delivered again.
+        retry_delay, max_retry_delay: the backoff for work that failed on the store.
     """
 
     def __init__(
         self,
         system: ActorSystem,
         store: ReminderStore,
+        node: ClusterNode,
         *,
         horizon: Duration = "30s",
         batch: int = 1000,
+        max_in_flight: int = 1000,
         ack_timeout: Duration = "60s",
         retry_delay: Duration = "1s",
         max_retry_delay: Duration = "60s",
     ) -> None:
         self._system = system
         self._store = store
+        self._node = node
         self._clock = system.clock
         self._scheduler = system.scheduler
         self._horizon = positive_duration(horizon).total_seconds()
-        self._batch = batch
+        self._batch = _positive_int(batch, "batch")
+        self._max_in_flight = _positive_int(max_in_flight, "max_in_flight")
         self._ack_timeout = positive_duration(ack_timeout).total_seconds()
         self._retry_delay = positive_duration(retry_delay).total_seconds()
         self._max_retry_delay = positive_duration(max_retry_delay).total_seconds()
-        self._node = system.node_id
-        self._cluster = system.cluster
-        self._lease = system.lease.total_seconds()
-        self._poll_interval = system.poll_interval.total_seconds()
+        # Guards the armed reminders, the in-flight counts and the activation queues. Never held
+        # while the store is used: senders, the scheduler and metrics take it.
         self._lock = threading.RLock()
         self._armed: dict[ReminderKey, _Armed] = {}
+        self._in_flight: dict[str, int] = {}
+        self._parked: dict[str, deque[_Armed]] = {}
+        self._activating: dict[str, list[tuple[_Armed, ReminderFired]]] = {}
         self._served: set[str] = set()
         self._loader: ScheduledCall | None = None
         self._load_failures = 0
-        self._cluster_calls: list[ScheduledCall] = []
+        # One lock per stripe of actors orders a registration's store write and its arming
+        # against another registration of the same actor, without holding `_lock` over I/O.
+        self._register_locks = [threading.Lock() for _ in range(_REGISTER_STRIPES)]
         self._fires = system._metrics.counter("reminder.fires")
         self._failures = system._metrics.counter("reminder.failures")
         self._tardiness = system._metrics.histogram("reminder.tardiness")
         self._firing = True  # False once shutdown began: no new fires, acknowledgements still land
         self._closed = False
-        self._work: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
-        self._worker = threading.Thread(
-            target=self._serve_work, name=f"{system.name}-reminders", daemon=True
+        # The fire pipeline: due reminders and handled fires, served by one thread in batches.
+        self._queue = threading.Condition(threading.Lock())
+        self._due_queue: deque[_Armed] = deque()
+        self._acks: deque[_Ack] = deque()
+        self._barriers: list[threading.Event] = []
+        self._stopping = False
+        self._inline_due: list[_Armed] = []
+        self._firer = threading.Thread(
+            target=self._serve_fires, name=f"{system.name}-reminders", daemon=True
         )
-        self._worker.start()
-        if self._cluster:
-            self._every(self._poll_interval, self._poll)
-            self._every(self._lease / 3, self._renew)
+        # Loads, polls and lease renewals: long store work that must not hold up fires.
+        self._work: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._maintainer = threading.Thread(
+            target=self._serve_work, name=f"{system.name}-reminder-loads", daemon=True
+        )
+        # Activating a virtual actor for a fire runs its on_start: never on the fire thread.
+        self._activator = ThreadPoolExecutor(
+            max_workers=_ACTIVATION_THREADS, thread_name_prefix=f"{system.name}-activations"
+        )
+        self._firer.start()
+        self._maintainer.start()
+        node.start(poll=self._poll, run=self._maintain)
 
     # -- registration (any thread) -----------------------------------------------------------------
 
@@ -233,31 +308,28 @@ class ReminderService:
             names.add(record.key.name)
             records.append(record)
         horizon = self._clock.time() + self._horizon
-        if self._cluster:
-            # This node holds the actor (it registers from inside it): it fires what is near.
-            lease = self._lease_end()
-            records = [
-                replace(record, claimed_by=self._node, claimed_until=lease)
-                if record.due_at.timestamp() <= horizon
-                else record
-                for record in records
-            ]
-        with self._lock:
-            # Written and armed under one lock: two registrations of one name racing each other
-            # must leave memory and store holding the same one.
+        records = self._node.claim_registrations(records, horizon)
+        with self._registering(actor_type, actor_key):
+            # Written, then armed, before another registration of this actor writes: two
+            # registrations of one name racing each other leave memory and store holding the
+            # same one.
             if len(records) == 1:
                 self._store.upsert(records[0])
             elif records:
                 self._store.upsert_many(records)
-            for record in records:
-                self._disarm(record.key)
-                due = record.due_at.timestamp()
-                if due <= horizon:
-                    self._arm(record, due)
-                else:
-                    # Loaded in time by a batch load, like every reminder beyond the horizon.
-                    self._schedule_loader(due - self._horizon / 2)
+            with self._lock:
+                for record in records:
+                    self._disarm(record.key)
+                    due = record.due_at.timestamp()
+                    if due <= horizon:
+                        self._arm(record, due)
+                    else:
+                        # Loaded in time by a batch load, like every reminder beyond the horizon.
+                        self._schedule_loader(due - self._horizon / 2)
         return [_info(record) for record in records]
+
+    def _registering(self, actor_type: str, actor_key: str) -> threading.Lock:
+        return self._register_locks[hash((actor_type, actor_key)) % _REGISTER_STRIPES]
 
     def _record_for(
         self,
@@ -307,9 +379,10 @@ class ReminderService:
         """Delete a reminder; a fire of it still in the mailbox is discarded. If the store
         cannot be reached the error is raised and the reminder stays armed and stored."""
         key = ReminderKey(actor_type, actor_key, name)
-        with self._lock:
+        with self._registering(actor_type, actor_key):
             deleted = self._store.delete(key)
-            self._disarm(key)
+            with self._lock:
+                self._disarm(key)
         return deleted
 
     def get(self, actor_type: str, actor_key: str, name: str) -> ReminderInfo | None:
@@ -320,11 +393,19 @@ class ReminderService:
         return [_info(record) for record in self._store.list_actor(actor_type, actor_key)]
 
     def gauges(self) -> dict[str, float]:
-        """`reminders.armed` (in the scheduler) and `reminders.stored` (rows in the store)."""
+        """`reminders.armed` (in the scheduler), `reminders.in_flight` (delivered, not yet
+        handled), `reminders.waiting` (due, held back while their actor has `max_in_flight`
+        fires to handle) and `reminders.stored` (rows in the store)."""
         with self._lock:
             armed = float(len(self._armed))
+            in_flight = float(sum(self._in_flight.values()))
+            waiting = float(sum(len(parked) for parked in self._parked.values()))
             closed = self._closed
-        gauges = {"reminders.armed": armed}
+        gauges = {
+            "reminders.armed": armed,
+            "reminders.in_flight": in_flight,
+            "reminders.waiting": waiting,
+        }
         if not closed:
             try:
                 gauges["reminders.stored"] = float(self._store.count())
@@ -350,7 +431,7 @@ class ReminderService:
         """Fire nothing more (shutdown begins); handlers still running can acknowledge."""
         with self._lock:
             if self._closed:
-                return  # the worker is gone; nothing can be in flight
+                return  # the threads are gone; nothing can be in flight
             self._firing = False
             for armed in self._armed.values():
                 armed.cancel()
@@ -358,36 +439,56 @@ class ReminderService:
                     armed.watchdog.cancel()
             if self._loader is not None:
                 self._loader.cancel()
-            for call in self._cluster_calls:
-                call.cancel()
-        # Wait for the fire the worker may be delivering right now.
-        if self._worker is not threading.current_thread():
+        self._node.stop()
+        # Wait for the batch the fire thread may be delivering right now.
+        if self._firer is not threading.current_thread():
             drained = threading.Event()
-            self._work.put(drained.set)
+            with self._queue:
+                self._barriers.append(drained)
+                self._queue.notify()
             drained.wait()
 
     def close(self) -> None:
-        """Stop the worker and close the store. Fires recorded but not acknowledged are
-        delivered again after a restart."""
+        """Stop the threads, after writing the acknowledgements already queued, and hand this
+        node's leases over. Fires recorded but not acknowledged are delivered again after a
+        restart. The store itself belongs to the system."""
         self.stop_firing()
         with self._lock:
             if self._closed:
                 return
             self._closed = True
             self._armed.clear()
+            self._parked.clear()
+        with self._queue:
+            self._stopping = True
+            self._queue.notify()
         self._work.put(None)
-        if self._worker is not threading.current_thread():
-            self._worker.join()
-        if self._cluster:
-            # Hand everything over at once instead of after the lease.
-            try:
-                self._store.release_claims(self._node)
-                self._store.release_activations(self._node)
-            except Exception as error:
-                _log.warning("reminder.release_failed", node_id=self._node, error=repr(error))
-        self._store.close()
+        current = threading.current_thread()
+        for thread in (self._firer, self._maintainer):
+            if thread is not current:
+                thread.join()
+        self._activator.shutdown(wait=True)
+        self._node.release_all()
 
-    # -- loading -----------------------------------------------------------------------------------
+    # -- loading (maintenance thread) --------------------------------------------------------------
+
+    def _maintain(self, work: Callable[[], None]) -> None:
+        """Run store work that may take long (loads, polls, renewals) on the maintenance
+        thread; inline inside `ManualClock.advance`, so it is done when the step ends."""
+        if current_handoff() is not None:
+            work()
+        else:
+            self._work.put(work)
+
+    def _serve_work(self) -> None:
+        while True:
+            work = self._work.get()
+            if work is None:
+                return
+            try:
+                work()
+            except Exception:
+                _log.exception("reminder.work_failed")
 
     def _schedule_loader(self, when: float) -> None:
         if not self._firing:
@@ -397,7 +498,7 @@ class ReminderService:
             if self._loader.when <= when and not self._loader.cancelled:
                 return
             self._loader.cancel()
-        self._loader = self._scheduler.call_at(when, lambda: self._submit(self._load))
+        self._loader = self._scheduler.call_at(when, lambda: self._maintain(self._load))
 
     def _load(self) -> None:
         with self._lock:
@@ -427,19 +528,18 @@ class ReminderService:
                 self._schedule_loader(max(now + half, later.timestamp() - half))
 
     def _load_due(self, now: float, *, include_own: bool) -> bool:
-        """Arm every reminder due within the horizon (claimed for this node in a cluster);
-        False if firing stopped meanwhile."""
+        """Arm every reminder due within the horizon (claimed for this node in a cluster), page
+        by page in due order, so the first page fires while later ones load; False if firing
+        stopped meanwhile."""
         until_at = _at(now + self._horizon)
         after: tuple[datetime, ReminderKey] | None = None
         while True:
-            if self._cluster:
+            if self._node.enabled:
                 with self._lock:
                     served = sorted(self._served)
-                page = self._store.claim_due(
-                    self._node,
+                page = self._node.claim_due(
+                    now=now,
                     until=until_at,
-                    lease_until=_at(now + self._lease),
-                    now=_at(now),
                     limit=self._batch,
                     after=after,
                     actor_types=served,
@@ -457,77 +557,27 @@ class ReminderService:
                 return True
             after = page[-1].position
 
-    # -- the cluster (worker thread) ---------------------------------------------------------------
-
-    def _every(self, interval: float, work: Callable[[], None]) -> None:
-        """Run `work` on the worker every `interval` seconds of the system clock while firing."""
-
-        def tick() -> None:
-            self._submit(work)
-            with self._lock:
-                if self._firing:
-                    self._cluster_calls[index] = self._scheduler.call_later(interval, tick)
-
-        with self._lock:
-            index = len(self._cluster_calls)
-            self._cluster_calls.append(self._scheduler.call_later(interval, tick))
-
     def _poll(self) -> None:
         # Reminders nobody holds: registered on another node, released, or left by a node whose
         # lease ran out. Own claims are armed already (and reconciled by every horizon load).
         try:
             self._load_due(self._clock.time(), include_own=False)
         except Exception as error:
-            _log.warning("reminder.poll_failed", node_id=self._node, error=repr(error))
+            _log.warning("reminder.poll_failed", node_id=self._node.node_id, error=repr(error))
 
-    def _renew(self) -> None:
-        now = self._clock.now()
-        until = self._lease_end()
-        try:
-            self._store.renew_claims(self._node, lease_until=until, now=now)
-            self._store.renew_activations(self._node, lease_until=until, now=now)
-        except Exception as error:
-            _log.warning("reminder.renew_failed", node_id=self._node, error=repr(error))
-
-    def _lease_end(self) -> datetime:
-        return _at(self._clock.time() + self._lease)
-
-    def claim_activation(self, ref: VirtualActorRef) -> str:
-        """Take the cluster-wide activation lease of a virtual actor for this node; its
-        activation id.
-
-        Raises:
-            ActorActiveElsewhereError: another node holds the actor's activation.
-            StoreUnavailableError: the store cannot be reached.
-        """
-        activation_id = uuid.uuid4().hex
-        holder = self._store.claim_activation(
-            ref.actor_type,
-            ref.actor_key,
-            self._node,
-            activation_id=activation_id,
-            lease_until=self._lease_end(),
-            now=self._clock.now(),
-        )
-        if holder is not None:
-            raise ActorActiveElsewhereError(ref.actor_id, holder)
-        return activation_id
+    def claim_activation(self, ref: VirtualActorRef) -> str | None:
+        """Take the cluster-wide activation lease of a virtual actor (see
+        `ClusterNode.claim_activation`)."""
+        return self._node.claim_activation(ref)
 
     def release_activation(self, ref: VirtualActorRef, activation_id: str) -> None:
-        """Drop an activation lease (the activation ended); a failure is logged, and the lease
-        then simply runs out."""
-        with self._lock:
-            if self._closed:
-                return  # closing released every lease of the node
-        try:
-            self._store.release_activation(ref.actor_type, ref.actor_key, activation_id)
-        except Exception as error:
-            _log.warning(
-                "actor.activation_release_failed", actor_id=ref.actor_id, error=repr(error)
-            )
+        """Drop an activation lease (see `ClusterNode.release_activation`)."""
+        self._node.release_activation(ref, activation_id)
 
     def _backoff(self, attempt: int) -> float:
         return float(min(self._max_retry_delay, self._retry_delay * 2 ** (attempt - 1)))
+
+    # -- arming (under the lock) -------------------------------------------------------------------
 
     def _arm_record(self, record: StoredReminder) -> None:
         if record.pending_fire is not None:
@@ -550,73 +600,176 @@ class ReminderService:
             armed.cancel()
             if armed.watchdog is not None:
                 armed.watchdog.cancel()
-
-    # -- firing (worker thread, or the advancing thread on a ManualClock) --------------------------
-
-    def _submit(self, work: Callable[[], None]) -> None:
-        if current_handoff() is not None:
-            work()  # ManualClock.advance: run inline so the fire is in the mailbox on return
-        else:
-            self._work.put(work)
-
-    def _serve_work(self) -> None:
-        while True:
-            work = self._work.get()
-            if work is None:
-                return
-            try:
-                work()
-            except Exception:
-                _log.exception("reminder.work_failed")
+            self._take_off(armed)
 
     def _current(self, armed: _Armed) -> bool:
         with self._lock:
             return not self._closed and self._armed.get(armed.record.key) is armed
 
-    def _fire(self, armed: _Armed) -> None:
-        if not self._firing or not self._current(armed):
+    def _take_off(self, armed: _Armed) -> None:
+        """A delivered fire of `armed` is done (handled, lost or failed); under the lock."""
+        if not armed.in_flight:
             return
-        record = armed.record
-        if record.pending_fire is None:
+        armed.in_flight = False
+        actor = _actor_id(armed.record.key)
+        left = self._in_flight.get(actor, 1) - 1
+        if left > 0:
+            self._in_flight[actor] = left
+        else:
+            self._in_flight.pop(actor, None)
+        parked = self._parked.get(actor)
+        if parked:
+            # The actor caught up by one: the next fire that waited for it comes due now.
+            waiting = parked.popleft()
+            if not parked:
+                del self._parked[actor]
+            if self._armed.get(waiting.record.key) is waiting and self._firing:
+                self._scheduler.schedule(waiting, self._clock.time())
+
+    # -- the fire pipeline -------------------------------------------------------------------------
+
+    def _due(self, armed: _Armed) -> None:
+        """A reminder came due (scheduler thread): queue it for the next batch. Inside
+        `ManualClock.advance` the batch runs on the advancing thread at the end of the step,
+        through the same code, so the fires are in the mailboxes when the step ends."""
+        handoff = current_handoff()
+        if handoff is not None:
+            self._inline_due.append(armed)
+            handoff.defer(self._fire_inline)
+            return
+        with self._queue:
+            self._due_queue.append(armed)
+            self._queue.notify()
+
+    def _fire_inline(self) -> None:
+        while self._inline_due:
+            due = self._inline_due
+            self._inline_due = due[self._batch :]
+            self._fire_batch(due[: self._batch])
+
+    def _serve_fires(self) -> None:
+        """The fire thread: acknowledge what was handled and record and deliver what came due,
+        each in batches of whatever queued up meanwhile (up to `batch`). A lone fire is written
+        at once; under load the batches grow by themselves while the last one is written."""
+        queued = self._queue
+        while True:
+            with queued:
+                while not (self._due_queue or self._acks or self._barriers or self._stopping):
+                    queued.wait()
+                acks = _take(self._acks, self._batch)
+                due = _take(self._due_queue, self._batch)
+                barriers, self._barriers = self._barriers, []
+                stop = self._stopping and not self._acks and not self._due_queue
             try:
-                recorded = self._record(armed)
+                if acks:
+                    self._acknowledge(acks)
+                if due:
+                    self._fire_batch(due)
+            except Exception:
+                _log.exception("reminder.work_failed")
+            finally:
+                for barrier in barriers:
+                    barrier.set()
+            if stop:
+                break
+        # Closed: release any handler still waiting for its acknowledgement to be written.
+        with queued:
+            left, self._acks = list(self._acks), deque()
+        for ack in left:
+            if ack.written is not None:
+                ack.written.set()
+
+    def _fire_batch(self, batch: list[_Armed]) -> None:
+        """Record the fires of `batch` in one transaction, then deliver them."""
+        if not self._firing:
+            return
+        now = self._clock.time()
+        changes: list[FireChange] = []
+        recording: list[_Armed] = []
+        redeliver: list[_Armed] = []
+        with self._lock:
+            for armed in batch:
+                if self._closed or self._armed.get(armed.record.key) is not armed:
+                    continue  # replaced, unregistered or handed over since it came due
+                if armed.record.pending_fire is not None:
+                    redeliver.append(armed)  # recorded already: deliver it again as it is
+                    continue
+                actor = _actor_id(armed.record.key)
+                if self._in_flight.get(actor, 0) >= self._max_in_flight:
+                    # The actor has enough to handle: record nothing more for it until it
+                    # catches up (bounded memory under a flood), then this comes due again.
+                    self._parked.setdefault(actor, deque()).append(armed)
+                    continue
+                changes.append(self._plan(armed, now))
+                recording.append(armed)
+                self._in_flight[actor] = self._in_flight.get(actor, 0) + 1
+                armed.in_flight = True  # counted from here, so a batch cannot overshoot
+        results: list[StoredReminder | None] = []
+        if changes:
+            try:
+                results = self._store.record_fires(changes, now=_at(now), **self._node.fence(now))
             except Exception as error:
                 # The store is unavailable: nothing was recorded; try again after a backoff.
+                first = recording[0]
                 _log.warning(
                     "reminder.record_failed",
-                    actor_id=_actor_id(record.key),
-                    reminder=record.key.name,
+                    actor_id=_actor_id(first.record.key),
+                    reminder=first.record.key.name,
+                    reminders=len(recording),
                     error=repr(error),
-                    attempt=armed.attempt + 1,
+                    attempt=first.attempt + 1,
                 )
-                self._retry(armed)
-                return
-            if recorded is None:
-                return
-            armed.record = record = recorded
-        self._deliver(armed)
+                for armed in recording:
+                    with self._lock:
+                        self._take_off(armed)
+                    self._retry(armed)
+                recording, changes = [], []
+        for armed, change, result in zip(recording, changes, results, strict=True):
+            if result is None:
+                with self._lock:
+                    self._take_off(armed)
+                # Changed under us (re-registered, deleted, or fired elsewhere): follow the store.
+                self._rearm_from_store(armed, self._store_get(armed.record.key))
+            elif change.scheduled_at is None:
+                # Missed ticks skipped: the reminder goes on at its next tick, nothing delivered.
+                with self._lock:
+                    self._take_off(armed)
+                    if self._armed.get(armed.record.key) is armed:
+                        del self._armed[armed.record.key]
+                        self._arm_record(result)
+            else:
+                armed.record = result
+                self._deliver(armed)
+        for armed in redeliver:
+            with self._lock:
+                if armed.in_flight:
+                    continue  # its earlier delivery is still being handled
+                self._in_flight[_actor_id(armed.record.key)] = (
+                    self._in_flight.get(_actor_id(armed.record.key), 0) + 1
+                )
+                armed.in_flight = True
+            self._deliver(armed)
 
-    def _record(self, armed: _Armed) -> StoredReminder | None:
-        """Record the fire due now (or skip missed ticks); the new record, or None if nothing
-        is to be delivered."""
+    def _store_get(self, key: ReminderKey) -> StoredReminder | _Unknown | None:
+        try:
+            return self._store.get(key)
+        except Exception as error:
+            _log.warning("reminder.reload_failed", reminder=str(key), error=repr(error))
+            return _UNKNOWN
+
+    def _plan(self, armed: _Armed, now: float) -> FireChange:
+        """The change that fires `armed` now: record the fire due now (one standing for every
+        missed tick under "once"), or under "skip" move a late reminder to its next tick."""
         record = armed.record
-        now = self._clock.time()
         scheduled = record.due_at.timestamp()
         period = record.period.total_seconds() if record.period is not None else None
         late_by_more_than_a_period = period is not None and now - scheduled > period
         anchor = record.anchor_at.timestamp()
         if late_by_more_than_a_period and record.missed == "skip":
             assert period is not None
-            moved = self._store.reschedule(
-                record.key,
-                expected_fire_count=record.fire_count,
-                expected_due_at=record.due_at,
-                due_at=_at(_next_tick(anchor, period, now, strictly_after=False)),
-                now=_at(now),
-                **self._fence(now),
-            )
-            self._rearm_from_store(armed, moved or self._store.get(record.key))
-            return None
+            tick = _at_or_none(_next_tick(anchor, period, now, strictly_after=False))
+            if tick is not None:
+                return FireChange(record, scheduled_at=None, next_due_at=tick)
         following: float | None = None
         scheduled_at = record.due_at
         if late_by_more_than_a_period and record.missed == "once":
@@ -632,37 +785,13 @@ class ReminderService:
             else:
                 following = scheduled + period
         next_due_at = None if following is None else _at_or_none(following)
-        recorded = self._store.record_fire(
-            record.key,
-            expected_fire_count=record.fire_count,
-            expected_due_at=record.due_at,
-            scheduled_at=scheduled_at,
-            next_due_at=next_due_at,
-            now=_at(now),
-            **self._fence(now),
-        )
-        if recorded is None:
-            # Changed under us (re-registered, deleted, or fired elsewhere): follow the store.
-            self._rearm_from_store(armed, self._store.get(record.key))
-        return recorded
+        return FireChange(record, scheduled_at=scheduled_at, next_due_at=next_due_at)
 
-    def _fence(self, now: float) -> dict[str, Any]:
-        """In a cluster, fire only what no other node holds, and hold it while firing."""
-        if not self._cluster:
-            return {}
-        return {"node_id": self._node, "lease_until": _at(now + self._lease)}
-
-    def _held_elsewhere(self, record: StoredReminder) -> bool:
-        return (
-            self._cluster
-            and record.claimed_by is not None
-            and record.claimed_by != self._node
-            and record.claimed_until is not None
-            and record.claimed_until.timestamp() >= self._clock.time()
-        )
-
-    def _rearm_from_store(self, armed: _Armed, record: StoredReminder | None) -> None:
-        if record is not None and self._held_elsewhere(record):
+    def _rearm_from_store(self, armed: _Armed, record: StoredReminder | _Unknown | None) -> None:
+        if isinstance(record, _Unknown):
+            self._retry(armed)  # the store is unavailable: look again later
+            return
+        if record is not None and self._node.held_elsewhere(record):
             # Another node took it over (our lease ran out): it is that node's to fire now.
             _log.info(
                 "reminder.taken_over",
@@ -703,50 +832,99 @@ class ReminderService:
             armed.watchdog = self._scheduler.call_at(
                 self._clock.time() + self._ack_timeout, lambda: self._lost(armed, fired)
             )
+        handoff = current_handoff() is not None
+        try:
+            delivered = self._system._deliver_if_active(
+                ref, fired, guard=lambda: self._current(armed), done=self._done(armed, fired)
+            )
+        except Exception as error:
+            self._delivery_failed(armed, fired, ref, error)
+            return
+        if delivered:
+            return
+        if handoff:
+            # Inside ManualClock.advance: activate here, so the fire is in the mailbox when the
+            # step ends.
+            self._activate_and_deliver(armed, fired, ref)
+            return
+        # The actor is not active (or is activating or closing): activate it on an activation
+        # thread, so a slow on_start holds up only this actor's fires. Fires for a key whose
+        # activation is under way queue behind it, in order.
+        with self._lock:
+            waiting = self._activating.get(ref.actor_id)
+            if waiting is not None:
+                waiting.append((armed, fired))
+                return
+            self._activating[ref.actor_id] = [(armed, fired)]
+        try:
+            self._activator.submit(self._activate_queued, ref)
+        except RuntimeError as error:  # the pool is shut down: the system is closing
+            with self._lock:
+                queued = self._activating.pop(ref.actor_id, [])
+            for queued_armed, queued_fired in queued:
+                self._delivery_failed(queued_armed, queued_fired, ref, error)
+
+    def _activate_queued(self, ref: VirtualActorRef) -> None:
+        """On an activation thread: deliver every fire queued for `ref`, activating it first."""
+        while True:
+            with self._lock:
+                queued = self._activating.get(ref.actor_id)
+                if not queued:
+                    self._activating.pop(ref.actor_id, None)
+                    return
+                self._activating[ref.actor_id] = []
+            for armed, fired in queued:
+                self._activate_and_deliver(armed, fired, ref)
+
+    def _activate_and_deliver(
+        self, armed: _Armed, fired: ReminderFired, ref: VirtualActorRef
+    ) -> None:
         try:
             self._system._deliver_virtual(
-                ref,
-                fired,
-                guard=lambda: self._current(armed),
-                done=lambda error: self._handled(armed, fired, error),
+                ref, fired, guard=lambda: self._current(armed), done=self._done(armed, fired)
             )
-        except ActorActiveElsewhereError as error:
-            # The node holding the actor fires its reminders: hand this one over.
-            _log.info(
-                "reminder.handed_over",
-                actor_id=ref.actor_id,
-                reminder=record.key.name,
-                to=error.node_id,
-            )
-            with self._lock:
-                if self._armed.get(record.key) is armed:
-                    self._disarm(record.key)
-            try:
-                self._store.release_claims(self._node, [record.key])
-            except Exception as release_error:
-                # The claim then runs out after the lease, and the holder takes it.
-                _log.warning(
-                    "reminder.release_failed",
-                    actor_id=_actor_id(record.key),
-                    reminder=record.key.name,
-                    error=repr(release_error),
-                )
         except Exception as error:
-            # Activation failed (its on_start raised) or the system is closing: try again later.
-            _log.warning(
-                "reminder.delivery_failed",
-                actor_id=ref.actor_id,
-                reminder=record.key.name,
-                fire_count=fired.fire_count,
-                error=repr(error),
-            )
-            self._retry(armed)
+            self._delivery_failed(armed, fired, ref, error)
+
+    def _delivery_failed(
+        self, armed: _Armed, fired: ReminderFired, ref: VirtualActorRef, error: Exception
+    ) -> None:
+        with self._lock:
+            self._take_off(armed)
+        if isinstance(error, ActorActiveElsewhereError):
+            # The node holding the actor fires its reminders: hand this one over.
+            with self._lock:
+                if self._armed.get(armed.record.key) is armed:
+                    self._disarm(armed.record.key)
+            self._node.hand_over(armed.record.key, error.node_id)
+            return
+        # Activation failed (its on_start raised) or the system is closing: try again later.
+        _log.warning(
+            "reminder.delivery_failed",
+            actor_id=ref.actor_id,
+            reminder=armed.record.key.name,
+            fire_count=fired.fire_count,
+            error=repr(error),
+        )
+        self._retry(armed)
+
+    def _done(self, armed: _Armed, fired: ReminderFired) -> Callable[[BaseException | None], None]:
+        # A fire delivered inside ManualClock.advance is acknowledged before its hand-off is
+        # released, so the next tick is armed before time moves on.
+        wait = current_handoff() is not None
+        return lambda error: self._handled(armed, fired, error, wait)
 
     def _lost(self, armed: _Armed, fired: ReminderFired) -> None:
         # On the scheduler thread: the fire was never acknowledged (its activation died with it
         # in the mailbox, or the handler is very slow). Deliver it again: at-least-once.
-        if not self._current(armed) or armed.record.pending_fire != fired.fire_count:
-            return
+        with self._lock:
+            if (
+                self._closed
+                or self._armed.get(armed.record.key) is not armed
+                or armed.record.pending_fire != fired.fire_count
+            ):
+                return
+            self._take_off(armed)
         _log.warning(
             "reminder.ack_timeout",
             actor_id=_actor_id(armed.record.key),
@@ -755,15 +933,22 @@ class ReminderService:
             fire_count=fired.fire_count,
             waited_s=self._ack_timeout,
         )
-        self._submit(armed._fire)
+        self._due(armed)
 
-    def _handled(self, armed: _Armed, fired: ReminderFired, error: BaseException | None) -> None:
-        # On the actor's thread, after its handler.
-        if not self._current(armed):
-            return  # replaced or unregistered meanwhile: that registration owns the row now
-        if armed.watchdog is not None:
-            armed.watchdog.cancel()
-            armed.watchdog = None
+    def _handled(
+        self, armed: _Armed, fired: ReminderFired, error: BaseException | None, wait: bool
+    ) -> None:
+        # On the actor's thread, after its handler: queue the acknowledgement for the fire
+        # thread, which writes every one queued meanwhile in one transaction.
+        with self._lock:
+            current = not self._closed and self._armed.get(armed.record.key) is armed
+            if not current or armed.record.pending_fire != fired.fire_count:
+                return  # replaced or unregistered meanwhile: that registration owns the row now
+            if armed.watchdog is not None:
+                armed.watchdog.cancel()
+                armed.watchdog = None
+            if error is not None:
+                self._take_off(armed)
         if error is not None:
             self._failures.add()
             _log.error(
@@ -776,55 +961,97 @@ class ReminderService:
             )
             self._retry(armed)
             return
-        self._acknowledge(armed, fired)
+        ack = _Ack(armed, fired, threading.Event() if wait else None)
+        with self._queue:
+            if self._stopping and not self._firer.is_alive():
+                return  # closed: delivered again after a restart
+            self._acks.append(ack)
+            self._queue.notify()
+        if ack.written is not None:
+            ack.written.wait(self._ack_timeout)
 
-    def _acknowledge(self, armed: _Armed, fired: ReminderFired) -> None:
-        # On the actor's thread first, then on the worker while the store is unavailable.
-        if not self._current(armed):
-            return
-        record = armed.record
+    def _acknowledge(self, acks: list[_Ack]) -> None:
+        """On the fire thread: write a batch of acknowledgements in one transaction, then arm
+        each reminder's next tick."""
+        current: list[_Ack] = []
+        seen: set[ReminderKey] = set()
+        with self._lock:
+            for ack in acks:
+                armed = ack.armed
+                key = armed.record.key
+                if (
+                    self._closed
+                    or self._armed.get(key) is not armed
+                    or armed.record.pending_fire != ack.fired.fire_count
+                    or key in seen  # the same fire handled twice (redelivered): one ack
+                ):
+                    continue
+                seen.add(key)
+                current.append(ack)
         try:
-            self._store.acknowledge(
-                record.key, fired.fire_count, now=self._clock.now(), scheduled_at=fired.scheduled_at
-            )
+            if current:
+                self._store.acknowledge_fires(
+                    [ack.armed.record for ack in current], now=self._clock.now()
+                )
         except Exception as error:
             # Handled but not acknowledged: acknowledge later, never fire again meanwhile.
-            armed.attempt += 1
-            delay = self._backoff(armed.attempt)
+            first = current[0]
             _log.warning(
                 "reminder.ack_failed",
-                actor_id=_actor_id(record.key),
-                reminder=record.key.name,
-                fire_count=fired.fire_count,
+                actor_id=_actor_id(first.armed.record.key),
+                reminder=first.armed.record.key.name,
+                fire_count=first.fired.fire_count,
+                reminders=len(current),
                 error=repr(error),
-                retry_in_s=delay,
+                retry_in_s=self._backoff(first.armed.attempt + 1),
+            )
+            for ack in current:
+                self._ack_later(ack)
+            for ack in acks:
+                if ack.written is not None:
+                    ack.written.set()
+            return
+        now = self._clock.time()
+        for ack in current:
+            armed, fired = ack.armed, ack.fired
+            armed.attempt = 0
+            tardiness = now - fired.scheduled_at.timestamp()
+            self._fires.add()
+            self._tardiness.observe(tardiness)
+            _log.debug(
+                "reminder.fired",
+                actor_id=_actor_id(armed.record.key),
+                facet="reminder",
+                reminder=fired.reminder_name,
+                fire_count=fired.fire_count,
+                lateness_ms=round(tardiness * 1000, 3),
             )
             with self._lock:
-                if self._armed.get(record.key) is armed and self._firing:
-                    self._scheduler.call_later(
-                        delay, lambda: self._submit(lambda: self._acknowledge(armed, fired))
-                    )
-            return
-        armed.attempt = 0
-        tardiness = self._clock.time() - fired.scheduled_at.timestamp()
-        self._fires.add()
-        self._tardiness.observe(tardiness)
-        _log.debug(
-            "reminder.fired",
-            actor_id=_actor_id(record.key),
-            facet="reminder",
-            reminder=fired.reminder_name,
-            fire_count=fired.fire_count,
-            lateness_ms=round(tardiness * 1000, 3),
-        )
+                self._take_off(armed)
+                record = armed.record
+                if self._armed.get(record.key) is not armed:
+                    continue
+                del self._armed[record.key]
+                if not record.finished:
+                    self._arm(_replace_pending(record), record.due_at.timestamp())
+        for ack in acks:
+            if ack.written is not None:
+                ack.written.set()
+
+    def _ack_later(self, ack: _Ack) -> None:
+        armed = ack.armed
+        armed.attempt += 1
+        delay = self._backoff(armed.attempt)
+        retry = _Ack(armed, ack.fired, None)
+
+        def again() -> None:
+            with self._queue:
+                self._acks.append(retry)
+                self._queue.notify()
+
         with self._lock:
-            if self._armed.get(record.key) is not armed:
-                return
-            del self._armed[record.key]
-            if not record.finished:
-                following = record.due_at
-                cleared = _replace_pending(record)
-                self._arm(cleared, following.timestamp())
+            if self._armed.get(armed.record.key) is armed and self._firing:
+                self._scheduler.call_later(delay, again)
 
     def _retry(self, armed: _Armed) -> None:
         armed.attempt += 1
@@ -887,6 +1114,20 @@ def _next_tick(anchor: float, period: float, now: float, *, strictly_after: bool
     if strictly_after and when <= now:
         when += period
     return when
+
+
+def _positive_int(value: int, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{what} {value!r} must be an int of at least 1")
+    return value
+
+
+def _take(queued: deque[Any], limit: int) -> list[Any]:
+    if len(queued) <= limit:
+        taken = list(queued)
+        queued.clear()
+        return taken
+    return [queued.popleft() for _ in range(limit)]
 
 
 def _replace_pending(record: StoredReminder) -> StoredReminder:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
-import socket
 import threading
 import time
 import uuid
@@ -21,6 +19,7 @@ from pykka._envelope import Envelope
 
 from ._actor import Actor, Done, _Cell, _Slot
 from ._clock import Clock, SystemClock
+from ._cluster import ClusterNode, resolve_node_id
 from ._context import FacetService
 from ._duration import Duration, parse_duration, positive_duration
 from ._errors import (
@@ -38,7 +37,7 @@ from ._scheduler import Scheduler
 
 if TYPE_CHECKING:
     from ._reminders import ReminderService
-    from ._store import UndecodableReminder
+    from ._store import ReminderStore, UndecodableReminder
 
 __all__ = ["STORAGE_URL_ENV", "ActorSystem"]
 
@@ -88,6 +87,13 @@ class ActorSystem:
             each virtual actor it activates, so an actor is active on one node at a time.
         poll_interval: in a cluster, how often to look for reminders to take over (registered
             elsewhere, released, or left by a node that died). Runs on the system's clock.
+        max_reminders_in_flight: the most reminder fires of one actor that are delivered and not
+            yet handled. Further fires of that actor that come due wait, unrecorded, until it
+            catches up, so a flood of due reminders for a slow actor does not grow memory.
+        store: the `ReminderStore` to keep reminders in, instead of opening one on
+            `storage_url` (pass one or the other). The system uses it as it is and never closes
+            it: its owner does. With `cluster=None` a store on SQLite (or any store that is not
+            a `SqlReminderStore`) is taken as this process's own, any other as shared.
 
     Use it as a context manager, or call `shutdown()`: actor threads are not daemons.
     """
@@ -102,6 +108,8 @@ class ActorSystem:
         name: str = "plexspaces",
         cluster: bool | None = None,
         poll_interval: Duration = "1s",
+        max_reminders_in_flight: int = 1000,
+        store: ReminderStore | None = None,
     ) -> None:
         if clock is not None and not isinstance(clock, Clock):
             raise TypeError(
@@ -109,8 +117,11 @@ class ActorSystem:
             )
         ensure_logging_configured()
         self.clock: Clock = clock if clock is not None else SystemClock()
-        self.storage_url: str = _resolve_storage_url(storage_url)
-        self.node_id: str = _resolve_node_id(node_id, self.storage_url)
+        self._given_store = _check_store(store, storage_url)
+        self.storage_url: str = (
+            _resolve_storage_url(storage_url) if store is None else _store_url(store)
+        )
+        self.node_id: str = resolve_node_id(node_id, self.storage_url)
         try:
             self.lease: timedelta = positive_duration(lease)
         except ValueError as error:
@@ -121,7 +132,18 @@ class ActorSystem:
             raise ValueError(f"poll_interval: {error}") from None
         if cluster is not None and not isinstance(cluster, bool):
             raise TypeError(f"cluster {cluster!r} must be True, False or None")
-        self.cluster: bool = cluster if cluster is not None else not _is_sqlite(self.storage_url)
+        if cluster is None:
+            cluster = bool(self.storage_url) and not _is_sqlite(self.storage_url)
+        self.cluster: bool = cluster
+        if (
+            isinstance(max_reminders_in_flight, bool)
+            or not isinstance(max_reminders_in_flight, int)
+            or max_reminders_in_flight < 1
+        ):
+            raise ValueError(
+                f"max_reminders_in_flight {max_reminders_in_flight!r} must be an int of at least 1"
+            )
+        self._max_reminders_in_flight = max_reminders_in_flight
         self.name = name
         self.log = _log.bind(system=name, node_id=self.node_id)
         self.facet_service = FacetService(self)
@@ -136,6 +158,8 @@ class ActorSystem:
         self._virtual_types: dict[str, type[Actor]] = {}
         self._virtual_arguments: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {}
         self._reminder_service: ReminderService | None = None
+        self._store: ReminderStore | None = None
+        self._node: ClusterNode | None = None
         self._reminders_lock = threading.Lock()
         self._slots: dict[str, _Slot] = {}
         # Actor threads inside a shutdown() call of their own; no shutdown waits for them.
@@ -233,6 +257,7 @@ class ActorSystem:
         if (
             self._reminder_service is not None
             or self.cluster
+            or self._given_store is not None
             or _store_may_hold_data(self.storage_url)
         ):
             self.reminders.serve_type(type_name)
@@ -262,14 +287,31 @@ class ActorSystem:
 
     @property
     def reminders(self) -> ReminderService:
-        """The durable reminder service, opened on first use on `storage_url`."""
+        """The durable reminder service, opened on first use (with the store, on `storage_url`
+        unless a store was handed in, and this node of the cluster)."""
         with self._reminders_lock:
             if self._reminder_service is None:
                 self._check_open()
                 from ._reminders import ReminderService
-                from ._sql_store import SqlReminderStore
 
-                service = ReminderService(self, SqlReminderStore(self.storage_url))
+                store = self._given_store
+                if store is None:
+                    from ._sql_store import SqlReminderStore
+
+                    store = SqlReminderStore(self.storage_url)
+                self._store = store
+                self._node = ClusterNode(
+                    store,
+                    self.clock,
+                    self.scheduler,
+                    node_id=self.node_id,
+                    lease=self.lease,
+                    poll_interval=self.poll_interval,
+                    enabled=self.cluster,
+                )
+                service = ReminderService(
+                    self, store, self._node, max_in_flight=self._max_reminders_in_flight
+                )
                 for type_name in self.virtual_types():
                     service.serve_type(type_name)
                 self._reminder_service = service
@@ -289,6 +331,24 @@ class ActorSystem:
                 raise pykka.ActorDeadError(f"actor {ref.actor_id!r} stopped")
 
         self._route(ref, send)
+
+    def _deliver_if_active(
+        self, ref: VirtualActorRef, message: Any, *, guard: Callable[[], bool], done: Done
+    ) -> bool:
+        """Deliver a runtime message to the live activation of `ref` without waiting for
+        anything: False (nothing sent) when the key has no live activation, or its lock is held
+        (it is being activated or closed). The caller then uses `_deliver_virtual` on a thread
+        that may wait."""
+        slot = self._slots.get(ref.actor_id)
+        if slot is None or not slot.lock.acquire(blocking=False):
+            return False
+        try:
+            cell = slot.cell
+            if slot.removed or cell is None or not cell.actor_ref.is_alive():
+                return False
+            return cell.deliver(message, guard, done)
+        finally:
+            slot.lock.release()
 
     def _slot(self, ref: VirtualActorRef) -> _Slot:
         with self._lock:
@@ -379,9 +439,9 @@ class ActorSystem:
 
     def _release_activation(self, slot: _Slot) -> None:
         activation_id, slot.activation_id = slot.activation_id, None
-        service = self._reminder_service
-        if activation_id is not None and service is not None:
-            service.release_activation(slot.ref, activation_id)
+        node = self._node
+        if activation_id is not None and node is not None:
+            node.release_activation(slot.ref, activation_id)
 
     def _revive(self, slot: _Slot) -> None:
         """Start the next activation of a key whose last one ended with messages kept for it."""
@@ -516,6 +576,8 @@ class ActorSystem:
             self._closed = True
         if self._reminder_service is not None:
             self._reminder_service.close()
+        if self._store is not None and self._given_store is None:
+            self._store.close()  # a store handed in belongs to its owner
         self.scheduler.close()
         self.log.debug("system.shut_down", actors=actors)
 
@@ -651,11 +713,26 @@ def _resolve_storage_url(storage_url: str | None) -> str:
     return storage_url
 
 
-def _resolve_node_id(node_id: str | None, storage_url: str) -> str:
-    if node_id is None:
-        host = socket.gethostname()
-        digest = hashlib.sha256(f"{host}\0{storage_url}".encode()).hexdigest()[:8]
-        return f"{host}-{digest}"
-    if not isinstance(node_id, str) or not node_id.strip():
-        raise ValueError(f"node_id {node_id!r} must be a non-empty string")
-    return node_id
+def _check_store(store: ReminderStore | None, storage_url: str | None) -> ReminderStore | None:
+    if store is None:
+        return None
+    from ._store import ReminderStore
+
+    if not isinstance(store, ReminderStore):
+        raise TypeError(f"store {store!r} must be a plexspaces ReminderStore")
+    if storage_url is not None:
+        raise ValueError(
+            f"pass storage_url {storage_url!r} or a store, not both: a store handed in "
+            "already names its database"
+        )
+    return store
+
+
+def _store_url(store: ReminderStore) -> str:
+    """The URL of a SQL store handed in (password included, as `storage_url` would hold it);
+    empty for another kind of store."""
+    from ._sql_store import SqlReminderStore
+
+    if isinstance(store, SqlReminderStore):
+        return store.engine.url.render_as_string(hide_password=False)
+    return ""

@@ -49,7 +49,8 @@ def make_actor_system(tmp_path: Path) -> Iterator[Callable[..., ActorSystem]]:
     threads_before = set(threading.enumerate())
 
     def make(**kwargs: Any) -> ActorSystem:
-        kwargs.setdefault("storage_url", f"sqlite:///{tmp_path / 'plexspaces.db'}")
+        if kwargs.get("store") is None:
+            kwargs.setdefault("storage_url", f"sqlite:///{tmp_path / 'plexspaces.db'}")
         system = ActorSystem(**kwargs)
         systems.append(system)
         return system
