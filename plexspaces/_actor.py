@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import queue
 import threading
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import pykka
 import structlog
-from pykka._envelope import Envelope
-from pykka.messages import _ActorStop
 
+from . import _pykka
 from ._clock import current_handoff
 from ._context import ActorContext
 from ._errors import (
@@ -174,10 +172,10 @@ class _Slot:
         self.retiring: _Cell | None = None
         self.removed = False
         # Envelopes kept for the next activation: queued behind a failure, or sent from on_stop.
-        self.pending: list[Envelope[Any]] = []
+        self.pending: list[_pykka.Envelope[Any]] = []
 
 
-class _Cell(pykka.ThreadingActor):
+class _Cell(_pykka.FailureHookActor):
     """The pykka actor hosting one user `Actor`: mailbox, thread, facet registry, lifecycle."""
 
     def __init__(
@@ -232,7 +230,7 @@ class _Cell(pykka.ThreadingActor):
         self._terminate()
         self.log.debug("actor.stopped")
 
-    def _handle_failure(
+    def on_unhandled_failure(
         self,
         exc_type: type[BaseException] | None,
         exc_value: BaseException | None,
@@ -240,25 +238,23 @@ class _Cell(pykka.ThreadingActor):
     ) -> None:
         # Replaces pykka's stdlib logging with one structured event bound to the actor id, and
         # releases everything the actor holds (facets, timers, its id) on every way out.
-        pykka.ActorRegistry.unregister(self.actor_ref)
+        _pykka.unregister(self.actor_ref)
         slot = self.slot
         if slot is None or not self.started.is_set():
             # (A virtual actor failing in on_start has nothing queued: the thread activating it
             # holds the key's lock until on_start is over.)
-            self.actor_stopped.set()
+            _pykka.mark_stopped(self)
         else:
             # A virtual actor's ref accepted the messages queued behind the failing one: close
             # the gate and keep them for the next activation instead of letting pykka drop them.
             with slot.lock:
-                self.actor_stopped.set()
+                _pykka.mark_stopped(self)
                 if slot.cell is self:
                     slot.cell = None
                     slot.retiring = self
-                while not self.actor_inbox.empty():
-                    envelope = self.actor_inbox.get()
-                    if isinstance(envelope.message, _ActorStop):
-                        if envelope.reply_to is not None:
-                            envelope.reply_to.set(None)
+                for envelope in _pykka.drain_inbox(self):
+                    if _pykka.is_stop_request(envelope):
+                        _pykka.answer_stop(envelope)
                     else:
                         slot.pending.append(envelope)
         event = "actor.failed" if self.started.is_set() else "actor.start_failed"
@@ -290,9 +286,8 @@ class _Cell(pykka.ThreadingActor):
             self.system._revive(self.slot)
 
     def mailbox_depth(self) -> int:
-        """Messages waiting in the mailbox (a ThreadingActor's inbox is a `queue.Queue`)."""
-        inbox = cast("queue.Queue[Any]", self.actor_inbox)
-        return inbox.qsize()
+        """Messages waiting in the mailbox."""
+        return _pykka.inbox_size(self)
 
     # -- messages (actor thread) -------------------------------------------------------------------
 

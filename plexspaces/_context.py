@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
+from . import _pykka
 from ._errors import ActorNotFoundError
 
 if TYPE_CHECKING:
@@ -93,7 +94,7 @@ class ActorContext:
         cell = self._cell
         if cell.slot is not None:
             return self.system._deactivate(cell, only_if_idle=if_idle)
-        if (if_idle and not cell.actor_inbox.empty()) or not cell.actor_ref.is_alive():
+        if (if_idle and not _pykka.inbox_empty(cell)) or not cell.actor_ref.is_alive():
             return False
         cell.actor_ref.stop(block=False)
         return True

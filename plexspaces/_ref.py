@@ -8,8 +8,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import pykka
-from pykka._envelope import Envelope
 
+from . import _pykka
 from ._duration import Duration, duration_seconds
 from ._errors import ActorStoppedError, AskTimeoutError, PlexSpacesError
 
@@ -177,7 +177,7 @@ class VirtualActorRef(ActorRef):
 
     def tell(self, message: Any) -> None:
         self._system._route(
-            self, lambda cell: cell.actor_ref.tell(message), stash=lambda: Envelope(message)
+            self, lambda cell: cell.actor_ref.tell(message), stash=lambda: _pykka.Envelope(message)
         )
 
     def ask(self, message: Any, timeout: Duration | None = DEFAULT_ASK_TIMEOUT) -> Any:

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import pykka
 import structlog
-from pykka._envelope import Envelope
 
+from . import _pykka
 from ._actor import Actor, Done, _Cell, _Slot
 from ._clock import Clock, SystemClock
 from ._cluster import ClusterNode, resolve_node_id
@@ -363,7 +363,7 @@ class ActorSystem:
         ref: VirtualActorRef,
         send: Callable[[_Cell], T],
         *,
-        stash: Callable[[], Envelope[Any]] | None = None,
+        stash: Callable[[], _pykka.Envelope[Any]] | None = None,
         timeout: float | None = None,
     ) -> T | None:
         """Run `send(cell)` on the live activation of `ref`, activating it first if needed.
@@ -434,7 +434,7 @@ class ActorSystem:
         # on_stop) go first, in their order, before anything sent from now on.
         pending, slot.pending = slot.pending, []
         for envelope in pending:
-            cell.actor_inbox.put(envelope)
+            _pykka.requeue(cell, envelope)
         return cell
 
     def _release_activation(self, slot: _Slot) -> None:
@@ -482,7 +482,7 @@ class ActorSystem:
         with slot.lock:
             if slot.cell is not cell or not cell.actor_ref.is_alive():
                 return False
-            if only_if_idle and not cell.actor_inbox.empty():
+            if only_if_idle and not _pykka.inbox_empty(cell):
                 return False
             slot.cell = None
             slot.retiring = cell
