@@ -242,6 +242,7 @@ class ReminderService:
         self._acks: deque[_Ack] = deque()
         self._barriers: list[threading.Event] = []
         self._stopping = False
+        self._drained = False  # the fire thread has ended: no acknowledgement is written now
         self._inline_due: list[_Armed] = []
         self._firer = threading.Thread(
             target=self._serve_fires, name=f"{system.name}-reminders", daemon=True
@@ -603,8 +604,9 @@ class ReminderService:
             self._take_off(armed)
 
     def _current(self, armed: _Armed) -> bool:
-        with self._lock:
-            return not self._closed and self._armed.get(armed.record.key) is armed
+        # Runs on an actor's thread before every fire it handles: one dict read, atomic on its
+        # own, needs no lock (a change racing it is caught again when the fire is acknowledged).
+        return not self._closed and self._armed.get(armed.record.key) is armed
 
     def _take_off(self, armed: _Armed) -> None:
         """A delivered fire of `armed` is done (handled, lost or failed); under the lock."""
@@ -674,6 +676,7 @@ class ReminderService:
                 break
         # Closed: release any handler still waiting for its acknowledgement to be written.
         with queued:
+            self._drained = True
             left, self._acks = list(self._acks), deque()
         for ack in left:
             if ack.written is not None:
@@ -963,7 +966,7 @@ class ReminderService:
             return
         ack = _Ack(armed, fired, threading.Event() if wait else None)
         with self._queue:
-            if self._stopping and not self._firer.is_alive():
+            if self._drained:
                 return  # closed: delivered again after a restart
             self._acks.append(ack)
             self._queue.notify()

@@ -13,7 +13,8 @@ become underscores, and every metric carries the labels `system` and `node`:
 - latency histograms in seconds (`plexspaces_timer_lateness_seconds`,
   `plexspaces_reminder_tardiness_seconds`) with the buckets of `plexspaces.LATENCY_BUCKETS`;
 - gauges (`plexspaces_actors`, `plexspaces_timer_armed`, `plexspaces_reminders_armed`,
-  `plexspaces_reminders_in_flight`, `plexspaces_reminders_stored`, ...) and `plexspaces_mailbox_depth{actor_type=...}`.
+  `plexspaces_reminders_in_flight`, `plexspaces_reminders_stored`, ...) and
+  `plexspaces_mailbox_depth{actor_type=...}`.
 """
 
 from __future__ import annotations
