@@ -267,7 +267,7 @@ class ActorSystem:
             if self._reminder_service is None:
                 self._check_open()
                 from ._reminders import ReminderService
-                from ._sql_store import SqlReminderStore
+                from ._store import SqlReminderStore
 
                 service = ReminderService(self, SqlReminderStore(self.storage_url))
                 for type_name in self.virtual_types():

@@ -52,10 +52,11 @@ from . import __version__
 from ._clock import SystemClock
 from ._duration import parse_duration
 from ._errors import PlexSpacesError
-from ._sql_store import SCHEMA_VERSION, SqlReminderStore
 from ._store import (
+    SCHEMA_VERSION,
     NodeLeases,
     ReminderKey,
+    SqlReminderStore,
     StoredReminder,
     UndecodableReminder,
     encode_payload,

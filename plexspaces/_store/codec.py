@@ -1,16 +1,31 @@
 """How the reminder store writes records down, and reads them back.
 
 A payload is stored as JSON text, strictly both ways: `encode_payload` refuses what would not come
-back as it went in, and `decode_payload` refuses what `encode_payload` would have refused.
+back as it went in, and `decode_payload` refuses what `encode_payload` would have refused. A record
+is one row of the reminder table (`_row_values`, `_decode_row`): the key, times in microseconds,
+the payload as JSON text. A row that does not decode into a record `validate_reminder` accepts
+becomes an `UndecodableReminder`, never an exception.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from typing import Any, Final
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Final
 
-from .records import ReminderKey
+from .records import (
+    _ONE_MICROSECOND,
+    ReminderKey,
+    StoredReminder,
+    UndecodableReminder,
+    from_micros,
+    to_micros,
+    validate_reminder,
+)
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import RowMapping
 
 __all__ = ["decode_payload", "encode_payload"]
 
@@ -94,3 +109,76 @@ def _find_non_json(payload: Any) -> str | None:
         else:
             return f"{path} is {value!r} of type {type(value).__name__}"
     return None
+
+
+# -- rows ----------------------------------------------------------------------------------------
+
+
+def _row_values(record: StoredReminder, payload: str) -> dict[str, Any]:
+    def micros(value: datetime | None) -> int | None:
+        return None if value is None else to_micros(value)
+
+    return {
+        "actor_type": record.key.actor_type,
+        "actor_key": record.key.actor_key,
+        "name": record.key.name,
+        "due_us": to_micros(record.due_at),
+        "anchor_us": to_micros(record.anchor_at),
+        "period_us": None if record.period is None else record.period // _ONE_MICROSECOND,
+        "max_count": record.max_count,
+        "fire_count": record.fire_count,
+        "missed": record.missed,
+        "payload": payload,
+        "pending_fire": record.pending_fire,
+        "pending_scheduled_us": micros(record.pending_scheduled_at),
+        "finished": record.finished,
+        "claimed_by": record.claimed_by,
+        "claimed_until_us": micros(record.claimed_until),
+        "created_us": to_micros(record.created_at),
+        "updated_us": to_micros(record.updated_at),
+    }
+
+
+def _decode_row(row: RowMapping) -> StoredReminder | UndecodableReminder:
+    key = ReminderKey(str(row["actor_type"]), str(row["actor_key"]), str(row["name"]))
+
+    def time(column: str) -> datetime:
+        try:
+            return from_micros(row[column])
+        except ValueError as error:
+            raise ValueError(f"{column}: {error}") from None
+
+    def optional_time(column: str) -> datetime | None:
+        return None if row[column] is None else time(column)
+
+    try:
+        period_us = row["period_us"]
+        if period_us is not None and (
+            isinstance(period_us, bool) or not isinstance(period_us, int) or period_us <= 0
+        ):
+            raise ValueError(f"period_us {period_us!r} is not a positive number of microseconds")
+        try:
+            payload = decode_payload(row["payload"])
+        except ValueError as error:
+            raise ValueError(f"payload is not valid JSON: {error}") from None
+        record = StoredReminder(
+            key=key,
+            due_at=time("due_us"),
+            anchor_at=time("anchor_us"),
+            period=None if period_us is None else timedelta(microseconds=period_us),
+            max_count=row["max_count"],
+            fire_count=row["fire_count"],
+            missed=row["missed"],
+            payload=payload,
+            pending_fire=row["pending_fire"],
+            pending_scheduled_at=optional_time("pending_scheduled_us"),
+            finished=row["finished"],
+            claimed_by=row["claimed_by"],
+            claimed_until=optional_time("claimed_until_us"),
+            created_at=time("created_us"),
+            updated_at=time("updated_us"),
+        )
+        validate_reminder(record, times_checked=True)
+    except (ValueError, TypeError, OverflowError) as error:
+        return UndecodableReminder(key, str(error))
+    return record
