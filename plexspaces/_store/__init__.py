@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .base import BaseReminderStore
-from .codec import decode_payload, encode_payload
+from .codec import decode_payload, encode_payload, json_text
 from .interfaces import AdminScans, LeaseStore, ReminderRecords, ReminderStore
 from .records import (
     MISSED_POLICIES,
@@ -72,6 +72,7 @@ __all__ = [
     "decode_payload",
     "encode_payload",
     "from_micros",
+    "json_text",
     "to_micros",
     "validate_reminder",
 ]

@@ -27,7 +27,7 @@ from .records import (
 if TYPE_CHECKING:
     from sqlalchemy.engine import RowMapping
 
-__all__ = ["decode_payload", "encode_payload"]
+__all__ = ["decode_payload", "encode_payload", "json_text"]
 
 
 # -- payloads ------------------------------------------------------------------------------------
@@ -44,7 +44,7 @@ def encode_payload(key: ReminderKey, payload: Any) -> str:
         ValueError: naming the reminder, where in the payload the problem is, and the value.
     """
     try:
-        text = json.dumps(payload, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+        text = json_text(payload)
     except (TypeError, ValueError, RecursionError) as error:
         problem = _find_non_json(payload) or str(error)
         raise ValueError(
@@ -55,6 +55,17 @@ def encode_payload(key: ReminderKey, payload: Any) -> str:
     if lossy is not None:
         raise ValueError(f"payload of reminder {key} would not come back as stored: {lossy}")
     return text
+
+
+def json_text(value: Any) -> str:
+    """`value` as compact JSON text, with no NaN or infinity: how a payload is stored, and how the
+    `plexspaces` command writes a reminder as one line, so an exported payload reads exactly as
+    the stored one.
+
+    Raises:
+        TypeError, ValueError, RecursionError: as `json.dumps` does for what is not JSON.
+    """
+    return json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
 
 
 def decode_payload(text: Any) -> Any:
