@@ -296,7 +296,7 @@ class ActorSystem:
 
                 store = self._given_store
                 if store is None:
-                    from ._sql_store import SqlReminderStore
+                    from ._store import SqlReminderStore
 
                     store = SqlReminderStore(self.storage_url)
                 self._store = store
@@ -731,7 +731,7 @@ def _check_store(store: ReminderStore | None, storage_url: str | None) -> Remind
 def _store_url(store: ReminderStore) -> str:
     """The URL of a SQL store handed in (password included, as `storage_url` would hold it);
     empty for another kind of store."""
-    from ._sql_store import SqlReminderStore
+    from ._store import SqlReminderStore
 
     if isinstance(store, SqlReminderStore):
         return store.engine.url.render_as_string(hide_password=False)

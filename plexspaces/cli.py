@@ -52,13 +52,15 @@ from . import __version__
 from ._clock import SystemClock
 from ._duration import parse_duration
 from ._errors import PlexSpacesError
-from ._sql_store import SCHEMA_VERSION, SqlReminderStore
 from ._store import (
+    SCHEMA_VERSION,
     NodeLeases,
     ReminderKey,
+    SqlReminderStore,
     StoredReminder,
     UndecodableReminder,
     encode_payload,
+    json_text,
     validate_reminder,
 )
 from ._system import _resolve_storage_url
@@ -449,10 +451,6 @@ def _record_json(record: StoredReminder) -> dict[str, Any]:
     }
 
 
-def _json_line(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-
-
 def _console(*, err: bool = False) -> Console:
     stream = sys.stderr if err else sys.stdout
     width = None if stream.isatty() else _WIDTH_WHEN_PIPED
@@ -610,7 +608,7 @@ def list_reminders(
                 break
             shown += 1
             if as_json:
-                click.echo(_json_line(_record_json(record)))
+                click.echo(json_text(_record_json(record)))
                 continue
             _list_row(table, record)
             if table.row_count == _TABLE_ROWS:
@@ -648,7 +646,7 @@ def show_reminder(
             )
         raise NotFoundError(f"no reminder {key}")
     if as_json:
-        click.echo(_json_line(_record_json(record)))
+        click.echo(json_text(_record_json(record)))
         return
     table = Table(box=box.SIMPLE, show_header=False, pad_edge=False)
     table.add_column("field", style="bold")
@@ -743,7 +741,7 @@ def export_reminders(
 def _write_lines(stream: IO[str], records: Iterator[StoredReminder]) -> int:
     count = 0
     for record in records:
-        stream.write(_json_line(_record_json(record)) + "\n")
+        stream.write(json_text(_record_json(record)) + "\n")
         count += 1
     stream.flush()
     return count

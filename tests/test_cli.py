@@ -27,8 +27,7 @@ from sqlalchemy.engine import make_url
 
 from facets.reminder import ReminderFacet
 from plexspaces import Actor, ActorSystem, ManualClock, ReminderFired
-from plexspaces._sql_store import SCHEMA_VERSION, SqlReminderStore
-from plexspaces._store import StoredReminder
+from plexspaces._store import SCHEMA_VERSION, SqlReminderStore, StoredReminder
 from plexspaces.cli import EXIT_ERROR, EXIT_NO, PAGE, cli
 from tests.test_store_contract import SECOND, T0, reminder
 

@@ -22,8 +22,7 @@ from sqlalchemy import event
 
 from facets.reminder import ReminderFacet, ReminderRegistration
 from plexspaces import Actor, ActorSystem, ManualClock, ReminderFired
-from plexspaces._sql_store import SqlReminderStore
-from plexspaces._store import ReminderStore
+from plexspaces._store import ReminderStore, SqlReminderStore
 
 WAIT = 10.0
 """Seconds to wait for something that should happen soon (a bound, never a delay)."""

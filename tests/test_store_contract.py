@@ -27,16 +27,18 @@ from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import Engine
 
 from plexspaces._errors import PlexSpacesError
-from plexspaces._sql_store import SCHEMA_VERSION, SqlReminderStore, create_store_engine
 from plexspaces._store import (
+    SCHEMA_VERSION,
     NodeLeases,
     ReminderKey,
     ReminderStore,
     SchemaVersionError,
+    SqlReminderStore,
     StoreClosedError,
     StoredReminder,
     StoreUnavailableError,
     UndecodableReminder,
+    create_store_engine,
     from_micros,
     to_micros,
 )
@@ -143,6 +145,34 @@ def db_url(tmp_path: Path) -> str:
 
 def keys_of(records: list[StoredReminder]) -> list[str]:
     return [record.key.name for record in records]
+
+
+# -- the package -------------------------------------------------------------------------------
+
+
+def test_store_package_names_the_sql_backend_without_importing_it_up_front() -> None:
+    """`import plexspaces` leaves SQLAlchemy unloaded; the SQL names of `plexspaces._store` load
+    the backend on first use and are the backend's own objects."""
+    script = textwrap.dedent(
+        """
+        import sys
+        import facets.reminder, plexspaces, plexspaces._store as store
+        assert "sqlalchemy" not in sys.modules, "import plexspaces loaded SQLAlchemy"
+        from plexspaces._store import SqlReminderStore
+        from plexspaces._store import sql
+        for name in sql.__all__:
+            assert getattr(store, name) is getattr(sql, name), name
+        for name in store.__all__:
+            getattr(store, name)
+        assert SqlReminderStore.__module__.startswith("plexspaces._store.sql")
+        print("ok")
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
 
 
 # -- times ---------------------------------------------------------------------------------------
@@ -682,8 +712,7 @@ _WRITER = textwrap.dedent(
     """
     import sys
     from datetime import UTC, datetime
-    from plexspaces._sql_store import SqlReminderStore
-    from plexspaces._store import ReminderKey, StoredReminder
+    from plexspaces._store import ReminderKey, SqlReminderStore, StoredReminder
 
     url, rows = sys.argv[1], int(sys.argv[2])
     t0 = datetime(2026, 1, 1, tzinfo=UTC)

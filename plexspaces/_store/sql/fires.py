@@ -19,11 +19,10 @@ has not seen, and the slow path gives each change exactly the single-row semanti
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from functools import cache
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import Any, Final, TypeVar
 
 from sqlalchemy import (
     BigInteger,
@@ -44,12 +43,12 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import DBAPIError
 
-from ._store import FireChange, StoredReminder, StoreUnavailableError, to_micros
+from ..codec import json_text
+from ..records import FireChange, StoredReminder, StoreUnavailableError, to_micros
+from .engine import REMINDERS_TABLE, _KeyText
+from .reminders import SqlReminderRecords
 
-if TYPE_CHECKING:
-    from ._sql_store import SqlReminderStore
-
-__all__ = ["acknowledge_fires", "record_fires"]
+__all__ = ["SqlFires"]
 
 _US: Final = timedelta(microseconds=1)
 R = TypeVar("R")
@@ -59,81 +58,133 @@ class _GuardMissed(Exception):
     """Raised inside a batch transaction to roll it back: some compare-and-set did not match."""
 
 
-def record_fires(
-    store: SqlReminderStore,
-    changes: Sequence[FireChange],
-    *,
-    now: datetime,
-    node_id: str | None = None,
-    lease_until: datetime | None = None,
-) -> list[StoredReminder | None]:
-    """`ReminderStore.record_fires` on a SQL store."""
-    changes = _check_changes(changes)
-    now_us = store._check_time(now, "now")
-    lease_us = store._check_fence(node_id, lease_until, now_us)
-    if not changes:
-        return []
-    fenced = lease_us is not None
-    fires: list[dict[str, Any]] = []
-    moves: list[dict[str, Any]] = []
-    for change in changes:
-        params = _registration_params(change.record)
-        params["p_now"] = now_us
-        if fenced:
-            params["p_node"] = node_id
-            params["p_lease"] = lease_us
-        next_us = (
-            None
-            if change.next_due_at is None
-            else store._check_time(change.next_due_at, "next_due_at")
+class SqlFires(SqlReminderRecords):
+    """Fires in batches (`record_fires`, `acknowledge_fires`) on the SQL backend's records."""
+
+    def record_fires(
+        self,
+        changes: Sequence[FireChange],
+        *,
+        now: datetime,
+        node_id: str | None = None,
+        lease_until: datetime | None = None,
+    ) -> list[StoredReminder | None]:
+        changes = _check_changes(changes)
+        now_us = self._check_time(now, "now")
+        lease_us = self._check_fence(node_id, lease_until, now_us)
+        if not changes:
+            return []
+        fenced = lease_us is not None
+        fires: list[dict[str, Any]] = []
+        moves: list[dict[str, Any]] = []
+        for change in changes:
+            params = _registration_params(change.record)
+            params["p_now"] = now_us
+            if fenced:
+                params["p_node"] = node_id
+                params["p_lease"] = lease_us
+            next_us = (
+                None
+                if change.next_due_at is None
+                else self._check_time(change.next_due_at, "next_due_at")
+            )
+            if change.scheduled_at is None:
+                params["p_due"] = next_us
+                moves.append(params)
+            else:
+                params["p_count"] = change.record.fire_count + 1
+                params["p_scheduled"] = self._check_time(change.scheduled_at, "scheduled_at")
+                params["p_next"] = next_us
+                fires.append(params)
+        try:
+            self._run_guarded(
+                [(_batch_fire_statement(fenced), fires), (_batch_move_statement(fenced), moves)],
+            )
+        except _GuardMissed:
+            return [self._change_alone(change, now, node_id, lease_until) for change in changes]
+        return [_changed(change, now, node_id, lease_until) for change in changes]
+
+    def acknowledge_fires(self, fires: Sequence[StoredReminder], *, now: datetime) -> int:
+        if isinstance(fires, StoredReminder):
+            raise ValueError(f"fires {fires!r} must be a sequence of StoredReminder")
+        fires = list(fires)
+        now_us = self._check_time(now, "now")
+        clears: list[dict[str, Any]] = []
+        deletes: list[dict[str, Any]] = []
+        seen: set[object] = set()
+        for record in fires:
+            if not isinstance(record, StoredReminder):
+                raise ValueError(f"{record!r} is not a StoredReminder")
+            if record.pending_fire is None or record.pending_scheduled_at is None:
+                raise ValueError(f"reminder {record.key} has no pending fire to acknowledge")
+            if record.key in seen:
+                raise ValueError(f"reminder {record.key} is acknowledged twice in one batch")
+            seen.add(record.key)
+            params = _registration_params(record)
+            params["p_fire"] = record.pending_fire
+            params["p_scheduled"] = to_micros(record.pending_scheduled_at)
+            params["p_now"] = now_us
+            (deletes if record.finished else clears).append(params)
+        if not fires:
+            return 0
+        return self._run_counted(
+            [(_batch_clear_statement(), clears), (_batch_delete_statement(), deletes)]
         )
+
+    def _run_guarded(self, batches: _Batches) -> None:
+        """Run each statement over its parameter sets in one transaction; roll everything back
+        (`_GuardMissed`) unless every parameter set matched exactly one row."""
+
+        def attempt() -> None:
+            with self._write() as connection:
+                for statement, params in batches:
+                    if params and _execute_many(connection, statement, params) != len(params):
+                        raise _GuardMissed
+
+        _reconnect_once(attempt)
+
+    def _run_counted(self, batches: _Batches) -> int:
+        """Run each statement over its parameter sets in one transaction; the rows changed."""
+
+        def attempt() -> int:
+            changed = 0
+            with self._write() as connection:
+                for statement, params in batches:
+                    if params:
+                        changed += _execute_many(connection, statement, params)
+            return changed
+
+        return _reconnect_once(attempt)
+
+    def _change_alone(
+        self,
+        change: FireChange,
+        now: datetime,
+        node_id: str | None,
+        lease_until: datetime | None,
+    ) -> StoredReminder | None:
+        record = change.record
         if change.scheduled_at is None:
-            params["p_due"] = next_us
-            moves.append(params)
-        else:
-            params["p_count"] = change.record.fire_count + 1
-            params["p_scheduled"] = store._check_time(change.scheduled_at, "scheduled_at")
-            params["p_next"] = next_us
-            fires.append(params)
-    try:
-        _run_guarded(
-            store,
-            [(_batch_fire_statement(fenced), fires), (_batch_move_statement(fenced), moves)],
+            assert change.next_due_at is not None
+            return self.reschedule(
+                record.key,
+                expected_fire_count=record.fire_count,
+                expected_due_at=record.due_at,
+                due_at=change.next_due_at,
+                now=now,
+                node_id=node_id,
+                lease_until=lease_until,
+            )
+        return self.record_fire(
+            record.key,
+            expected_fire_count=record.fire_count,
+            expected_due_at=record.due_at,
+            scheduled_at=change.scheduled_at,
+            next_due_at=change.next_due_at,
+            now=now,
+            node_id=node_id,
+            lease_until=lease_until,
         )
-    except _GuardMissed:
-        return [_change_alone(store, change, now, node_id, lease_until) for change in changes]
-    return [_changed(change, now, node_id, lease_until) for change in changes]
-
-
-def acknowledge_fires(
-    store: SqlReminderStore, fires: Sequence[StoredReminder], *, now: datetime
-) -> int:
-    """`ReminderStore.acknowledge_fires` on a SQL store."""
-    if isinstance(fires, StoredReminder):
-        raise ValueError(f"fires {fires!r} must be a sequence of StoredReminder")
-    fires = list(fires)
-    now_us = store._check_time(now, "now")
-    clears: list[dict[str, Any]] = []
-    deletes: list[dict[str, Any]] = []
-    seen: set[object] = set()
-    for record in fires:
-        if not isinstance(record, StoredReminder):
-            raise ValueError(f"{record!r} is not a StoredReminder")
-        if record.pending_fire is None or record.pending_scheduled_at is None:
-            raise ValueError(f"reminder {record.key} has no pending fire to acknowledge")
-        if record.key in seen:
-            raise ValueError(f"reminder {record.key} is acknowledged twice in one batch")
-        seen.add(record.key)
-        params = _registration_params(record)
-        params["p_fire"] = record.pending_fire
-        params["p_scheduled"] = to_micros(record.pending_scheduled_at)
-        params["p_now"] = now_us
-        (deletes if record.finished else clears).append(params)
-    if not fires:
-        return 0
-    return _run_counted(
-        store, [(_batch_clear_statement(), clears), (_batch_delete_statement(), deletes)]
-    )
 
 
 def _check_changes(changes: Sequence[FireChange]) -> list[FireChange]:
@@ -158,33 +209,6 @@ def _check_changes(changes: Sequence[FireChange]) -> list[FireChange]:
 
 
 _Batches = list[tuple[Any, list[dict[str, Any]]]]
-
-
-def _run_guarded(store: SqlReminderStore, batches: _Batches) -> None:
-    """Run each statement over its parameter sets in one transaction; roll everything back
-    (`_GuardMissed`) unless every parameter set matched exactly one row."""
-
-    def attempt() -> None:
-        with store._write() as connection:
-            for statement, params in batches:
-                if params and _execute_many(connection, statement, params) != len(params):
-                    raise _GuardMissed
-
-    _reconnect_once(attempt)
-
-
-def _run_counted(store: SqlReminderStore, batches: _Batches) -> int:
-    """Run each statement over its parameter sets in one transaction; the rows changed."""
-
-    def attempt() -> int:
-        changed = 0
-        with store._write() as connection:
-            for statement, params in batches:
-                if params:
-                    changed += _execute_many(connection, statement, params)
-        return changed
-
-    return _reconnect_once(attempt)
 
 
 def _execute_many(connection: Connection, statement: Any, params: list[dict[str, Any]]) -> int:
@@ -225,37 +249,6 @@ def _reconnect_once(attempt: Callable[[], R]) -> R:
         if not isinstance(cause, DBAPIError) or not cause.connection_invalidated:
             raise
         return attempt()
-
-
-def _change_alone(
-    store: SqlReminderStore,
-    change: FireChange,
-    now: datetime,
-    node_id: str | None,
-    lease_until: datetime | None,
-) -> StoredReminder | None:
-    record = change.record
-    if change.scheduled_at is None:
-        assert change.next_due_at is not None
-        return store.reschedule(
-            record.key,
-            expected_fire_count=record.fire_count,
-            expected_due_at=record.due_at,
-            due_at=change.next_due_at,
-            now=now,
-            node_id=node_id,
-            lease_until=lease_until,
-        )
-    return store.record_fire(
-        record.key,
-        expected_fire_count=record.fire_count,
-        expected_due_at=record.due_at,
-        scheduled_at=change.scheduled_at,
-        next_due_at=change.next_due_at,
-        now=now,
-        node_id=node_id,
-        lease_until=lease_until,
-    )
 
 
 def _changed(
@@ -303,10 +296,6 @@ def _changed(
 
 # -- statements ----------------------------------------------------------------------------------
 
-# One JSON encoder for every payload guard, with the options the store writes payloads with: a
-# payload read back from a row the store wrote encodes to exactly the stored text.
-_ENCODE: Final = json.JSONEncoder(allow_nan=False, ensure_ascii=False, separators=(",", ":")).encode
-
 
 def _registration_params(record: StoredReminder) -> dict[str, Any]:
     key = record.key
@@ -321,7 +310,7 @@ def _registration_params(record: StoredReminder) -> dict[str, Any]:
         "g_period": None if period is None else period // _US,
         "g_max": record.max_count,
         "g_missed": record.missed,
-        "g_payload": _ENCODE(record.payload),
+        "g_payload": json_text(record.payload),  # exactly as the store writes payloads
         "g_created": to_micros(record.created_at),
     }
 
@@ -332,8 +321,6 @@ def _big(name: str) -> Any:
 
 def _registration_guard() -> list[ColumnElement[bool]]:
     """The row still holds the registration the caller read, and is where the caller saw it."""
-    from ._sql_store import REMINDERS_TABLE, _KeyText
-
     r = REMINDERS_TABLE.c
     return [
         r.actor_type == bindparam("k_actor_type", type_=_KeyText),
@@ -349,8 +336,6 @@ def _registration_guard() -> list[ColumnElement[bool]]:
 
 
 def _fire_guard(fenced: bool) -> list[ColumnElement[bool]]:
-    from ._sql_store import REMINDERS_TABLE
-
     r = REMINDERS_TABLE.c
     guard = [
         *_registration_guard(),
@@ -379,8 +364,6 @@ def _fence_values(fenced: bool) -> dict[str, Any]:
 
 @cache
 def _batch_fire_statement(fenced: bool) -> Update:
-    from ._sql_store import REMINDERS_TABLE
-
     r = REMINDERS_TABLE.c
     count = _big("p_count")
     last = or_(_big("p_next").is_(None), and_(r.max_count.is_not(None), r.max_count <= count))
@@ -401,8 +384,6 @@ def _batch_fire_statement(fenced: bool) -> Update:
 
 @cache
 def _batch_move_statement(fenced: bool) -> Update:
-    from ._sql_store import REMINDERS_TABLE
-
     return (
         update(REMINDERS_TABLE)
         .where(*_fire_guard(fenced))
@@ -411,8 +392,6 @@ def _batch_move_statement(fenced: bool) -> Update:
 
 
 def _pending_guard() -> list[ColumnElement[bool]]:
-    from ._sql_store import REMINDERS_TABLE
-
     r = REMINDERS_TABLE.c
     return [
         *_registration_guard(),
@@ -423,8 +402,6 @@ def _pending_guard() -> list[ColumnElement[bool]]:
 
 @cache
 def _batch_clear_statement() -> Update:
-    from ._sql_store import REMINDERS_TABLE
-
     r = REMINDERS_TABLE.c
     return (
         update(REMINDERS_TABLE)
@@ -435,7 +412,5 @@ def _batch_clear_statement() -> Update:
 
 @cache
 def _batch_delete_statement() -> Delete:
-    from ._sql_store import REMINDERS_TABLE
-
     r = REMINDERS_TABLE.c
     return delete(REMINDERS_TABLE).where(*_pending_guard(), r.finished == true())

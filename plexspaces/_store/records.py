@@ -1,0 +1,301 @@
+"""The records of the reminder store, their times, and the rules a record keeps.
+
+A reminder is one `StoredReminder` under its `ReminderKey`. Times are aware UTC `datetime`s in the
+API and whole microseconds since the Unix epoch in storage (`to_micros`/`from_micros`).
+`validate_reminder` is the one check of a record: a store refuses to write a record that breaks
+it, and reports a stored row that breaks it as an `UndecodableReminder`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+from .._errors import PlexSpacesError
+
+__all__ = [
+    "MISSED_POLICIES",
+    "FireChange",
+    "NodeLeases",
+    "ReminderKey",
+    "SchemaVersionError",
+    "StoreClosedError",
+    "StoreUnavailableError",
+    "StoredReminder",
+    "UndecodableReminder",
+    "from_micros",
+    "to_micros",
+    "validate_reminder",
+]
+
+MISSED_POLICIES: Final = ("once", "skip", "all")
+"""The missed-tick policies a stored reminder may carry."""
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MICROSECOND: Final = timedelta(microseconds=1)
+
+
+class SchemaVersionError(PlexSpacesError, RuntimeError):
+    """The database holds reminder tables of a schema version this code does not understand."""
+
+
+class StoreClosedError(PlexSpacesError, RuntimeError):
+    """A reminder store was used after `close()`."""
+
+
+class StoreUnavailableError(PlexSpacesError, ConnectionError):
+    """The database behind the store cannot be reached (server down, network gone, file locked
+    for longer than the busy timeout). Nothing was changed by the call that raised it; the
+    reminder service retries its own work with backoff until the database is back."""
+
+
+# -- times ---------------------------------------------------------------------------------------
+
+
+def to_micros(value: datetime) -> int:
+    """Microseconds since the Unix epoch of the aware datetime `value` (any offset), exactly.
+
+    Raises:
+        ValueError: `value` is naive or not a datetime. The message names the value.
+    """
+    if not isinstance(value, datetime):
+        raise ValueError(f"{value!r} is not a datetime; expected an aware datetime")
+    if value.utcoffset() is None:
+        raise ValueError(
+            f"datetime {value!r} is naive; pass an aware one, "
+            "for example datetime(..., tzinfo=datetime.UTC)"
+        )
+    return (value - _EPOCH) // _ONE_MICROSECOND
+
+
+def from_micros(micros: int) -> datetime:
+    """The aware UTC datetime `micros` microseconds after the Unix epoch.
+
+    Raises:
+        ValueError: `micros` is not an int, or is outside the range of `datetime`.
+    """
+    if isinstance(micros, bool) or not isinstance(micros, int):
+        raise ValueError(f"time {micros!r} is not a whole number of microseconds")
+    try:
+        return _EPOCH + timedelta(microseconds=micros)
+    except OverflowError:
+        raise ValueError(f"time {micros!r} microseconds is outside the datetime range") from None
+
+
+# -- records -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class ReminderKey:
+    """What identifies a reminder: its actor's type and key, and its name within that actor.
+
+    Keys order field by field, by code point: the same order the stores use for ties in due time.
+    """
+
+    actor_type: str
+    actor_key: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.actor_type}/{self.actor_key}:{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredReminder:
+    """One stored reminder, as a store returns it and as `upsert` takes it.
+
+    Attributes:
+        key: the reminder's identity.
+        due_at: when the next fire is due (aware UTC). For a finished reminder, the due time of its
+            last fire.
+        anchor_at: the phase anchor. Tick k of a periodic reminder (1-based, counted from its
+            registration) is due at `anchor_at + (k - 1) * period`; for a one-shot it is the due
+            time. Missed-tick policies use it to stay on the original phase.
+        period: the period of a periodic reminder, None for a one-shot.
+        max_count: the most fires the reminder makes, or None for no limit.
+        fire_count: fires recorded so far (kept across restarts; never above `max_count`).
+        missed: the missed-tick policy, one of `MISSED_POLICIES`.
+        payload: the JSON value handed to every fire.
+        pending_fire: the `fire_count` of a fire recorded but not yet acknowledged, else None.
+            While set it equals `fire_count`, and no further fire can be recorded.
+        pending_scheduled_at: when that pending fire was due; set exactly when `pending_fire` is.
+        finished: the last fire was recorded (one-shot fired, or `max_count` reached). Always
+            comes with a pending fire: the row is deleted when that fire is acknowledged.
+        claimed_by: the node id holding a lease on the reminder, or None.
+        claimed_until: until when that lease holds (inclusive); set exactly when `claimed_by` is.
+        created_at: when the reminder was (last) registered.
+        updated_at: when a registration, fire, acknowledgement or reschedule last changed it.
+            Claims and lease renewals do not count as changes.
+    """
+
+    key: ReminderKey
+    due_at: datetime
+    anchor_at: datetime
+    period: timedelta | None
+    max_count: int | None
+    fire_count: int
+    missed: str
+    payload: Any
+    pending_fire: int | None
+    pending_scheduled_at: datetime | None
+    finished: bool
+    claimed_by: str | None
+    claimed_until: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def position(self) -> tuple[datetime, ReminderKey]:
+        """Where `ReminderStore.due` places this record; pass the last one's as `after`.
+
+        A record with a pending fire is placed by that fire's due time (it is redelivered), any
+        other by `due_at`.
+        """
+        when = self.pending_scheduled_at if self.pending_scheduled_at is not None else self.due_at
+        return (when, self.key)
+
+
+@dataclass(frozen=True, slots=True)
+class FireChange:
+    """One change the fire pipeline asks of a reminder it holds (`ReminderStore.record_fires`).
+
+    Attributes:
+        record: the reminder exactly as the caller last read or wrote it: the compare-and-set.
+        scheduled_at: record a fire that was due at this time. None: record no fire, only move
+            the next fire to `next_due_at` (skipping missed ticks).
+        next_due_at: when the fire after this one is due; None when this fire is the last.
+    """
+
+    record: StoredReminder
+    scheduled_at: datetime | None
+    next_due_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class UndecodableReminder:
+    """A stored row that could not be decoded: kept in the store, never fired.
+
+    Attributes:
+        key: the row's key, as stored.
+        error: what is wrong with it.
+    """
+
+    key: ReminderKey
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class NodeLeases:
+    """The leases one node holds in the store at one moment (`ReminderStore.lease_holders`).
+
+    Attributes:
+        node_id: the node.
+        live_claims: its reminder claims that still hold (`claimed_until >= now`).
+        expired_claims: its reminder claims that ran out before `now`.
+        live_activations: its activation leases that still hold (`lease_until >= now`).
+        expired_activations: its activation leases that ran out before `now`.
+        lease_until: the latest end among all of them. A node renews all its live leases
+            together, so once this is in the past the node has stopped renewing: it crashed, was
+            killed, or lost the database, at about this time minus its lease.
+    """
+
+    node_id: str
+    live_claims: int
+    expired_claims: int
+    live_activations: int
+    expired_activations: int
+    lease_until: datetime
+
+
+# -- validation ----------------------------------------------------------------------------------
+
+
+def validate_reminder(record: StoredReminder, *, times_checked: bool = False) -> None:
+    """Check that `record` is a reminder a store may hold; the payload is checked separately.
+
+    The same rules decide whether a stored row can be decoded, so a store never returns a record
+    that it would refuse to store. `times_checked` skips checking that the times are aware
+    datetimes, for a record whose times were just made by `from_micros` (decoding a row).
+
+    Raises:
+        ValueError: the first rule broken, naming the reminder, the field and the value.
+    """
+    if not isinstance(record, StoredReminder):
+        raise ValueError(f"{record!r} is not a StoredReminder")
+    key = _check_key(record.key)
+    if not times_checked:
+        for field in ("due_at", "anchor_at", "created_at", "updated_at"):
+            _check_time(getattr(record, field), field, key)
+    period = record.period
+    if period is not None and (not isinstance(period, timedelta) or period <= timedelta(0)):
+        raise ValueError(f"reminder {key}: period {period!r} must be None or a positive timedelta")
+    max_count = record.max_count
+    if max_count is not None and (not _is_int(max_count) or max_count < 1):
+        raise ValueError(f"reminder {key}: max_count {max_count!r} must be None or an int >= 1")
+    fire_count = record.fire_count
+    if not _is_int(fire_count) or fire_count < 0:
+        raise ValueError(f"reminder {key}: fire_count {fire_count!r} must be an int >= 0")
+    if max_count is not None and fire_count > max_count:
+        raise ValueError(
+            f"reminder {key}: fire_count {fire_count!r} is above max_count {max_count!r}"
+        )
+    if record.missed not in MISSED_POLICIES:
+        raise ValueError(
+            f"reminder {key}: missed policy {record.missed!r} must be one of "
+            f"{', '.join(map(repr, MISSED_POLICIES))}"
+        )
+    pending = record.pending_fire
+    if (pending is None) != (record.pending_scheduled_at is None):
+        raise ValueError(
+            f"reminder {key}: pending_fire {pending!r} and pending_scheduled_at "
+            f"{record.pending_scheduled_at!r} must both be set or both be None"
+        )
+    if pending is not None:
+        if not _is_int(pending) or pending != fire_count or pending < 1:
+            raise ValueError(
+                f"reminder {key}: pending_fire {pending!r} must equal fire_count {fire_count!r} "
+                "(only the last recorded fire can be unacknowledged)"
+            )
+        if not times_checked:
+            _check_time(record.pending_scheduled_at, "pending_scheduled_at", key)
+    if not isinstance(record.finished, bool):
+        raise ValueError(f"reminder {key}: finished {record.finished!r} must be a bool")
+    if record.finished and pending is None:
+        raise ValueError(
+            f"reminder {key}: a finished reminder must have a pending fire "
+            "(the row is deleted when its last fire is acknowledged)"
+        )
+    claimed_by = record.claimed_by
+    if (claimed_by is None) != (record.claimed_until is None):
+        raise ValueError(
+            f"reminder {key}: claimed_by {claimed_by!r} and claimed_until "
+            f"{record.claimed_until!r} must both be set or both be None"
+        )
+    if claimed_by is not None:
+        if not isinstance(claimed_by, str) or not claimed_by:
+            raise ValueError(f"reminder {key}: claimed_by {claimed_by!r} must be a non-empty str")
+        if not times_checked:
+            _check_time(record.claimed_until, "claimed_until", key)
+
+
+def _check_key(key: Any) -> ReminderKey:
+    if not isinstance(key, ReminderKey):
+        raise ValueError(f"{key!r} is not a ReminderKey")
+    for field in ("actor_type", "actor_key", "name"):
+        value = getattr(key, field)
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"reminder key {key!r}: {field} {value!r} must be a non-empty str")
+    return key
+
+
+def _check_time(value: Any, field: str, key: ReminderKey | None = None) -> int:
+    try:
+        return to_micros(value)
+    except ValueError as error:
+        where = f"reminder {key}: " if key is not None else ""
+        raise ValueError(f"{where}{field}: {error}") from None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -1,0 +1,475 @@
+"""The SQL backend's engine and schema, and `SqlStoreBase`: what every piece of
+`SqlReminderStore` builds on. It owns the engine, hands out connections and write transactions,
+creates the tables and decodes rows.
+
+One row per reminder in `plexspaces_reminders`; `plexspaces_schema` records the schema version of
+the tables, so a newer database is refused instead of misread. Times are BIGINT microseconds since
+the Unix epoch (UTC), the payload is JSON text.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sqlite3
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Concatenate, Final, ParamSpec, TypeVar
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    ColumnElement,
+    Index,
+    Integer,
+    MetaData,
+    Select,
+    String,
+    Table,
+    Text,
+    event,
+    insert,
+    literal,
+    select,
+    tuple_,
+)
+from sqlalchemy.engine import URL, Connection, Engine, Row, create_engine, make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.pool import StaticPool
+from sqlalchemy.schema import CreateIndex, CreateTable
+
+from ..base import BaseReminderStore
+from ..codec import _decode_row
+from ..records import (
+    ReminderKey,
+    SchemaVersionError,
+    StoreClosedError,
+    StoredReminder,
+    StoreUnavailableError,
+    UndecodableReminder,
+)
+
+if TYPE_CHECKING:
+    from structlog.typing import FilteringBoundLogger
+
+__all__ = [
+    "ACTIVATIONS_TABLE",
+    "REMINDERS_TABLE",
+    "SCHEMA_TABLE",
+    "SCHEMA_VERSION",
+    "SqlStoreBase",
+    "create_store_engine",
+]
+
+SCHEMA_VERSION: Final = 1
+"""The version of the reminder tables this code reads and writes."""
+
+SCHEMA_COMPONENT: Final = "reminders"
+SQLITE_BUSY_TIMEOUT_MS: Final = 30_000
+"""How long a SQLite connection waits for another writer (thread or process) before failing."""
+
+MIN_SQLITE_VERSION: Final = (3, 35, 0)
+"""Row values, `INSERT ... ON CONFLICT DO UPDATE` and `RETURNING` need SQLite 3.35 (2021) or
+newer."""
+
+_SCHEMA_ATTEMPTS: Final = 5
+
+_metadata = MetaData()
+
+# Key columns compare byte-wise on PostgreSQL too (its default collation is linguistic): the
+# database then orders keys exactly as Python orders `ReminderKey`, which the claim path relies on
+# when it merges two sorted result sets, and byte-wise comparison keeps the key index cheap.
+_KeyText = String().with_variant(String(collation="C"), "postgresql")
+
+REMINDERS_TABLE: Final = Table(
+    "plexspaces_reminders",
+    _metadata,
+    Column("actor_type", _KeyText, primary_key=True),
+    Column("actor_key", _KeyText, primary_key=True),
+    Column("name", _KeyText, primary_key=True),
+    Column("due_us", BigInteger, nullable=False),
+    Column("anchor_us", BigInteger, nullable=False),
+    Column("period_us", BigInteger, nullable=True),
+    Column("max_count", BigInteger, nullable=True),
+    Column("fire_count", BigInteger, nullable=False),
+    Column("missed", String, nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("pending_fire", BigInteger, nullable=True),
+    Column("pending_scheduled_us", BigInteger, nullable=True),
+    Column("finished", Boolean, nullable=False),
+    Column("claimed_by", String, nullable=True),
+    Column("claimed_until_us", BigInteger, nullable=True),
+    Column("created_us", BigInteger, nullable=False),
+    Column("updated_us", BigInteger, nullable=False),
+)
+"""One row per reminder, keyed by (actor_type, actor_key, name)."""
+
+_r = REMINDERS_TABLE.c
+_KEY_COLUMNS: Final = (_r.actor_type, _r.actor_key, _r.name)
+
+# The due scan: unfinished rows by due time. Carrying the key columns lets the index deliver the
+# full (due_us, key) order that keyset pagination needs without a sort.
+Index("ix_plexspaces_reminders_due", _r.finished, _r.due_us, *_KEY_COLUMNS)
+# Rows with a pending fire, for redelivery; NULL (no pending fire) for almost every row.
+Index("ix_plexspaces_reminders_pending", _r.pending_scheduled_us, *_KEY_COLUMNS)
+# Lease renewal and release touch one node's claims.
+Index("ix_plexspaces_reminders_claimed_by", _r.claimed_by)
+
+ACTIVATIONS_TABLE: Final = Table(
+    "plexspaces_activations",
+    _metadata,
+    Column("actor_type", _KeyText, primary_key=True),
+    Column("actor_key", _KeyText, primary_key=True),
+    Column("node_id", String, nullable=False),
+    Column("activation_id", String, nullable=False),
+    Column("lease_until_us", BigInteger, nullable=False),
+    Column("activated_us", BigInteger, nullable=False),
+)
+"""One row per virtual actor active on some node of a cluster: who holds it, and until when."""
+
+_a = ACTIVATIONS_TABLE.c
+Index("ix_plexspaces_activations_node", _a.node_id)
+
+SCHEMA_TABLE: Final = Table(
+    "plexspaces_schema",
+    _metadata,
+    Column("component", String(64), primary_key=True),
+    Column("version", Integer, nullable=False),
+)
+"""The schema version of each component's tables: `("reminders", SCHEMA_VERSION)`."""
+
+_Position = tuple[int, ReminderKey]
+_Page = tuple[Sequence[Row[Any]], bool]
+
+
+def create_store_engine(url: str | URL) -> Engine:
+    """An engine set up the way `SqlReminderStore` sets up the engines it creates.
+
+    SQLite files get WAL journaling (readers never block the writer), a 30 s busy timeout (writers
+    from other threads and processes queue instead of failing) and `synchronous=NORMAL` (durable
+    across process crashes; a power cut may lose the last commits, never corrupt the file).
+    An in-memory SQLite database gets one connection shared by every thread (the store
+    serializes access to it); it lasts as long as the engine. Other databases get a plain
+    pool: a connection that died with a restarted server is found on first use, and the store
+    then runs the call again once on a fresh connection (see `SqlReminderStore`), instead of
+    paying a round trip to check every connection before use.
+
+    Raises:
+        FileNotFoundError: the directory of a SQLite file does not exist.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(parsed)
+    if _is_memory_sqlite(parsed):
+        return create_engine(
+            parsed, poolclass=StaticPool, connect_args={"check_same_thread": False}
+        )
+    database = parsed.database or ""
+    if not _is_truthy(parsed.query.get("uri")):
+        directory = Path(database).parent
+        if not directory.is_dir():
+            raise FileNotFoundError(
+                f"the directory {str(directory)!r} of the reminder database {database!r} does not "
+                "exist; create it first"
+            )
+    engine = create_engine(parsed)
+    event.listen(engine, "connect", _configure_sqlite_connection)
+    return engine
+
+
+def _configure_sqlite_connection(dbapi_connection: Any, connection_record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        _switch_to_wal(cursor)
+        cursor.execute("PRAGMA synchronous = NORMAL")
+    finally:
+        cursor.close()
+
+
+def _switch_to_wal(cursor: Any) -> None:
+    # Switching a new file to WAL needs an exclusive lock, and SQLite answers "database is
+    # locked" at once, without its busy handler, while another connection is switching the same
+    # file. Back off and try again, within the busy timeout; once one connection has switched, the
+    # mode is stored in the file and every later switch is a no-op.
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    delay = 0.001
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() + delay > deadline:
+                raise
+        # A real-time backoff for a lock held by another connection, not a timing mechanism.
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+
+
+def _is_memory_sqlite(url: URL) -> bool:
+    return url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
+
+
+def _is_truthy(value: str | Sequence[str] | None) -> bool:
+    return isinstance(value, str) and value.lower() in ("1", "true", "yes", "on")
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+S = TypeVar("S", bound="SqlStoreBase")
+
+
+def _reconnecting(
+    method: Callable[Concatenate[S, P], R],
+) -> Callable[Concatenate[S, P], R]:
+    """Run a store method once more when it failed on a pooled connection that had died (the
+    server restarted, or a network path dropped it): SQLAlchemy then has replaced the pool, and
+    the second run gets a fresh connection. Safe because every change the store makes is a
+    compare-and-set or idempotent: a change that did commit before the connection died is
+    found by the second run's guard and not made twice. A server that is down fails the fresh
+    connection too, and that error is raised."""
+
+    def run(self: S, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(self, *args, **kwargs)
+        except StoreUnavailableError as error:
+            if (
+                not isinstance(error.__cause__, DBAPIError)
+                or not error.__cause__.connection_invalidated
+            ):
+                raise
+            return method(self, *args, **kwargs)
+
+    functools.update_wrapper(run, method)
+    return run
+
+
+class SqlStoreBase(BaseReminderStore):
+    """What every piece of `SqlReminderStore` shares: the engine (created from a URL and then
+    owned, or handed over and never disposed), connections that report an unreachable database
+    as `StoreUnavailableError`, write transactions, the schema, and decoding rows in pages.
+    `SqlReminderStore` documents the arguments and errors."""
+
+    def __init__(
+        self, url_or_engine: str | URL | Engine, *, log: FilteringBoundLogger | None = None
+    ) -> None:
+        super().__init__(log=log)
+        if isinstance(url_or_engine, Engine):
+            engine, self._owns_engine = url_or_engine, False
+        else:
+            engine, self._owns_engine = create_store_engine(url_or_engine), True
+        self._engine = engine
+        self._closed = False
+        self._dialect = engine.dialect.name
+        # Only PostgreSQL is relied on for row locks; elsewhere the guarded update alone decides.
+        self._locks_rows = self._dialect == "postgresql"
+        try:
+            self._serial = _serializer(engine)
+            self._write_serial = _write_serializer(engine)
+            self._prepare_schema()
+        except BaseException:
+            if self._owns_engine:
+                engine.dispose()
+            raise
+
+    @property
+    def engine(self) -> Engine:
+        """The engine the store runs on."""
+        return self._engine
+
+    def __repr__(self) -> str:
+        return f"<SqlReminderStore {self._engine.url.render_as_string(hide_password=True)}>"
+
+    # -- connections -------------------------------------------------------------------------------
+
+    @contextmanager
+    def _connection(self) -> Iterator[Connection]:
+        if self._closed:
+            raise StoreClosedError(f"{self!r} is closed")
+        try:
+            with self._serial, self._engine.connect() as connection:
+                yield connection
+        except (OperationalError, InterfaceError) as error:
+            raise self._unavailable(error) from error
+        except DBAPIError as error:
+            if not error.connection_invalidated:
+                raise
+            raise self._unavailable(error) from error
+
+    def _unavailable(self, error: DBAPIError) -> StoreUnavailableError:
+        return _unavailable(self._engine, error)
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with self._write_serial, self._connection() as connection, connection.begin():
+            yield connection
+
+    def _rows(self, statement: Select[Any]) -> Sequence[Row[Any]]:
+        with self._connection() as connection:
+            return connection.execute(statement).all()
+
+    # -- schema ------------------------------------------------------------------------------------
+
+    def _prepare_schema(self) -> None:
+        with self._connection() as connection:
+            connection.exec_driver_sql("SELECT 1")
+        if self._dialect == "sqlite":
+            found = self._engine.dialect.server_version_info or (0,)
+            if tuple(found) < MIN_SQLITE_VERSION:
+                raise RuntimeError(
+                    f"SQLite {'.'.join(map(str, found))} is too old for the reminder store; it "
+                    f"needs {'.'.join(map(str, MIN_SQLITE_VERSION))} or newer"
+                )
+        for attempt in range(_SCHEMA_ATTEMPTS):
+            try:
+                self._create_schema()
+                return
+            except DBAPIError:
+                # Another process created a table, an index or the version row between our check
+                # and our write: the next attempt finds it there.
+                if attempt == _SCHEMA_ATTEMPTS - 1:
+                    raise
+
+    def _create_schema(self) -> None:
+        s = SCHEMA_TABLE.c
+        with self._write() as connection:
+            connection.execute(CreateTable(SCHEMA_TABLE, if_not_exists=True))
+            found = connection.execute(
+                select(s.version).where(s.component == SCHEMA_COMPONENT)
+            ).scalar_one_or_none()
+            if found is not None and found != SCHEMA_VERSION:
+                # Checked before anything else is created: a newer schema is left untouched.
+                url = self._engine.url.render_as_string(hide_password=True)
+                newer = "newer than" if found > SCHEMA_VERSION else "older than"
+                raise SchemaVersionError(
+                    f"the reminder tables in {url} have schema version {found}, {newer} version "
+                    f"{SCHEMA_VERSION} that this version of plexspaces reads and writes; use the "
+                    "plexspaces version that wrote them, or another database"
+                )
+            for table in (REMINDERS_TABLE, ACTIVATIONS_TABLE):
+                connection.execute(CreateTable(table, if_not_exists=True))
+                for index in sorted(table.indexes, key=lambda ix: str(ix.name)):
+                    connection.execute(CreateIndex(index, if_not_exists=True))
+            if found is None:
+                connection.execute(
+                    insert(SCHEMA_TABLE).values(component=SCHEMA_COMPONENT, version=SCHEMA_VERSION)
+                )
+
+    # -- decoding ----------------------------------------------------------------------------------
+
+    def _decode(self, row: Row[Any]) -> StoredReminder | None:
+        decoded = _decode_row(row._mapping)
+        if isinstance(decoded, UndecodableReminder):
+            self._report_undecodable(decoded)
+            return None
+        return decoded
+
+    def _decode_all(self, rows: Sequence[Row[Any]]) -> list[StoredReminder]:
+        return [record for record in map(self._decode, rows) if record is not None]
+
+    def _scan(
+        self,
+        fetch: Callable[[_Position | None, int], _Page],
+        limit: int,
+        after: _Position | None,
+    ) -> list[StoredReminder]:
+        """Up to `limit` decodable records from pages of `fetch`, so rows that cannot be decoded
+        never shorten a page (a short page means the end)."""
+        found: list[StoredReminder] = []
+        cursor = after
+        while len(found) < limit:
+            want = limit - len(found)
+            rows, exhausted = fetch(cursor, want)
+            found.extend(self._decode_all(rows))
+            if exhausted or not rows:
+                break
+            cursor = _row_position(rows[-1])
+        return found
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._owns_engine:
+            self._engine.dispose()
+
+
+# -- keyset pages --------------------------------------------------------------------------------
+
+
+def _key_literals(key: tuple[str, str, str]) -> tuple[ColumnElement[str], ...]:
+    return tuple(literal(part, _KeyText) for part in key)
+
+
+def _after(position: ColumnElement[int], cursor: _Position) -> ColumnElement[bool]:
+    """Rows strictly after `cursor` in (position, key) order, as one row-value comparison that
+    SQLite and PostgreSQL both answer from the index. Typed literals: PostgreSQL would otherwise
+    cast the microseconds to a 32-bit INTEGER."""
+    at, key = cursor
+    return tuple_(position, *_KEY_COLUMNS) > tuple_(
+        literal(at, BigInteger), *_key_literals((key.actor_type, key.actor_key, key.name))
+    )
+
+
+def _row_position(row: Row[Any]) -> _Position:
+    return (row.pos, ReminderKey(row.actor_type, row.actor_key, row.name))
+
+
+# -- errors and locks ----------------------------------------------------------------------------
+
+
+def _unavailable(engine: Engine, error: DBAPIError) -> StoreUnavailableError:
+    """The error for a database that cannot be reached: its URL (no password) and why."""
+    url = engine.url.render_as_string(hide_password=True)
+    reason = str(error.orig).strip().splitlines()[0] if error.orig is not None else str(error)
+    return StoreUnavailableError(f"the reminder database {url} is unavailable: {reason}")
+
+
+def _serializer(engine: Engine) -> AbstractContextManager[Any]:
+    """A lock around every use of an in-memory SQLite database, whose one connection all threads
+    share; nothing for other databases, which give each thread a connection of its own.
+
+    The lock belongs to the engine, not to the store: several stores handed one engine share it.
+    """
+    if engine.dialect.name != "sqlite" or not _is_memory_sqlite(engine.url):
+        return nullcontext()
+    if not isinstance(engine.pool, StaticPool):
+        raise ValueError(
+            f"the in-memory SQLite engine {engine!r} must use StaticPool (see "
+            "create_store_engine): with another pool each thread sees a database of its own"
+        )
+    with _engine_locks_guard:
+        lock = _engine_locks.get(engine)
+        if lock is None:
+            lock = _engine_locks[engine] = threading.RLock()
+        return lock
+
+
+def _write_serializer(engine: Engine) -> AbstractContextManager[Any]:
+    """A lock around every write transaction on one SQLite file within this process.
+
+    SQLite lets one writer in at a time and makes the others wait in its busy handler, which
+    sleeps in steps of milliseconds; with many threads acknowledging fires, that sleeping set the
+    fire rate. Waiting on a Python lock instead wakes the next writer the moment the lock is
+    free. Readers are not serialized (WAL lets them run beside the writer), and writers in other
+    processes still meet the busy timeout. The lock belongs to the file, so every engine and
+    store on it in this process shares it.
+    """
+    if engine.dialect.name != "sqlite" or _is_memory_sqlite(engine.url):
+        return nullcontext()
+    path = os.path.realpath(engine.url.database or "")
+    with _engine_locks_guard:
+        lock = _file_write_locks.get(path)
+        if lock is None:
+            lock = _file_write_locks[path] = threading.RLock()
+        return lock
+
+
+_file_write_locks: dict[str, threading.RLock] = {}
+_engine_locks: weakref.WeakKeyDictionary[Engine, threading.RLock] = weakref.WeakKeyDictionary()
+_engine_locks_guard = threading.Lock()
