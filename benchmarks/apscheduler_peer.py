@@ -29,9 +29,9 @@ LOGS: dict[str, LatenessLog] = {}
 """Where `fire` records, by the id passed in each job's arguments."""
 
 
-def fire(log_id: str, scheduled_at: float) -> None:
-    """What every peer job runs: record its lateness."""
-    LOGS[log_id].record(scheduled_at)
+def fire(log_id: str, scheduled_at: float, job_id: str | None = None) -> None:
+    """What every peer job runs: record its lateness (a job id recorded twice is a duplicate)."""
+    LOGS[log_id].record(scheduled_at, job_id)
 
 
 def _sqlite_engine(path: Path) -> Engine:
@@ -73,15 +73,18 @@ class Scheduler(BackgroundScheduler):  # type: ignore[misc]
             fire,
             "date",
             run_date=datetime.fromtimestamp(when, UTC),
-            args=[log_id, when],
+            args=[log_id, when, job_id],
             id=job_id,
         )
 
     def store_many(self, jobs: list[tuple[str, float]], log_id: str) -> None:
         """Store jobs `(job_id, when)` as `add` would, in one transaction: the rows `add` writes
-        (the state of an added job, pickled, with its id, trigger and arguments replaced). Only
-        for building a large store quickly; the scheduler must be started paused."""
-        template = self.add_job(fire, "date", run_date=datetime.now(UTC), args=[log_id, 0.0])
+        (the state of an added job, pickled, with its id, trigger and arguments replaced). For
+        loading many jobs quickly, outside any timing (add_job writes one transaction per job);
+        the scheduler must be started paused, and `resume()` then serves them."""
+        template = self.add_job(
+            fire, "date", run_date=datetime.now(UTC), args=[log_id, 0.0, "template"]
+        )
         state = template.__getstate__()
         template.remove()
         rows = []
@@ -90,7 +93,7 @@ class Scheduler(BackgroundScheduler):  # type: ignore[misc]
             job_state = state | {
                 "id": job_id,
                 "trigger": DateTrigger(run_date=at, timezone=UTC),
-                "args": (log_id, when),
+                "args": (log_id, when, job_id),
                 "next_run_time": at,
             }
             rows.append(

@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 import tracemalloc
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -231,6 +231,21 @@ def rss_bytes() -> int:
         return peak if sys.platform == "darwin" else peak * 1024
 
 
+def peak_rss_bytes() -> int:
+    """The highest resident set size of this process's own memory so far (Linux `VmHWM`: unlike
+    `ru_maxrss`, it does not carry over the parent's peak into a freshly started child);
+    elsewhere `ru_maxrss`."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
 def settled_rss() -> int:
     gc.collect()
     return rss_bytes()
@@ -323,20 +338,36 @@ class Countdown:
 
 class LatenessLog:
     """Records, from any thread, how late each handled message was on `time.time()` (the
-    project's system clock); `wait` returns once `expected` were recorded."""
+    project's system clock); `wait` returns once `expected` distinct messages were recorded.
+
+    A message recorded with a `key` that was recorded before (a fire delivered again) counts as
+    a duplicate, not as one more delivery."""
 
     def __init__(self, expected: int) -> None:
         self.expected = expected
         self.lateness_ms: list[float] = []
+        self.first_at: float | None = None
         self.last_at = 0.0
+        self.duplicates = 0
+        self._seen: set[Hashable] = set()
         self._lock = threading.Lock()
         self._done = threading.Event()
+        if expected == 0:
+            self._done.set()
 
-    def record(self, scheduled_at: float) -> None:
-        """A message due at `scheduled_at` (POSIX seconds) is being handled now."""
+    def record(self, scheduled_at: float, key: Hashable | None = None) -> None:
+        """A message due at `scheduled_at` (POSIX seconds), identified by `key` if given, is
+        being handled now."""
         now = time.time()
         with self._lock:
+            if key is not None:
+                if key in self._seen:
+                    self.duplicates += 1
+                    return
+                self._seen.add(key)
             self.lateness_ms.append((now - scheduled_at) * 1000)
+            if self.first_at is None:
+                self.first_at = now
             self.last_at = now
             if len(self.lateness_ms) == self.expected:
                 self._done.set()
@@ -346,5 +377,6 @@ class LatenessLog:
 
     @property
     def count(self) -> int:
+        """Distinct messages recorded so far."""
         with self._lock:
             return len(self.lateness_ms)

@@ -1,9 +1,11 @@
-"""Reminder fire rate on PostgreSQL with one node and with three (scenario 11; no peer).
+"""Reminder fire rate on PostgreSQL: with one node and with three (scenario 11), and a burst of
+10,000 due at one instant on one node (scenario 17); no peer.
 
 A throwaway durable server (tests/pgserver.PostgresServer(durable=True): fsync and synchronous
-commit on) and a new database per run. Each node is a separate process (an ActorSystem with its
-own node_id on the shared database, a cluster); each registers its share of the reminders, all
-due at one instant, and reports when it handled each fire.
+commit on) and a new database per run. In scenario 11 each node is a separate process (an
+ActorSystem with its own node_id on the shared database, a cluster); each registers its share of
+the reminders, all due at one instant, and reports when it handled each fire. Scenario 17 runs
+its one node in this process, as the SQLite bursts do.
 """
 
 from __future__ import annotations
@@ -12,6 +14,15 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from benchmarks.fires import FIRE_WAIT as BURST_WAIT
+from benchmarks.fires import (
+    FireRun,
+    at_once,
+    delivered_row,
+    delivery_notes,
+    rate_row,
+    store,
+)
 from benchmarks.measure import (
     NOTHING,
     Config,
@@ -22,7 +33,9 @@ from benchmarks.measure import (
     child_result,
     lateness_summary,
     median,
+    project_at_least,
     start_child,
+    warm_up,
 )
 from benchmarks.reminders import TYPE, Reminded, activate_facets
 from plexspaces import ActorSystem
@@ -131,8 +144,95 @@ def fire_rate(config: Config) -> ScenarioResult:
     return result
 
 
+# -- 17. a burst on one node ---------------------------------------------------------------------
+
+BURST_ACTORS = 100
+
+
+def _burst_lead(count: int) -> float:
+    """Seconds from the end of the set-up to the due instant: storing on PostgreSQL with fsync
+    costs a commit per actor."""
+    return 1.0 + count / 5_000
+
+
+def _burst_run(url: str, count: int) -> FireRun:
+    log = LatenessLog(count)
+    with ActorSystem(storage_url=url, name="bench") as system:
+        system.register_virtual(TYPE, Reminded, log)
+        facets = activate_facets(system, BURST_ACTORS)
+        due = time.time() + _burst_lead(count)
+        store(facets, at_once(count), due)
+        stored_at = time.time()
+        complete = log.wait(BURST_WAIT)
+        ended_at = time.time()
+    return FireRun(log, due, stored_at, complete, ended_at)
+
+
+def burst(config: Config) -> ScenarioResult:
+    try:
+        from tests.pgserver import PostgresServer, scratch_database
+    except ImportError as error:
+        return ScenarioResult(notes=[f"skipped: the PostgreSQL test helpers need {error.name}"])
+    try:
+        server = PostgresServer(durable=True)
+    except RuntimeError as error:
+        return ScenarioResult(notes=[f"skipped: no PostgreSQL server could be started: {error}"])
+    count = config.pick(quick=1_000, full=10_000)
+    rounds = config.fewer_rounds
+
+    def one_run(size: int) -> FireRun:
+        with scratch_database(server) as url:
+            return _burst_run(url, size)
+
+    try:
+        warm_up(lambda: one_run(count // 10))
+        runs = [one_run(count) for _ in range(rounds)]
+    finally:
+        server.close()
+    metrics = [
+        rate_row(
+            f"fires/s, {count:,} due at one instant, 1 node",
+            runs,
+            None,
+            project_at_least(5_000, "≥ 5,000/s"),
+            NOTHING,
+        ),
+        *(
+            Metric(
+                f"lateness {key} (from the due instant)",
+                "ms",
+                median([run.summary()[key] for run in runs]),
+                None,
+                peer_missing=NOTHING,
+            )
+            for key in ("p50", "p99")
+        ),
+    ]
+    delivered = delivered_row(runs, None, NOTHING)
+    metrics.append(delivered)
+    notes = [
+        f"{count:,} one-shot reminders all due at one instant on {BURST_ACTORS} virtual actors "
+        "(active) of one node (an ActorSystem on the database, in this process, with the "
+        "defaults for PostgreSQL: a cluster of one, with claims and leases), stored through "
+        f"register_reminders, one call per actor, {_burst_lead(count):g} s before the due "
+        "instant. Rate = fires handled / (last handled - due instant). A durable server "
+        f"(fsync and synchronous commit on), a new database per run; {rounds} round(s) after "
+        "one warm-up run at a tenth of the size.",
+        *delivery_notes({"PlexSpaces": runs}),
+    ]
+    return ScenarioResult(metrics=metrics, notes=notes)
+
+
 SCENARIOS = [
     Scenario(
         11, "postgres", "PostgreSQL fire rate, 1 and 3 nodes", "none", fire_rate, in_quick=False
+    ),
+    Scenario(
+        17,
+        "postgres-burst",
+        "PostgreSQL, reminders due at one instant, one node",
+        "none",
+        burst,
+        in_quick=False,
     ),
 ]

@@ -210,6 +210,8 @@ def as_json(entries: list[Entry], machine: dict[str, Any]) -> str:
 
 _FLOOR_MS = 0.001
 """Lateness is drawn on a log axis: anything at or below 1 µs is drawn at 1 µs."""
+_CHART_COLUMNS = 2
+"""Panels per row of the chart."""
 
 
 def write_chart(entries: list[Entry], path: Path) -> str | None:
@@ -231,8 +233,13 @@ def write_chart(entries: list[Entry], path: Path) -> str | None:
     except ImportError:
         print("chart skipped: matplotlib is not installed (pip install matplotlib)")
         return None
-    figure, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.5), squeeze=False)
-    for axis, entry in zip(axes[0], panels, strict=True):
+    columns = min(len(panels), _CHART_COLUMNS)
+    rows = -(-len(panels) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(6.5 * columns, 4.5 * rows), squeeze=False)
+    cells = [axis for row in axes for axis in row]
+    for axis in cells[len(panels) :]:
+        axis.set_visible(False)
+    for axis, entry in zip(cells, panels, strict=False):
         for series, samples in entry.result.samples.items():
             ordered = sorted(max(sample, _FLOOR_MS) for sample in samples)
             step = max(1, len(ordered) // 2000)

@@ -8,12 +8,18 @@ import time
 import traceback
 from pathlib import Path
 
-from benchmarks import actors, postgres, reminders, timers
+from benchmarks import actors, fires, postgres, reminders, timers
 from benchmarks.measure import Config, Scenario, ScenarioResult
 from benchmarks.report import Entry, console_notes, console_table, machine_info, write_all
 
 SCENARIOS: list[Scenario] = sorted(
-    [*actors.SCENARIOS, *timers.SCENARIOS, *reminders.SCENARIOS, *postgres.SCENARIOS],
+    [
+        *actors.SCENARIOS,
+        *timers.SCENARIOS,
+        *reminders.SCENARIOS,
+        *fires.SCENARIOS,
+        *postgres.SCENARIOS,
+    ],
     key=lambda scenario: scenario.number,
 )
 RESULTS = Path(__file__).resolve().parent / "results"
