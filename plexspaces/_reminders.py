@@ -687,6 +687,24 @@ class ReminderService:
         if not self._firing:
             return
         now = self._clock.time()
+        changes, recording, redeliver = self._admit(batch, now)
+        results = self._record(changes, recording, now) if changes else None
+        if results is not None:
+            for armed, change, result in zip(recording, changes, results, strict=True):
+                self._settle(armed, change, result)
+        for armed in redeliver:
+            with self._lock:
+                if armed.in_flight:
+                    continue  # its earlier delivery is still being handled
+                self._fly(armed)
+            self._deliver(armed)
+
+    def _admit(
+        self, batch: list[_Armed], now: float
+    ) -> tuple[list[FireChange], list[_Armed], list[_Armed]]:
+        """Sort a batch of due reminders (under the lock): the changes to record and their
+        reminders, and the fires recorded already, to deliver again as they are. Reminders
+        replaced meanwhile are dropped; those of an actor at its in-flight bound wait."""
         changes: list[FireChange] = []
         recording: list[_Armed] = []
         redeliver: list[_Armed] = []
@@ -695,7 +713,7 @@ class ReminderService:
                 if self._closed or self._armed.get(armed.record.key) is not armed:
                     continue  # replaced, unregistered or handed over since it came due
                 if armed.record.pending_fire is not None:
-                    redeliver.append(armed)  # recorded already: deliver it again as it is
+                    redeliver.append(armed)
                     continue
                 actor = _actor_id(armed.record.key)
                 if self._in_flight.get(actor, 0) >= self._max_in_flight:
@@ -703,54 +721,65 @@ class ReminderService:
                     # catches up (bounded memory under a flood), then this comes due again.
                     self._parked.setdefault(actor, deque()).append(armed)
                     continue
-                changes.append(self._plan(armed, now))
+                try:
+                    change = self._plan(armed, now)
+                except (ValueError, OverflowError) as error:
+                    # A tick past the last datetime there is: nothing can be recorded for it.
+                    self._record_failed([armed], error)
+                    continue
+                changes.append(change)
                 recording.append(armed)
-                self._in_flight[actor] = self._in_flight.get(actor, 0) + 1
-                armed.in_flight = True  # counted from here, so a batch cannot overshoot
-        results: list[StoredReminder | None] = []
-        if changes:
-            try:
-                results = self._store.record_fires(changes, now=_at(now), **self._node.fence(now))
-            except Exception as error:
-                # The store is unavailable: nothing was recorded; try again after a backoff.
-                first = recording[0]
-                _log.warning(
-                    "reminder.record_failed",
-                    actor_id=_actor_id(first.record.key),
-                    reminder=first.record.key.name,
-                    reminders=len(recording),
-                    error=repr(error),
-                    attempt=first.attempt + 1,
-                )
-                for armed in recording:
-                    with self._lock:
-                        self._take_off(armed)
-                    self._retry(armed)
-                recording, changes = [], []
-        for armed, change, result in zip(recording, changes, results, strict=True):
-            if result is None:
-                with self._lock:
-                    self._take_off(armed)
-                # Changed under us (re-registered, deleted, or fired elsewhere): follow the store.
-                self._rearm_from_store(armed, self._store_get(armed.record.key))
-            elif change.scheduled_at is None:
-                # Missed ticks skipped: the reminder goes on at its next tick, nothing delivered.
-                with self._lock:
-                    self._take_off(armed)
-                    if self._armed.get(armed.record.key) is armed:
-                        del self._armed[armed.record.key]
-                        self._arm_record(result)
-            else:
-                armed.record = result
-                self._deliver(armed)
-        for armed in redeliver:
+                self._fly(armed)  # counted from here, so a batch cannot overshoot the bound
+        return changes, recording, redeliver
+
+    def _fly(self, armed: _Armed) -> None:
+        actor = _actor_id(armed.record.key)
+        self._in_flight[actor] = self._in_flight.get(actor, 0) + 1
+        armed.in_flight = True
+
+    def _record(
+        self, changes: list[FireChange], recording: list[_Armed], now: float
+    ) -> list[StoredReminder | None] | None:
+        """Record the batch in one transaction; what the store holds afterwards, per change.
+        None when the store could not be reached: nothing was recorded, and each fire is
+        tried again after a backoff."""
+        try:
+            return self._store.record_fires(changes, now=_at(now), **self._node.fence(now))
+        except Exception as error:
+            self._record_failed(recording, error)
+            return None
+
+    def _record_failed(self, failed: list[_Armed], error: Exception) -> None:
+        first = failed[0]
+        _log.warning(
+            "reminder.record_failed",
+            actor_id=_actor_id(first.record.key),
+            reminder=first.record.key.name,
+            reminders=len(failed),
+            error=repr(error),
+            attempt=first.attempt + 1,
+        )
+        for armed in failed:
             with self._lock:
-                if armed.in_flight:
-                    continue  # its earlier delivery is still being handled
-                self._in_flight[_actor_id(armed.record.key)] = (
-                    self._in_flight.get(_actor_id(armed.record.key), 0) + 1
-                )
-                armed.in_flight = True
+                self._take_off(armed)
+            self._retry(armed)
+
+    def _settle(self, armed: _Armed, change: FireChange, result: StoredReminder | None) -> None:
+        """Deliver a recorded fire, or follow the store where the change did not apply."""
+        if result is None:
+            with self._lock:
+                self._take_off(armed)
+            # Changed under us (re-registered, deleted, or fired elsewhere): follow the store.
+            self._rearm_from_store(armed, self._store_get(armed.record.key))
+        elif change.scheduled_at is None:
+            # Missed ticks skipped: the reminder goes on at its next tick, nothing delivered.
+            with self._lock:
+                self._take_off(armed)
+                if self._armed.get(armed.record.key) is armed:
+                    del self._armed[armed.record.key]
+                    self._arm_record(result)
+        else:
+            armed.record = result
             self._deliver(armed)
 
     def _store_get(self, key: ReminderKey) -> StoredReminder | _Unknown | None:

@@ -13,7 +13,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -287,3 +287,51 @@ def test_periodic_reminders_keep_their_phase_through_batches(
     for key, _, count in seen.fires:
         by_actor.setdefault(key, []).append(count)
     assert by_actor == {f"k{index}": [1, 2, 3, 4, 5] for index in range(20)}
+
+
+class GatedStore(SqlReminderStore):
+    """A real SQLite store whose loads stop after their first page until a gate opens."""
+
+    def __init__(self, url: str, gate: threading.Event) -> None:
+        super().__init__(url)
+        self.gate = gate
+
+    def due(self, until: Any, limit: int, *, after: Any = None) -> Any:
+        if after is not None:
+            self.gate.wait(WAIT)  # every page after the first waits for the test
+        return super().due(until, limit, after=after)
+
+
+def test_a_restart_fires_the_first_page_while_later_pages_load(
+    make_system: Callable[..., ActorSystem], seen: Seen, tmp_path: Path
+) -> None:
+    """After a restart with 2,500 overdue reminders (three pages of 1,000), the first page is
+    fired while the second page's query is still held up, and all 2,500 arrive once it goes
+    on."""
+    url = f"sqlite:///{tmp_path / 'restart.db'}"
+    now = datetime.now(UTC)
+    # Registered on a clock that never moves, so nothing fires before the restart.
+    before = make_system(storage_url=url, clock=ManualClock(start=now))
+    before.register_virtual("counted", Counted, seen)
+    for index in range(10):
+        _facet(before, f"k{index}").register_reminders(
+            [
+                ReminderRegistration(f"r{index}-{n}", due=now - timedelta(minutes=1))
+                for n in range(250)
+            ]
+        )
+    before.shutdown()
+    gate = threading.Event()
+    store = GatedStore(url, gate)
+    try:
+        after = make_system(store=store)
+        after.register_virtual("counted", Counted, seen)
+        assert seen.wait_for(1)  # fired while the next page waits
+        assert not gate.is_set()
+        gate.set()
+        assert seen.wait_for(2500)
+        assert len({name for _, name, _ in seen.fires}) == 2500
+        after.shutdown()
+    finally:
+        gate.set()
+        store.close()
