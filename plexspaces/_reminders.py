@@ -38,7 +38,7 @@ import json
 import math
 import queue
 import threading
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -51,6 +51,7 @@ from ._clock import current_handoff
 from ._duration import Duration, parse_duration, positive_duration
 from ._errors import ActorActiveElsewhereError
 from ._messages import ReminderFired
+from ._ref import VirtualActorRef
 from ._scheduler import ScheduledCall
 from ._store import (
     MISSED_POLICIES,
@@ -64,7 +65,6 @@ from ._store import (
 
 if TYPE_CHECKING:
     from ._cluster import ClusterNode
-    from ._ref import VirtualActorRef
     from ._system import ActorSystem
 
 __all__ = ["MISSED_POLICIES", "ReminderInfo", "ReminderRegistration", "ReminderService"]
@@ -142,10 +142,10 @@ class _Armed(ScheduledCall):
 
     `record` is the reminder as stored (after its fire is recorded, with the pending fire).
     `in_flight` is set while a delivered fire waits for its handler (it counts towards the
-    actor's bound), `watchdog` redelivers a fire that is never acknowledged.
+    actor's bound).
     """
 
-    __slots__ = ("attempt", "in_flight", "record", "service", "watchdog")
+    __slots__ = ("attempt", "in_flight", "record", "service")
 
     def __init__(self, service: ReminderService, record: StoredReminder) -> None:
         super().__init__()
@@ -153,7 +153,6 @@ class _Armed(ScheduledCall):
         self.record = record
         self.attempt = 0
         self.in_flight = False
-        self.watchdog: ScheduledCall | None = None
 
     def run(self) -> None:
         self.service._due(self)
@@ -225,6 +224,15 @@ class ReminderService:
         self._in_flight: dict[str, int] = {}
         self._parked: dict[str, deque[_Armed]] = {}
         self._activating: dict[str, list[tuple[_Armed, ReminderFired]]] = {}
+        # Delivered fires awaiting their handler, in delivery order, with the time by which it
+        # must have answered; one scheduler call watches the earliest of them (one timer, not
+        # one per fire: arming and cancelling a timer per fire cost more than recording it).
+        # Its own lock, held only for a dict operation, so an actor thread answering a fire
+        # never waits for the fire thread's batch under `_lock` (taken after `_lock`, never
+        # before it).
+        self._deadlines: OrderedDict[_Armed, tuple[float, ReminderFired]] = OrderedDict()
+        self._deadlines_lock = threading.Lock()
+        self._watch: ScheduledCall | None = None
         self._served: set[str] = set()
         self._loader: ScheduledCall | None = None
         self._load_failures = 0
@@ -436,8 +444,11 @@ class ReminderService:
             self._firing = False
             for armed in self._armed.values():
                 armed.cancel()
-                if armed.watchdog is not None:
-                    armed.watchdog.cancel()
+            with self._deadlines_lock:
+                self._deadlines.clear()
+                if self._watch is not None:
+                    self._watch.cancel()
+                    self._watch = None
             if self._loader is not None:
                 self._loader.cancel()
         self._node.stop()
@@ -599,8 +610,7 @@ class ReminderService:
         armed = self._armed.pop(key, None)
         if armed is not None:
             armed.cancel()
-            if armed.watchdog is not None:
-                armed.watchdog.cancel()
+            self._answered(armed)
             self._take_off(armed)
 
     def _current(self, armed: _Armed) -> bool:
@@ -857,13 +867,9 @@ class ReminderService:
             scheduled_at=record.pending_scheduled_at,
             payload=record.payload,
         )
-        ref = self._system.virtual(record.key.actor_type, record.key.actor_key)
-        with self._lock:
-            if armed.watchdog is not None:
-                armed.watchdog.cancel()
-            armed.watchdog = self._scheduler.call_at(
-                self._clock.time() + self._ack_timeout, lambda: self._lost(armed, fired)
-            )
+        # Its type is served, so registered: no need to look it up again.
+        ref = VirtualActorRef(self._system, record.key.actor_type, record.key.actor_key)
+        self._watch_for(armed, fired)
         handoff = current_handoff() is not None
         try:
             delivered = self._system._deliver_if_active(
@@ -921,6 +927,7 @@ class ReminderService:
     def _delivery_failed(
         self, armed: _Armed, fired: ReminderFired, ref: VirtualActorRef, error: Exception
     ) -> None:
+        self._answered(armed)  # nothing to wait for: it is retried or handed over below
         with self._lock:
             self._take_off(armed)
         if isinstance(error, ActorActiveElsewhereError):
@@ -946,9 +953,41 @@ class ReminderService:
         wait = current_handoff() is not None
         return lambda error: self._handled(armed, fired, error, wait)
 
+    def _watch_for(self, armed: _Armed, fired: ReminderFired) -> None:
+        """Expect an answer to the delivered `fired` within the acknowledgement timeout."""
+        deadline = self._clock.time() + self._ack_timeout
+        with self._deadlines_lock:
+            self._deadlines.pop(armed, None)
+            self._deadlines[armed] = (deadline, fired)
+            if self._watch is None and self._firing:
+                self._watch = self._scheduler.call_at(deadline, self._sweep)
+
+    def _answered(self, armed: _Armed) -> None:
+        """The handler answered (or the reminder went away): stop waiting for it."""
+        with self._deadlines_lock:
+            self._deadlines.pop(armed, None)
+
+    def _sweep(self) -> None:
+        # On the scheduler thread, at the earliest deadline: every fire that got no answer in
+        # time (its activation died with it in the mailbox, or the handler is very slow) is
+        # delivered again: at-least-once.
+        lost: list[tuple[_Armed, ReminderFired]] = []
+        with self._deadlines_lock:
+            self._watch = None
+            now = self._clock.time()
+            while self._deadlines:
+                armed = next(iter(self._deadlines))
+                deadline, fired = self._deadlines[armed]
+                if deadline > now:
+                    if self._firing:
+                        self._watch = self._scheduler.call_at(deadline, self._sweep)
+                    break
+                del self._deadlines[armed]
+                lost.append((armed, fired))
+        for armed, fired in lost:
+            self._lost(armed, fired)
+
     def _lost(self, armed: _Armed, fired: ReminderFired) -> None:
-        # On the scheduler thread: the fire was never acknowledged (its activation died with it
-        # in the mailbox, or the handler is very slow). Deliver it again: at-least-once.
         with self._lock:
             if (
                 self._closed
@@ -971,17 +1010,18 @@ class ReminderService:
         self, armed: _Armed, fired: ReminderFired, error: BaseException | None, wait: bool
     ) -> None:
         # On the actor's thread, after its handler: queue the acknowledgement for the fire
-        # thread, which writes every one queued meanwhile in one transaction.
-        with self._lock:
-            current = not self._closed and self._armed.get(armed.record.key) is armed
-            if not current or armed.record.pending_fire != fired.fire_count:
-                return  # replaced or unregistered meanwhile: that registration owns the row now
-            if armed.watchdog is not None:
-                armed.watchdog.cancel()
-                armed.watchdog = None
-            if error is not None:
-                self._take_off(armed)
+        # thread, which writes every one queued meanwhile in one transaction. (The checks read
+        # without the lock, as `_current` does: the fire thread checks again before writing.)
+        if (
+            self._closed
+            or self._armed.get(armed.record.key) is not armed
+            or armed.record.pending_fire != fired.fire_count
+        ):
+            return  # replaced or unregistered meanwhile: that registration owns the row now
+        self._answered(armed)
         if error is not None:
+            with self._lock:
+                self._take_off(armed)
             self._failures.add()
             _log.error(
                 "reminder.handler_failed",
