@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from functools import cache
+from operator import itemgetter
 from typing import Any, Final, TypeVar
 
 from sqlalchemy import (
@@ -218,23 +219,30 @@ def _execute_many(connection: Connection, statement: Any, params: list[dict[str,
     are: for thousands of sets SQLAlchemy's per-set parameter processing would cost more than
     the database takes to run them. (None of these parameters needs a bind processor: they are
     ints, strings and NULLs.)"""
-    sql, names = _driver_sql(connection.dialect, statement)
-    rows: list[Any] = params if names is None else [tuple(p[n] for n in names) for p in params]
+    sql, order = _driver_sql(connection.dialect, statement)
+    rows: list[Any] = params if order is None else list(map(order, params))
     return connection.exec_driver_sql(sql, rows).rowcount
 
 
-_driver_statements: dict[tuple[int, int], tuple[str, tuple[str, ...] | None]] = {}
+_driver_statements: dict[tuple[int, int], tuple[str, Callable[[dict[str, Any]], Any] | None]] = {}
 
 
-def _driver_sql(dialect: Dialect, statement: Any) -> tuple[str, tuple[str, ...] | None]:
-    """The SQL text of `statement` for `dialect`, and the order of its positional parameters
-    (None for a driver that takes named ones)."""
+def _driver_sql(
+    dialect: Dialect, statement: Any
+) -> tuple[str, Callable[[dict[str, Any]], Any] | None]:
+    """The SQL text of `statement` for `dialect`, and for a driver that takes positional
+    parameters, what turns a parameter set into them in order (None for named ones)."""
     cache_key = (id(dialect), id(statement))
     found = _driver_statements.get(cache_key)
     if found is None:
         compiled = statement.compile(dialect=dialect)
-        names = tuple(compiled.positiontup) if compiled.positional else None
-        found = _driver_statements[cache_key] = (compiled.string, names)
+        order = None
+        if compiled.positional:
+            names = list(compiled.positiontup)
+            getter = itemgetter(*names)
+            # itemgetter of one name gives the value, not a 1-tuple.
+            order = getter if len(names) > 1 else (lambda params: (getter(params),))
+        found = _driver_statements[cache_key] = (compiled.string, order)
     return found
 
 
