@@ -42,9 +42,11 @@ from ._metrics import (
     MetricsSnapshot,
 )
 from ._ref import DEFAULT_ASK_TIMEOUT, ActorRef, VirtualActorRef
-from ._reminders import MISSED_POLICIES, ReminderInfo, ReminderRegistration, ReminderService
+from ._registration import ReminderInfo, ReminderRegistration
+from ._reminders import ReminderService
 from ._scheduler import ScheduledCall, Scheduler
 from ._store import (
+    MISSED_POLICIES,
     SchemaVersionError,
     StoreClosedError,
     StoreUnavailableError,

@@ -125,9 +125,12 @@ class Actor:
         return cell
 
 
-Done = Callable[[BaseException | None], None]
+Done = Callable[[BaseException | None], Callable[[], None] | None]
 """Called on the actor's thread once a delivered message was handled: None, or the exception
-its handler raised (which then does not end the actor)."""
+its handler raised (which then does not end the actor). It may return a function that waits
+until what the sender does with the outcome is done (a reminder fire's acknowledgement is
+written): the actor calls it before it handles anything but another such delivery, so its own
+next message sees the outcome, while a run of fires is not held up by one write each."""
 
 
 class _Delivery:
@@ -200,6 +203,8 @@ class _Cell(_pykka.FailureHookActor):
         self._before: list[Callable[[Any], Any]] = []
         self._after: list[Callable[[Any, Any], None]] = []
         self._on_receive = actor.on_receive
+        # Waits until the outcome of the last acknowledged delivery is written (see `Done`).
+        self._unsettled: Callable[[], None] | None = None
         self.thread: threading.Thread | None = None
         self.started = threading.Event()
         self.terminated = threading.Event()  # set once the actor released everything it held
@@ -293,9 +298,12 @@ class _Cell(_pykka.FailureHookActor):
 
     def on_receive(self, message: Any) -> Any:
         kind = type(message)
+        if kind is _Delivery and message.done is not None:
+            return self._handle_acknowledged(message)
+        if self._unsettled is not None:
+            settle, self._unsettled = self._unsettled, None
+            settle()
         if kind is _Delivery:
-            if message.done is not None:
-                return self._handle_acknowledged(message)
             if message.picked_up is not None:
                 message.picked_up.set()
             guard = message.guard
@@ -334,7 +342,7 @@ class _Cell(_pykka.FailureHookActor):
         except Exception as failure:
             error = failure
         try:
-            done(error)
+            self._unsettled = done(error)
         finally:
             if delivery.picked_up is not None:
                 delivery.picked_up.set()

@@ -34,40 +34,39 @@ Cluster concerns (claims, fencing, leases, polls, hand-over) live in `ClusterNod
 
 from __future__ import annotations
 
-import json
 import math
 import queue
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
 import structlog
 
 from ._clock import current_handoff
-from ._duration import Duration, parse_duration, positive_duration
+from ._duration import Duration, positive_duration
 from ._errors import ActorActiveElsewhereError
 from ._messages import ReminderFired
 from ._ref import VirtualActorRef
+from ._registration import ReminderInfo, ReminderRegistration, info_of, new_record
 from ._scheduler import ScheduledCall
 from ._store import (
-    MISSED_POLICIES,
     FireChange,
     ReminderKey,
     ReminderStore,
     StoredReminder,
     UndecodableReminder,
-    encode_payload,
 )
 
 if TYPE_CHECKING:
+    from ._actor import Done
     from ._cluster import ClusterNode
     from ._system import ActorSystem
 
-__all__ = ["MISSED_POLICIES", "ReminderInfo", "ReminderRegistration", "ReminderService"]
+__all__ = ["ReminderService"]
 
 
 _log = structlog.get_logger("plexspaces.reminders")
@@ -83,58 +82,6 @@ class _Unknown:
 
 
 _UNKNOWN: Final = _Unknown()
-
-
-@dataclass(frozen=True, slots=True)
-class ReminderRegistration:
-    """One reminder to register, for `ReminderFacet.register_reminders` (the arguments of
-    `register_reminder`, as a value)."""
-
-    name: str
-    due: Duration | datetime
-    period: Duration | None = None
-    max_count: int | None = None
-    payload: Any = None
-    missed: str = "once"
-
-
-@dataclass(frozen=True, slots=True)
-class ReminderInfo:
-    """A stored reminder, as `ReminderFacet.list_reminders` reports it.
-
-    Attributes:
-        name: the reminder's name.
-        fire_count: fires recorded so far (kept across restarts).
-        max_count: the most fires it makes, or None.
-        next_fire_at: when it fires next (aware UTC); None once its last fire was recorded.
-        period: the period of a periodic reminder, None for a one-shot.
-        missed: the missed-tick policy ("once", "skip" or "all").
-        payload: the JSON payload.
-        pending_fire: the `fire_count` of a fire recorded but not yet acknowledged (being
-            handled, or to be delivered again after a crash), else None.
-    """
-
-    name: str
-    fire_count: int
-    max_count: int | None
-    next_fire_at: datetime | None
-    period: timedelta | None
-    missed: str
-    payload: Any
-    pending_fire: int | None = None
-
-
-def _info(record: StoredReminder) -> ReminderInfo:
-    return ReminderInfo(
-        name=record.key.name,
-        fire_count=record.fire_count,
-        max_count=record.max_count,
-        next_fire_at=None if record.finished else record.due_at,
-        period=record.period,
-        missed=record.missed,
-        payload=record.payload,
-        pending_fire=record.pending_fire,
-    )
 
 
 class _Armed(ScheduledCall):
@@ -163,14 +110,18 @@ class _Armed(ScheduledCall):
 
 
 class _Ack:
-    """A handled fire waiting to be acknowledged; `written` is set once that was attempted
-    (only for a fire delivered inside `ManualClock.advance`, whose hand-off waits for it)."""
+    """A handled fire waiting to be acknowledged, number `seq` in the order they were queued;
+    `written` is set once that was attempted (only for a fire delivered inside
+    `ManualClock.advance`, whose hand-off waits for it)."""
 
-    __slots__ = ("armed", "fired", "written")
+    __slots__ = ("armed", "fired", "seq", "written")
 
-    def __init__(self, armed: _Armed, fired: ReminderFired, written: threading.Event | None):
+    def __init__(
+        self, armed: _Armed, fired: ReminderFired, seq: int, written: threading.Event | None
+    ):
         self.armed = armed
         self.fired = fired
+        self.seq = seq
         self.written = written
 
 
@@ -251,6 +202,11 @@ class ReminderService:
         self._barriers: list[threading.Event] = []
         self._stopping = False
         self._drained = False  # the fire thread has ended: no acknowledgement is written now
+        # Acknowledgements queued and settled (written, or given up on for now), by number:
+        # an actor waits for its own before its next message (see `_await_acks`).
+        self._acks_queued = 0
+        self._acks_settled: float = 0
+        self._settled = threading.Condition(threading.Lock())
         self._inline_due: list[_Armed] = []
         self._firer = threading.Thread(
             target=self._serve_fires, name=f"{system.name}-reminders", daemon=True
@@ -308,7 +264,7 @@ class ReminderService:
         records: list[StoredReminder] = []
         names: set[str] = set()
         for registration in registrations:
-            record = self._record_for(actor_type, actor_key, registration, now, min_period)
+            record = new_record(actor_type, actor_key, registration, now, min_period)
             if record.key.name in names:
                 raise ValueError(
                     f"reminder {record.key.name!r} is registered twice in one batch; each name "
@@ -335,54 +291,10 @@ class ReminderService:
                     else:
                         # Loaded in time by a batch load, like every reminder beyond the horizon.
                         self._schedule_loader(due - self._horizon / 2)
-        return [_info(record) for record in records]
+        return [info_of(record) for record in records]
 
     def _registering(self, actor_type: str, actor_key: str) -> threading.Lock:
         return self._register_locks[hash((actor_type, actor_key)) % _REGISTER_STRIPES]
-
-    def _record_for(
-        self,
-        actor_type: str,
-        actor_key: str,
-        registration: ReminderRegistration,
-        now: datetime,
-        min_period: timedelta,
-    ) -> StoredReminder:
-        if not isinstance(registration, ReminderRegistration):
-            raise ValueError(f"{registration!r} is not a ReminderRegistration")
-        name = registration.name
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"reminder name {name!r} must be a non-empty string")
-        due_at = self._due_at(registration.due, now)
-        period_td = self._period(registration.period, min_period)
-        max_count = registration.max_count
-        if max_count is not None and (
-            isinstance(max_count, bool) or not isinstance(max_count, int) or max_count < 1
-        ):
-            raise ValueError(f"max_count {max_count!r} must be None or an int of at least 1")
-        missed = registration.missed
-        if missed not in MISSED_POLICIES:
-            raise ValueError(f"missed {missed!r} must be one of {', '.join(MISSED_POLICIES)}")
-        key = ReminderKey(actor_type, actor_key, name)
-        # Refuse what JSON cannot carry back unchanged, and hand back what the store will.
-        payload = json.loads(encode_payload(key, registration.payload))
-        return StoredReminder(
-            key=key,
-            due_at=due_at,
-            anchor_at=due_at,
-            period=period_td,
-            max_count=max_count,
-            fire_count=0,
-            missed=missed,
-            payload=payload,
-            pending_fire=None,
-            pending_scheduled_at=None,
-            finished=False,
-            claimed_by=None,
-            claimed_until=None,
-            created_at=now,
-            updated_at=now,
-        )
 
     def unregister(self, actor_type: str, actor_key: str, name: str) -> bool:
         """Delete a reminder; a fire of it still in the mailbox is discarded. If the store
@@ -396,10 +308,10 @@ class ReminderService:
 
     def get(self, actor_type: str, actor_key: str, name: str) -> ReminderInfo | None:
         record = self._store.get(ReminderKey(actor_type, actor_key, name))
-        return None if record is None else _info(record)
+        return None if record is None else info_of(record)
 
     def list_actor(self, actor_type: str, actor_key: str) -> list[ReminderInfo]:
-        return [_info(record) for record in self._store.list_actor(actor_type, actor_key)]
+        return [info_of(record) for record in self._store.list_actor(actor_type, actor_key)]
 
     def gauges(self) -> dict[str, float]:
         """`reminders.armed` (in the scheduler), `reminders.in_flight` (delivered, not yet
@@ -691,6 +603,9 @@ class ReminderService:
         for ack in left:
             if ack.written is not None:
                 ack.written.set()
+        with self._settled:
+            self._acks_settled = math.inf  # nothing more is written: no actor waits for it
+            self._settled.notify_all()
 
     def _fire_batch(self, batch: list[_Armed]) -> None:
         """Record the fires of `batch` in one transaction, then deliver them."""
@@ -947,7 +862,7 @@ class ReminderService:
         )
         self._retry(armed)
 
-    def _done(self, armed: _Armed, fired: ReminderFired) -> Callable[[BaseException | None], None]:
+    def _done(self, armed: _Armed, fired: ReminderFired) -> Done:
         # A fire delivered inside ManualClock.advance is acknowledged before its hand-off is
         # released, so the next tick is armed before time moves on.
         wait = current_handoff() is not None
@@ -1008,7 +923,7 @@ class ReminderService:
 
     def _handled(
         self, armed: _Armed, fired: ReminderFired, error: BaseException | None, wait: bool
-    ) -> None:
+    ) -> Callable[[], None] | None:
         # On the actor's thread, after its handler: queue the acknowledgement for the fire
         # thread, which writes every one queued meanwhile in one transaction. (The checks read
         # without the lock, as `_current` does: the fire thread checks again before writing.)
@@ -1017,7 +932,7 @@ class ReminderService:
             or self._armed.get(armed.record.key) is not armed
             or armed.record.pending_fire != fired.fire_count
         ):
-            return  # replaced or unregistered meanwhile: that registration owns the row now
+            return None  # replaced or unregistered: that registration owns the row now
         self._answered(armed)
         if error is not None:
             with self._lock:
@@ -1032,15 +947,34 @@ class ReminderService:
                 exc_info=error,
             )
             self._retry(armed)
-            return
-        ack = _Ack(armed, fired, threading.Event() if wait else None)
+            return None
         with self._queue:
             if self._drained:
-                return  # closed: delivered again after a restart
+                return None  # closed: delivered again after a restart
+            self._acks_queued += 1
+            ack = _Ack(armed, fired, self._acks_queued, threading.Event() if wait else None)
             self._acks.append(ack)
             self._queue.notify()
         if ack.written is not None:
             ack.written.wait(self._ack_timeout)
+            return None
+        seq = ack.seq
+        return lambda: self._await_acks(seq)
+
+    def _await_acks(self, seq: int) -> None:
+        """Wait (on an actor's thread, before its next message) until acknowledgement `seq`
+        and every one before it was written or given up on for now, so the actor's own next
+        message sees its fires acknowledged, as if it had written them itself."""
+        with self._settled:
+            self._settled.wait_for(lambda: self._acks_settled >= seq, self._ack_timeout)
+
+    def _mark_settled(self, acks: list[_Ack]) -> None:
+        for ack in acks:
+            if ack.written is not None:
+                ack.written.set()
+        with self._settled:
+            self._acks_settled = max(self._acks_settled, acks[-1].seq)
+            self._settled.notify_all()
 
     def _acknowledge(self, acks: list[_Ack]) -> None:
         """On the fire thread: write a batch of acknowledgements in one transaction, then arm
@@ -1079,9 +1013,8 @@ class ReminderService:
             )
             for ack in current:
                 self._ack_later(ack)
-            for ack in acks:
-                if ack.written is not None:
-                    ack.written.set()
+            # Given up on for now: the actor goes on (the store may be away for long).
+            self._mark_settled(acks)
             return
         now = self._clock.time()
         for ack in current:
@@ -1106,19 +1039,19 @@ class ReminderService:
                 del self._armed[record.key]
                 if not record.finished:
                     self._arm(_replace_pending(record), record.due_at.timestamp())
-        for ack in acks:
-            if ack.written is not None:
-                ack.written.set()
+        self._mark_settled(acks)
 
     def _ack_later(self, ack: _Ack) -> None:
         armed = ack.armed
         armed.attempt += 1
         delay = self._backoff(armed.attempt)
-        retry = _Ack(armed, ack.fired, None)
 
         def again() -> None:
             with self._queue:
-                self._acks.append(retry)
+                if self._drained:
+                    return
+                self._acks_queued += 1
+                self._acks.append(_Ack(armed, ack.fired, self._acks_queued, None))
                 self._queue.notify()
 
         with self._lock:
@@ -1131,36 +1064,6 @@ class ReminderService:
         with self._lock:
             if self._armed.get(armed.record.key) is armed:
                 self._scheduler.schedule(armed, self._clock.time() + delay)
-
-    # -- validation --------------------------------------------------------------------------------
-
-    def _due_at(self, due: Duration | datetime, now: datetime) -> datetime:
-        if isinstance(due, datetime):
-            if due.tzinfo is None or due.utcoffset() is None:
-                raise ValueError(
-                    f"due {due!r} is a naive datetime; pass an aware one "
-                    "(for example datetime(..., tzinfo=timezone.utc)) or a duration"
-                )
-            return due.astimezone(UTC)
-        try:
-            delay = parse_duration(due)
-        except ValueError as error:
-            raise ValueError(f"reminder due: {error}") from None
-        return now + delay
-
-    def _period(self, period: Duration | None, minimum: timedelta) -> timedelta | None:
-        if period is None:
-            return None
-        try:
-            value = parse_duration(period)
-        except ValueError as error:
-            raise ValueError(f"reminder period: {error}") from None
-        if value <= timedelta(0) or value < minimum:
-            raise ValueError(
-                f"reminder period {period!r} is shorter than the minimum "
-                f"{minimum.total_seconds():g}s (the facet's min_period)"
-            )
-        return value
 
 
 def _actor_id(key: ReminderKey) -> str:

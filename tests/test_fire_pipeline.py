@@ -335,3 +335,30 @@ def test_a_restart_fires_the_first_page_while_later_pages_load(
     finally:
         gate.set()
         store.close()
+
+
+class Lister(Counted):
+    """Counts its fires and, asked "names", lists its reminders from inside the actor."""
+
+    def on_receive(self, message: Any) -> Any:
+        if message == "names":
+            return sorted(info.name for info in self.facet(ReminderFacet).list_reminders())
+        return super().on_receive(message)
+
+
+def test_an_actors_next_message_sees_its_fires_acknowledged(
+    make_system: Callable[..., ActorSystem], seen: Seen
+) -> None:
+    """Acknowledgements are written in batches off the actor's thread, yet a message the actor
+    handles after its fires sees them acknowledged: its fired one-shots are no longer listed."""
+    system = make_system()
+    system.register_virtual("counted", Lister, seen)
+    ref = system.virtual("counted", "k")
+    ref.ask("ping", timeout=WAIT)
+    facet = system.facet_service.get_facet(ref.actor_id, ReminderFacet)
+    for round_ in range(5):
+        facet.register_reminders(
+            [ReminderRegistration(f"r{round_}-{n}", due="10ms") for n in range(50)]
+        )
+        assert seen.wait_for(50 * (round_ + 1))
+        assert ref.ask("names", timeout=WAIT) == []
