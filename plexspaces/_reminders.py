@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import structlog
 
@@ -92,7 +92,7 @@ class _Armed(ScheduledCall):
     actor's bound).
     """
 
-    __slots__ = ("attempt", "in_flight", "record", "service")
+    __slots__ = ("answered", "attempt", "in_flight", "record", "service")
 
     def __init__(self, service: ReminderService, record: StoredReminder) -> None:
         super().__init__()
@@ -100,6 +100,9 @@ class _Armed(ScheduledCall):
         self.record = record
         self.attempt = 0
         self.in_flight = False
+        # The fire_count of the last delivered fire whose handler returned (its acknowledgement
+        # is queued), so the watchdog does not deliver it again.
+        self.answered: int | None = None
 
     def run(self) -> None:
         self.service._due(self)
@@ -110,19 +113,24 @@ class _Armed(ScheduledCall):
 
 
 class _Ack:
-    """A handled fire waiting to be acknowledged, number `seq` in the order they were queued;
-    `written` is set once that was attempted (only for a fire delivered inside
-    `ManualClock.advance`, whose hand-off waits for it)."""
+    """A handled fire waiting to be acknowledged. `settled` turns true once that was attempted;
+    `written` is set then too (only for a fire delivered inside `ManualClock.advance`, whose
+    hand-off waits for it)."""
 
-    __slots__ = ("armed", "fired", "seq", "written")
+    __slots__ = ("armed", "fired", "settled", "written")
 
-    def __init__(
-        self, armed: _Armed, fired: ReminderFired, seq: int, written: threading.Event | None
-    ):
+    def __init__(self, armed: _Armed, fired: ReminderFired, written: threading.Event | None):
         self.armed = armed
         self.fired = fired
-        self.seq = seq
+        self.settled = False
         self.written = written
+
+
+class _Stop:
+    """Tells the fire thread to end."""
+
+
+_STOP: Final = _Stop()
 
 
 class ReminderService:
@@ -196,17 +204,16 @@ class ReminderService:
         self._firing = True  # False once shutdown began: no new fires, acknowledgements still land
         self._closed = False
         # The fire pipeline: due reminders and handled fires, served by one thread in batches.
-        self._queue = threading.Condition(threading.Lock())
-        self._due_queue: deque[_Armed] = deque()
-        self._acks: deque[_Ack] = deque()
-        self._barriers: list[threading.Event] = []
-        self._stopping = False
+        # Everything the fire thread is asked to do, in order: reminders that came due, handled
+        # fires to acknowledge, events to set once what came before is done, and the stop. A
+        # SimpleQueue takes a put without a Python-level lock, so hundreds of actor threads
+        # queueing acknowledgements never queue up behind each other.
+        self._inbox: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._drained = False  # the fire thread has ended: no acknowledgement is written now
-        # Acknowledgements queued and settled (written, or given up on for now), by number:
-        # an actor waits for its own before its next message (see `_await_acks`).
-        self._acks_queued = 0
-        self._acks_settled: float = 0
+        # Set when acknowledgements are settled (written, or given up on for now): an actor
+        # waits for its own before its next message (see `_await_acks`).
         self._settled = threading.Condition(threading.Lock())
+        self._settled_all = False
         self._inline_due: list[_Armed] = []
         self._firer = threading.Thread(
             target=self._serve_fires, name=f"{system.name}-reminders", daemon=True
@@ -365,27 +372,30 @@ class ReminderService:
                 self._loader.cancel()
         self._node.stop()
         # Wait for the batch the fire thread may be delivering right now.
-        if self._firer is not threading.current_thread():
-            drained = threading.Event()
-            with self._queue:
-                self._barriers.append(drained)
-                self._queue.notify()
-            drained.wait()
+        self._flush()
+
+    def _flush(self) -> None:
+        """Wait until the fire thread has done everything queued so far."""
+        if self._firer is not threading.current_thread() and self._firer.is_alive():
+            done = threading.Event()
+            self._inbox.put(done)
+            done.wait()
 
     def close(self) -> None:
         """Stop the threads, after writing the acknowledgements already queued, and hand this
         node's leases over. Fires recorded but not acknowledged are delivered again after a
         restart. The store itself belongs to the system."""
         self.stop_firing()
+        # The handlers that ran before the actors stopped queued their acknowledgements: write
+        # them now, so a clean shutdown leaves no fire to deliver again.
+        self._flush()
         with self._lock:
             if self._closed:
                 return
             self._closed = True
             self._armed.clear()
             self._parked.clear()
-        with self._queue:
-            self._stopping = True
-            self._queue.notify()
+        self._inbox.put(_STOP)
         self._work.put(None)
         current = threading.current_thread()
         for thread in (self._firer, self._maintainer):
@@ -561,9 +571,7 @@ class ReminderService:
             self._inline_due.append(armed)
             handoff.defer(self._fire_inline)
             return
-        with self._queue:
-            self._due_queue.append(armed)
-            self._queue.notify()
+        self._inbox.put(armed)
 
     def _fire_inline(self) -> None:
         while self._inline_due:
@@ -575,36 +583,51 @@ class ReminderService:
         """The fire thread: acknowledge what was handled and record and deliver what came due,
         each in batches of whatever queued up meanwhile (up to `batch`). A lone fire is written
         at once; under load the batches grow by themselves while the last one is written."""
-        queued = self._queue
-        while True:
-            with queued:
-                while not (self._due_queue or self._acks or self._barriers or self._stopping):
-                    queued.wait()
-                acks = _take(self._acks, self._batch)
-                due = _take(self._due_queue, self._batch)
-                barriers, self._barriers = self._barriers, []
-                stop = self._stopping and not self._acks and not self._due_queue
+        inbox = self._inbox
+        stopping = False
+        while not stopping:
+            items = [inbox.get()]
+            while len(items) < 2 * self._batch:
+                try:
+                    items.append(inbox.get_nowait())
+                except queue.Empty:
+                    break
+            acks: list[_Ack] = []
+            due: list[_Armed] = []
+            done: list[threading.Event] = []
+            for item in items:
+                if type(item) is _Armed:
+                    due.append(item)
+                elif type(item) is _Ack:
+                    acks.append(item)
+                elif item is _STOP:
+                    stopping = True
+                else:
+                    done.append(cast("threading.Event", item))
             try:
-                if acks:
-                    self._acknowledge(acks)
-                if due:
-                    self._fire_batch(due)
+                for start in range(0, len(acks), self._batch):
+                    self._acknowledge(acks[start : start + self._batch])
+                for start in range(0, len(due), self._batch):
+                    self._fire_batch(due[start : start + self._batch])
             except Exception:
                 _log.exception("reminder.work_failed")
             finally:
-                for barrier in barriers:
-                    barrier.set()
-            if stop:
+                for event in done:
+                    event.set()
+        # Closed: nothing more is written. Release whoever still waits for the thread.
+        self._drained = True
+        while True:
+            try:
+                item = inbox.get_nowait()
+            except queue.Empty:
                 break
-        # Closed: release any handler still waiting for its acknowledgement to be written.
-        with queued:
-            self._drained = True
-            left, self._acks = list(self._acks), deque()
-        for ack in left:
-            if ack.written is not None:
-                ack.written.set()
+            if type(item) is _Ack:
+                if item.written is not None:
+                    item.written.set()
+            elif isinstance(item, threading.Event):
+                item.set()
         with self._settled:
-            self._acks_settled = math.inf  # nothing more is written: no actor waits for it
+            self._settled_all = True
             self._settled.notify_all()
 
     def _fire_batch(self, batch: list[_Armed]) -> None:
@@ -871,6 +894,7 @@ class ReminderService:
     def _watch_for(self, armed: _Armed, fired: ReminderFired) -> None:
         """Expect an answer to the delivered `fired` within the acknowledgement timeout."""
         deadline = self._clock.time() + self._ack_timeout
+        armed.answered = None
         with self._deadlines_lock:
             self._deadlines.pop(armed, None)
             self._deadlines[armed] = (deadline, fired)
@@ -898,7 +922,8 @@ class ReminderService:
                         self._watch = self._scheduler.call_at(deadline, self._sweep)
                     break
                 del self._deadlines[armed]
-                lost.append((armed, fired))
+                if armed.answered != fired.fire_count:
+                    lost.append((armed, fired))
         for armed, fired in lost:
             self._lost(armed, fired)
 
@@ -933,8 +958,12 @@ class ReminderService:
             or armed.record.pending_fire != fired.fire_count
         ):
             return None  # replaced or unregistered: that registration owns the row now
-        self._answered(armed)
-        if error is not None:
+        if error is None:
+            # Answered: the acknowledgement is on its way, so the watchdog lets it be. A plain
+            # attribute write; no lock that hundreds of actor threads would contend for.
+            armed.answered = fired.fire_count
+        else:
+            self._answered(armed)
             with self._lock:
                 self._take_off(armed)
             self._failures.add()
@@ -948,32 +977,32 @@ class ReminderService:
             )
             self._retry(armed)
             return None
-        with self._queue:
-            if self._drained:
-                return None  # closed: delivered again after a restart
-            self._acks_queued += 1
-            ack = _Ack(armed, fired, self._acks_queued, threading.Event() if wait else None)
-            self._acks.append(ack)
-            self._queue.notify()
+        ack = _Ack(armed, fired, threading.Event() if wait else None)
+        self._inbox.put(ack)
+        if self._drained:
+            # The fire thread ended before it could take this one: it is delivered again
+            # after a restart, and nobody waits for it.
+            ack.settled = True
+            if ack.written is not None:
+                ack.written.set()
         if ack.written is not None:
             ack.written.wait(self._ack_timeout)
             return None
-        seq = ack.seq
-        return lambda: self._await_acks(seq)
+        return lambda: self._await_acks(ack)
 
-    def _await_acks(self, seq: int) -> None:
-        """Wait (on an actor's thread, before its next message) until acknowledgement `seq`
-        and every one before it was written or given up on for now, so the actor's own next
-        message sees its fires acknowledged, as if it had written them itself."""
+    def _await_acks(self, ack: _Ack) -> None:
+        """Wait (on an actor's thread, before its next message) until `ack` was written or
+        given up on for now, so the actor's own next message sees its fires acknowledged, as
+        if it had written them itself."""
         with self._settled:
-            self._settled.wait_for(lambda: self._acks_settled >= seq, self._ack_timeout)
+            self._settled.wait_for(lambda: ack.settled or self._settled_all, self._ack_timeout)
 
     def _mark_settled(self, acks: list[_Ack]) -> None:
         for ack in acks:
+            ack.settled = True
             if ack.written is not None:
                 ack.written.set()
         with self._settled:
-            self._acks_settled = max(self._acks_settled, acks[-1].seq)
             self._settled.notify_all()
 
     def _acknowledge(self, acks: list[_Ack]) -> None:
@@ -994,6 +1023,9 @@ class ReminderService:
                     continue
                 seen.add(key)
                 current.append(ack)
+        with self._deadlines_lock:
+            for ack in current:
+                self._deadlines.pop(ack.armed, None)
         try:
             if current:
                 self._store.acknowledge_fires(
@@ -1047,12 +1079,7 @@ class ReminderService:
         delay = self._backoff(armed.attempt)
 
         def again() -> None:
-            with self._queue:
-                if self._drained:
-                    return
-                self._acks_queued += 1
-                self._acks.append(_Ack(armed, ack.fired, self._acks_queued, None))
-                self._queue.notify()
+            self._inbox.put(_Ack(armed, ack.fired, None))
 
         with self._lock:
             if self._armed.get(armed.record.key) is armed and self._firing:
