@@ -362,3 +362,27 @@ def test_an_actors_next_message_sees_its_fires_acknowledged(
         )
         assert seen.wait_for(50 * (round_ + 1))
         assert ref.ask("names", timeout=WAIT) == []
+
+
+def test_a_clean_shutdown_writes_every_acknowledgement_queued(
+    make_system: Callable[..., ActorSystem], seen: Seen, tmp_path: Path
+) -> None:
+    """Fires handled just before shutdown() are acknowledged before the system closes: after a
+    clean shutdown no fire is left pending, so nothing is delivered again at the next start."""
+    url = f"sqlite:///{tmp_path / 'clean.db'}"
+    system = make_system(storage_url=url)
+    system.register_virtual("counted", Counted, seen)
+    for index in range(20):
+        _facet(system, f"k{index}").register_reminders(
+            [ReminderRegistration(f"r{index}-{n}", due="50ms", period="1h") for n in range(25)]
+        )
+    assert seen.wait_for(500)
+    system.shutdown()
+    store = SqlReminderStore(url)
+    try:
+        records = store.due(datetime.now(UTC) + timedelta(days=1), 1000)
+        assert len(records) == 500
+        assert [record for record in records if record.pending_fire is not None] == []
+        assert {record.fire_count for record in records} == {1}
+    finally:
+        store.close()
