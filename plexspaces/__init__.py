@@ -45,6 +45,8 @@ from ._ref import DEFAULT_ASK_TIMEOUT, ActorRef, VirtualActorRef
 from ._reminders import MISSED_POLICIES, ReminderInfo, ReminderRegistration, ReminderService
 from ._scheduler import ScheduledCall, Scheduler
 from ._store import (
+    MAX_PAYLOAD_BYTES,
+    MAX_PAYLOAD_DEPTH,
     SchemaVersionError,
     StoreClosedError,
     StoreUnavailableError,
@@ -62,6 +64,8 @@ __all__ = [
     "LOG_FORMAT_ENV",
     "LOG_LEVEL_ENV",
     "MAX_DURATION",
+    "MAX_PAYLOAD_BYTES",
+    "MAX_PAYLOAD_DEPTH",
     "MISSED_POLICIES",
     "STORAGE_URL_ENV",
     "Actor",

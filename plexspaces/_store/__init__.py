@@ -23,7 +23,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .base import BaseReminderStore
-from .codec import decode_payload, encode_payload, json_text
+from .codec import (
+    MAX_PAYLOAD_BYTES,
+    MAX_PAYLOAD_DEPTH,
+    decode_payload,
+    encode_payload,
+    json_text,
+)
 from .interfaces import AdminScans, LeaseStore, ReminderRecords, ReminderStore
 from .records import (
     MISSED_POLICIES,
@@ -52,6 +58,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ACTIVATIONS_TABLE",
+    "MAX_PAYLOAD_BYTES",
+    "MAX_PAYLOAD_DEPTH",
     "MISSED_POLICIES",
     "REMINDERS_TABLE",
     "SCHEMA_TABLE",

@@ -1,0 +1,218 @@
+"""Hostile input and faults: values built to break the store, the command line or the scheduler
+are refused with a `ValueError` (or one error line) naming them, a stored row nobody can read
+stops nothing else, and concurrent bookkeeping stays exact under real threads.
+
+Raw SQL stands in for a row written by another version, another tool or a damaged disk: the
+store must keep it, report it, and go on with every other row.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog.testing
+
+from facets.reminder import ReminderFacet
+from plexspaces import Actor, ActorSystem, ManualClock, ReminderFired
+from plexspaces._store import (
+    MAX_PAYLOAD_BYTES,
+    MAX_PAYLOAD_DEPTH,
+    ReminderKey,
+    SqlReminderStore,
+    decode_payload,
+)
+from tests.conftest import START
+from tests.test_store_contract import T0, reminder
+
+WAIT = 5.0
+"""Seconds to wait for something that should happen at once (a bound, never a delay)."""
+
+
+def nested(depth: int) -> list[Any]:
+    """A list nested `depth` levels deep (`nested(2) == [[]]`)."""
+    outer: list[Any] = []
+    inner = outer
+    for _ in range(depth - 1):
+        deeper: list[Any] = []
+        inner.append(deeper)
+        inner = deeper
+    return outer
+
+
+class Keeper(Actor):
+    """A virtual actor with a `ReminderFacet` that registers on request and records its fires."""
+
+    fired: list[tuple[str, str, int]]
+    changed: threading.Condition
+
+    def on_start(self) -> None:
+        self.attach_facet(ReminderFacet())
+
+    def on_receive(self, message: Any) -> Any:
+        match message:
+            case ("register", str(name), dict(options)):
+                self.facet(ReminderFacet).register_reminder(name, **options)
+                return "ok"
+            case ReminderFired():
+                with Keeper.changed:
+                    Keeper.fired.append(
+                        (self.ctx.actor_id, message.reminder_name, message.fire_count)
+                    )
+                    Keeper.changed.notify_all()
+        return None
+
+
+@pytest.fixture
+def keeper() -> type[Keeper]:
+    """`Keeper` with a fresh journal of fires."""
+    Keeper.fired = []
+    Keeper.changed = threading.Condition()
+    return Keeper
+
+
+def insert_raw(db: Path, name: str, payload: str, *, actor_key: str = "k") -> None:
+    """A one-shot row of actor keeper/`actor_key`, due 30 s after START, written with sqlite3."""
+    due_us = int((START + timedelta(seconds=30)).timestamp() * 1_000_000)
+    with sqlite3.connect(db) as connection:
+        connection.execute(
+            "INSERT INTO plexspaces_reminders (actor_type, actor_key, name, due_us, anchor_us, "
+            "period_us, max_count, fire_count, missed, payload, pending_fire, "
+            "pending_scheduled_us, finished, claimed_by, claimed_until_us, created_us, "
+            "updated_us) VALUES ('keeper', ?, ?, ?, ?, NULL, NULL, 0, 'once', ?, NULL, NULL, 0, "
+            "NULL, NULL, ?, ?)",
+            (actor_key, name, due_us, due_us, payload, due_us, due_us),
+        )
+    connection.close()
+
+
+def raw_names(db: Path) -> list[str]:
+    """The names of every stored row, read with sqlite3 (no plexspaces code)."""
+    with sqlite3.connect(db) as connection:
+        names = [row[0] for row in connection.execute("SELECT name FROM plexspaces_reminders")]
+    connection.close()
+    return sorted(names)
+
+
+# -- payload limits and undecodable rows -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("payload", "fragments"),
+    [
+        pytest.param(nested(MAX_PAYLOAD_DEPTH + 1), ["64", "MAX_PAYLOAD_DEPTH"], id="depth-65"),
+        pytest.param(nested(1_000), ["64", "MAX_PAYLOAD_DEPTH"], id="depth-1000"),
+        pytest.param(["x" * MAX_PAYLOAD_BYTES], ["1048576", "MAX_PAYLOAD_BYTES"], id="1MiB"),
+    ],
+)
+def test_a_payload_beyond_the_limits_is_refused_at_registration(
+    make_system: Callable[..., ActorSystem],
+    clock: ManualClock,
+    keeper: type[Keeper],
+    payload: Any,
+    fragments: list[str],
+) -> None:
+    """A payload nested deeper than MAX_PAYLOAD_DEPTH or longer than MAX_PAYLOAD_BYTES of JSON
+    is a ValueError naming the reminder and the limit, and nothing is stored."""
+    system = make_system(clock=clock)
+    system.register_virtual("keeper", keeper)
+    ref = system.virtual("keeper", "k")
+    with pytest.raises(ValueError, match="keeper/k:deep") as raised:
+        ref.ask(("register", "deep", {"due": "1s", "payload": payload}), timeout=WAIT)
+    for fragment in fragments:
+        assert fragment in str(raised.value)
+    assert system.reminders.list_actor("keeper", "k") == []
+    at_limit = {"due": "1s", "payload": nested(MAX_PAYLOAD_DEPTH)}
+    assert ref.ask(("register", "deepest", at_limit), timeout=WAIT) == "ok"
+
+
+def test_the_store_refuses_a_payload_beyond_the_limits(tmp_path: Path) -> None:
+    """The store itself refuses a too-deep payload on upsert, naming the reminder and limit."""
+    with SqlReminderStore(f"sqlite:///{tmp_path / 'r.db'}") as store:
+        with pytest.raises(ValueError, match=r"order/ord-1:r .*MAX_PAYLOAD_DEPTH"):
+            store.upsert(reminder(payload=nested(MAX_PAYLOAD_DEPTH + 1)))
+        assert store.count() == 0
+
+
+def test_decoding_refuses_text_beyond_the_limits_with_a_value_error() -> None:
+    """decode_payload answers text nested far too deep for the parser, or too long, with a
+    ValueError naming the limit, never a RecursionError."""
+    with pytest.raises(ValueError, match="MAX_PAYLOAD_DEPTH"):
+        decode_payload("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ValueError, match="MAX_PAYLOAD_DEPTH"):
+        decode_payload("[" * (MAX_PAYLOAD_DEPTH + 1) + "]" * (MAX_PAYLOAD_DEPTH + 1))
+    with pytest.raises(ValueError, match="MAX_PAYLOAD_BYTES"):
+        decode_payload(json.dumps("x" * MAX_PAYLOAD_BYTES))
+    assert decode_payload("[" * MAX_PAYLOAD_DEPTH + "]" * MAX_PAYLOAD_DEPTH) == nested(
+        MAX_PAYLOAD_DEPTH
+    )
+
+
+def test_a_row_too_deep_to_parse_is_reported_and_the_others_still_fire(
+    make_system: Callable[..., ActorSystem],
+    clock: ManualClock,
+    keeper: type[Keeper],
+    tmp_path: Path,
+) -> None:
+    """A stored payload nested 100,000 deep (the parser raises RecursionError) is an undecodable
+    row: logged once, listed by reminder_errors(), kept, and every other reminder of the same
+    and of other actors still loads and fires."""
+    db = tmp_path / "plexspaces.db"
+    first = make_system(clock=clock)
+    first.register_virtual("keeper", keeper)
+    for actor_key in ("k", "other"):
+        ref = first.virtual("keeper", actor_key)
+        assert ref.ask(("register", "good", {"due": "1m"}), timeout=WAIT) == "ok"
+    first.shutdown()
+    insert_raw(db, "abyss", "[" * 100_000 + "]" * 100_000)
+
+    with structlog.testing.capture_logs() as logs:
+        second = make_system(clock=clock)
+        second.register_virtual("keeper", keeper)
+        errors = second.reminder_errors()
+        assert [e.key for e in errors] == [ReminderKey("keeper", "k", "abyss")]
+        assert "MAX_PAYLOAD_DEPTH" in errors[0].error
+        clock.advance("2m")
+        with keeper.changed:
+            assert keeper.changed.wait_for(lambda: len(keeper.fired) == 2, timeout=WAIT)
+        assert sorted(keeper.fired) == [("keeper/k", "good", 1), ("keeper/other", "good", 1)]
+        assert [e.key.name for e in second.reminder_errors()] == ["abyss"]
+    reported = [log for log in logs if log["event"] == "reminder.undecodable"]
+    assert [log["name"] for log in reported] == ["abyss"]
+    assert raw_names(db) == ["abyss"]
+
+
+def test_a_row_whose_decoding_raises_anything_is_undecodable(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Whatever exception decoding one row raises, that row is reported as undecodable and the
+    rows around it are still returned."""
+    from plexspaces._store import codec
+
+    real = codec.decode_payload
+
+    def fragile(text: Any) -> Any:
+        if text == '"poison"':
+            raise LookupError("a decoder fault nobody foresaw")
+        return real(text)
+
+    monkeypatch.setattr(codec, "decode_payload", fragile)
+    with SqlReminderStore(f"sqlite:///{tmp_path / 'r.db'}") as store:
+        store.upsert_many(
+            [
+                reminder("a", T0),
+                reminder("b", T0, payload="poison"),
+                reminder("c", T0),
+            ]
+        )
+        assert [r.key.name for r in store.scan(10)] == ["a", "c"]
+        problems = store.errors()
+        fault = "a decoder fault nobody foresaw"
+        assert [(p.key.name, p.error) for p in problems] == [("b", fault)]
+        assert store.count() == 3
