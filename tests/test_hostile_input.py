@@ -12,7 +12,8 @@ import json
 import sqlite3
 import threading
 from collections.abc import Callable
-from datetime import timedelta
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +29,22 @@ from plexspaces._store import (
     SqlReminderStore,
     decode_payload,
 )
+from plexspaces.cli import EXIT_ERROR
 from tests.conftest import START
+from tests.test_cli import _good_line, error_line, run
 from tests.test_store_contract import T0, reminder
 
 WAIT = 5.0
 """Seconds to wait for something that should happen at once (a bound, never a delay)."""
+
+BIG = 2**63
+"""One more than the largest value of a 64-bit (BIGINT) column."""
+
+LATE = datetime.max.replace(tzinfo=timezone(timedelta(hours=-5)))
+"""An aware datetime whose UTC value is after 9999-12-31: no datetime can hold it."""
+
+EARLY = datetime.min.replace(tzinfo=timezone(timedelta(hours=5)))
+"""An aware datetime whose UTC value is before 0001-01-01."""
 
 
 def nested(depth: int) -> list[Any]:
@@ -216,3 +228,106 @@ def test_a_row_whose_decoding_raises_anything_is_undecodable(
         fault = "a decoder fault nobody foresaw"
         assert [(p.key.name, p.error) for p in problems] == [("b", fault)]
         assert store.count() == 3
+
+
+# -- integers and times beyond what a store holds --------------------------------------------------
+
+
+def test_a_max_count_beyond_the_bigint_range_is_refused_at_registration(
+    make_system: Callable[..., ActorSystem], clock: ManualClock, keeper: type[Keeper]
+) -> None:
+    """register_reminder with max_count 2**63 is a ValueError naming max_count and the value
+    (not the driver's OverflowError); 2**63 - 1 is accepted."""
+    system = make_system(clock=clock)
+    system.register_virtual("keeper", keeper)
+    ref = system.virtual("keeper", "k")
+    with pytest.raises(ValueError, match=f"max_count {BIG}"):
+        ref.ask(("register", "huge", {"due": "1s", "max_count": BIG}), timeout=WAIT)
+    assert system.reminders.list_actor("keeper", "k") == []
+    options = {"due": "1s", "max_count": BIG - 1}
+    assert ref.ask(("register", "largest", options), timeout=WAIT) == "ok"
+
+
+@pytest.mark.parametrize(
+    ("fields", "fragment"),
+    [
+        pytest.param({"max_count": BIG}, f"max_count {BIG}", id="max_count"),
+        pytest.param({"fire_count": BIG}, f"fire_count {BIG}", id="fire_count"),
+        pytest.param(
+            {"period": timedelta(microseconds=BIG)}, "period datetime.timedelta", id="period"
+        ),
+        pytest.param({"due_at": LATE, "anchor_at": LATE}, "due_at: datetime", id="late-due"),
+        pytest.param({"created_at": EARLY}, "created_at: datetime", id="early-created"),
+    ],
+)
+def test_the_store_refuses_integers_and_times_it_cannot_hold(
+    tmp_path: Path, fields: dict[str, Any], fragment: str
+) -> None:
+    """A count or period beyond the BIGINT range, or a time outside the datetime range in UTC,
+    is a ValueError from validate_reminder naming the field and the value; nothing is stored."""
+    with SqlReminderStore(f"sqlite:///{tmp_path / 'r.db'}") as store:
+        with pytest.raises(ValueError, match="order/ord-1:r") as raised:
+            store.upsert_many([reminder("ok", T0), replace(reminder("r", T0), **fields)])
+        assert fragment in str(raised.value)
+        assert store.count() == 0
+
+
+IMPORT_OVERFLOWS = [
+    pytest.param({"max_count": BIG}, f"max_count {BIG}", id="max_count"),
+    pytest.param({"fire_count": BIG}, f"fire_count {BIG}", id="fire_count"),
+    pytest.param({"period_us": BIG}, "period", id="period_us"),
+    pytest.param({"period_us": 10**30}, f"period_us {10**30}", id="period_us-beyond-timedelta"),
+    pytest.param(
+        {"due_at": "9999-12-31T23:00:00-05:00", "anchor_at": "9999-12-31T23:00:00-05:00"},
+        "due_at '9999-12-31T23:00:00-05:00' is outside the datetime range",
+        id="late-due",
+    ),
+    pytest.param(
+        {"created_at": "0001-01-01T01:00:00+05:00"},
+        "created_at '0001-01-01T01:00:00+05:00' is outside the datetime range",
+        id="early-created",
+    ),
+]
+
+
+@pytest.mark.parametrize(("fields", "fragment"), IMPORT_OVERFLOWS)
+def test_import_refuses_an_out_of_range_line_after_many_good_ones_and_writes_nothing(
+    tmp_path: Path, fields: dict[str, Any], fragment: str
+) -> None:
+    """A line 601 out of range (after more good lines than one write batch) is one error line
+    naming the line, the field and the value, exit 2, and nothing is written."""
+    source = tmp_path / "in.jsonl"
+    lines = [json.dumps(_good_line(f"g{index}")) for index in range(600)]
+    lines.append(json.dumps({**_good_line("bad"), **fields}))
+    source.write_text("\n".join(lines) + "\n")
+    target = tmp_path / "target.db"
+    result = run("reminders", "import", "--db", f"sqlite:///{target}", str(source))
+    error = error_line(result, EXIT_ERROR)
+    assert error.startswith(f"Error: {source}, line 601: ")
+    assert fragment in error
+    assert error.endswith("nothing was imported")
+    assert not target.exists()
+
+
+def test_an_import_that_fails_while_writing_says_how_much_was_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database failure after the first write batch is one error line saying how many
+    reminders were imported before it stopped, never that nothing was."""
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps(_good_line(f"g{i}")) + "\n" for i in range(600)))
+    real = SqlReminderStore.upsert_many
+    calls = []
+
+    def failing_second(store: SqlReminderStore, records: Any) -> int:
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError("disk unplugged")
+        return real(store, records)
+
+    monkeypatch.setattr(SqlReminderStore, "upsert_many", failing_second)
+    target = tmp_path / "target.db"
+    result = run("reminders", "import", "--db", f"sqlite:///{target}", str(source))
+    error = error_line(result, EXIT_ERROR)
+    assert "disk unplugged" in error
+    assert error.endswith("500 of 600 reminder(s) were imported before the import stopped")

@@ -32,6 +32,7 @@ from .codec import (
 )
 from .interfaces import AdminScans, LeaseStore, ReminderRecords, ReminderStore
 from .records import (
+    MAX_STORED_INT,
     MISSED_POLICIES,
     FireChange,
     NodeLeases,
@@ -60,6 +61,7 @@ __all__ = [
     "ACTIVATIONS_TABLE",
     "MAX_PAYLOAD_BYTES",
     "MAX_PAYLOAD_DEPTH",
+    "MAX_STORED_INT",
     "MISSED_POLICIES",
     "REMINDERS_TABLE",
     "SCHEMA_TABLE",

@@ -12,6 +12,7 @@ import structlog
 from .codec import encode_payload
 from .interfaces import ReminderStore
 from .records import (
+    MAX_STORED_INT,
     ReminderKey,
     StoredReminder,
     UndecodableReminder,
@@ -66,8 +67,8 @@ class BaseReminderStore(ReminderStore):
 
     @staticmethod
     def _check_count(value: int, what: str, minimum: int) -> int:
-        if not _is_int(value) or value < minimum:
-            raise ValueError(f"{what} {value!r} must be an int >= {minimum}")
+        if not _is_int(value) or not minimum <= value <= MAX_STORED_INT:
+            raise ValueError(f"{what} {value!r} must be an int from {minimum} to {MAX_STORED_INT}")
         return value
 
     @staticmethod
