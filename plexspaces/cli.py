@@ -827,9 +827,11 @@ def _import_source(source: str) -> Iterator[IO[str]]:
 
 def _read_records(stream: IO[str], name: str) -> Iterator[StoredReminder]:
     """The records of an export's lines (blank lines skipped); the first bad line is a
-    `_BadInput` naming it."""
+    `_BadInput` naming it. A reminder on two lines is refused: the file would say two things
+    about one reminder, and counting it twice would misreport the import."""
     lines = iter(stream)
     number = 0
+    seen: dict[ReminderKey, int] = {}
     while True:
         number += 1
         try:
@@ -845,6 +847,12 @@ def _read_records(stream: IO[str], name: str) -> Iterator[StoredReminder]:
             record = _parse_record(line)
         except ValueError as error:
             raise _BadInput(f"{name}, line {number}: {error}") from None
+        first = seen.setdefault(record.key, number)
+        if first != number:
+            raise _BadInput(
+                f"{name}, line {number}: reminder {record.key} is also on line {first}; "
+                "each reminder may appear once"
+            )
         yield record
 
 
@@ -855,7 +863,9 @@ def _parse_record(line: str) -> StoredReminder:
         ValueError: what is wrong with the line.
     """
     try:
-        value = json.loads(line, parse_constant=_refuse_constant)
+        value = json.loads(
+            line, parse_constant=_refuse_constant, object_pairs_hook=_object_without_repeats
+        )
     except json.JSONDecodeError as error:
         raise ValueError(f"not JSON ({error})") from None
     if not isinstance(value, dict):
@@ -926,6 +936,19 @@ def _parse_optional_time(value: dict[str, Any], field: str) -> datetime | None:
 
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+def _object_without_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object as a dict, refusing a field that appears twice (at any depth): JSON
+    parsers keep the last one silently, so the line would not say what it seems to say."""
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        seen: set[str] = set()
+        for field, _ in pairs:
+            if field in seen:
+                raise ValueError(f"field {field!r} appears twice in one object; give it once")
+            seen.add(field)
+    return value
 
 
 def _short(value: Any) -> str:

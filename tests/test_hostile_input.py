@@ -331,3 +331,51 @@ def test_an_import_that_fails_while_writing_says_how_much_was_written(
     error = error_line(result, EXIT_ERROR)
     assert "disk unplugged" in error
     assert error.endswith("500 of 600 reminder(s) were imported before the import stopped")
+
+
+# -- import: repeated fields and reminders ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "fragment"),
+    [
+        pytest.param(
+            json.dumps(_good_line("x"))[:-1] + ', "fire_count": 0}',
+            "field 'fire_count' appears twice",
+            id="top-level",
+        ),
+        pytest.param(
+            json.dumps({**_good_line("x"), "payload": {"a": 1}}).replace(
+                '{"a": 1}', '{"a": 1, "a": 2}'
+            ),
+            "field 'a' appears twice",
+            id="in-the-payload",
+        ),
+    ],
+)
+def test_import_refuses_a_field_given_twice(tmp_path: Path, line: str, fragment: str) -> None:
+    """A JSON line with a field given twice (which JSON parsers resolve silently, last wins) is
+    one error line naming the line and the field, exit 2, and nothing is imported."""
+    source = tmp_path / "in.jsonl"
+    source.write_text(json.dumps(_good_line("first")) + "\n" + line + "\n")
+    target = tmp_path / "target.db"
+    result = run("reminders", "import", "--db", f"sqlite:///{target}", str(source))
+    error = error_line(result, EXIT_ERROR)
+    assert error.startswith(f"Error: {source}, line 2: ")
+    assert fragment in error
+    assert error.endswith("nothing was imported")
+    assert not target.exists()
+
+
+def test_import_refuses_a_reminder_given_on_two_lines(tmp_path: Path) -> None:
+    """The same reminder on two lines is one error line naming both lines and the reminder,
+    exit 2, and nothing is imported (it used to be counted as two imports)."""
+    source = tmp_path / "in.jsonl"
+    lines = [_good_line("a"), _good_line("b"), {**_good_line("a"), "fire_count": 1}]
+    source.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    target = tmp_path / "target.db"
+    result = run("reminders", "import", "--db", f"sqlite:///{target}", str(source))
+    error = error_line(result, EXIT_ERROR)
+    assert error.startswith(f"Error: {source}, line 3: reminder order/ord-1:a is also on line 1")
+    assert error.endswith("nothing was imported")
+    assert not target.exists()
