@@ -379,3 +379,49 @@ def test_import_refuses_a_reminder_given_on_two_lines(tmp_path: Path) -> None:
     assert error.startswith(f"Error: {source}, line 3: reminder order/ord-1:a is also on line 1")
     assert error.endswith("nothing was imported")
     assert not target.exists()
+
+
+# -- NUL characters ----------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A new SQLite file, or a new PostgreSQL database."""
+    if request.param == "postgresql":
+        url: str = request.getfixturevalue("pg_url")
+        return url
+    return f"sqlite:///{tmp_path / 'r.db'}"
+
+
+@pytest.mark.parametrize(
+    ("key", "field"),
+    [
+        pytest.param(ReminderKey("order", "ord-1", "a\x00b"), "name", id="name"),
+        pytest.param(ReminderKey("order", "ord\x001", "r"), "actor_key", id="actor_key"),
+        pytest.param(ReminderKey("or\x00der", "ord-1", "r"), "actor_type", id="actor_type"),
+    ],
+)
+def test_a_nul_in_a_reminder_key_is_a_value_error_on_every_backend(
+    any_url: str, key: ReminderKey, field: str
+) -> None:
+    """A NUL character in a reminder's name, actor key or actor type is refused with the same
+    ValueError naming the field on SQLite and on PostgreSQL (never a driver error), and
+    nothing is stored."""
+    with SqlReminderStore(any_url) as store:
+        with pytest.raises(ValueError, match=f"{field} '.*\\\\x00.*' must be a non-empty str"):
+            store.upsert_many([reminder("ok", T0), replace(reminder("r", T0), key=key)])
+        with pytest.raises(ValueError, match="without NUL characters"):
+            store.get(key)
+        assert store.count() == 0
+
+
+def test_a_nul_in_a_reminder_name_is_refused_at_registration(
+    make_system: Callable[..., ActorSystem], clock: ManualClock, keeper: type[Keeper]
+) -> None:
+    """register_reminder with a NUL in the name is a ValueError naming it; nothing is stored."""
+    system = make_system(clock=clock)
+    system.register_virtual("keeper", keeper)
+    ref = system.virtual("keeper", "k")
+    with pytest.raises(ValueError, match="without NUL characters"):
+        ref.ask(("register", "a\x00b", {"due": "1s"}), timeout=WAIT)
+    assert system.reminders.list_actor("keeper", "k") == []

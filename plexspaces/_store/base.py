@@ -19,6 +19,7 @@ from .records import (
     _check_key,
     _check_time,
     _is_int,
+    _is_text,
     validate_reminder,
 )
 
@@ -73,8 +74,8 @@ class BaseReminderStore(ReminderStore):
 
     @staticmethod
     def _check_text(value: str, what: str) -> str:
-        if not isinstance(value, str) or not value:
-            raise ValueError(f"{what} {value!r} must be a non-empty str")
+        if not _is_text(value):
+            raise ValueError(f"{what} {value!r} must be a non-empty str without NUL characters")
         return value
 
     @classmethod

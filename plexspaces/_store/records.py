@@ -300,8 +300,11 @@ def validate_reminder(record: StoredReminder, *, times_checked: bool = False) ->
             f"{record.claimed_until!r} must both be set or both be None"
         )
     if claimed_by is not None:
-        if not isinstance(claimed_by, str) or not claimed_by:
-            raise ValueError(f"reminder {key}: claimed_by {claimed_by!r} must be a non-empty str")
+        if not _is_text(claimed_by):
+            raise ValueError(
+                f"reminder {key}: claimed_by {claimed_by!r} must be a non-empty str without NUL "
+                "characters"
+            )
         if not times_checked:
             _check_time(record.claimed_until, "claimed_until", key)
 
@@ -311,9 +314,18 @@ def _check_key(key: Any) -> ReminderKey:
         raise ValueError(f"{key!r} is not a ReminderKey")
     for field in ("actor_type", "actor_key", "name"):
         value = getattr(key, field)
-        if not isinstance(value, str) or not value:
-            raise ValueError(f"reminder key {key!r}: {field} {value!r} must be a non-empty str")
+        if not _is_text(value):
+            raise ValueError(
+                f"reminder key {key!r}: {field} {value!r} must be a non-empty str without "
+                "NUL characters"
+            )
     return key
+
+
+def _is_text(value: Any) -> bool:
+    """A non-empty str every backend can store: PostgreSQL text cannot hold NUL (SQLite can), so
+    a NUL is refused everywhere and data moves between backends."""
+    return isinstance(value, str) and bool(value) and "\x00" not in value
 
 
 def _check_time(value: Any, field: str, key: ReminderKey | None = None) -> int:
