@@ -21,7 +21,7 @@ import pytest
 import structlog.testing
 
 from facets.reminder import ReminderFacet
-from plexspaces import Actor, ActorSystem, ManualClock, ReminderFired
+from plexspaces import Actor, ActorSystem, ManualClock, ReminderFired, SchemaVersionError
 from plexspaces._store import (
     MAX_PAYLOAD_BYTES,
     MAX_PAYLOAD_DEPTH,
@@ -425,3 +425,48 @@ def test_a_nul_in_a_reminder_name_is_refused_at_registration(
     with pytest.raises(ValueError, match="without NUL characters"):
         ref.ask(("register", "a\x00b", {"due": "1s"}), timeout=WAIT)
     assert system.reminders.list_actor("keeper", "k") == []
+
+
+# -- a schema version that is not a number ------------------------------------------------------
+
+
+def spoil_schema_version(db: Path, version: Any) -> None:
+    """Overwrite the recorded schema version with sqlite3 (SQLite keeps text in the column)."""
+    with sqlite3.connect(db) as connection:
+        connection.execute("UPDATE plexspaces_schema SET version = ?", (version,))
+    connection.close()
+
+
+@pytest.mark.parametrize("version", ["abc", 1.5], ids=["text", "real"])
+def test_a_schema_version_that_is_not_an_integer_is_a_schema_version_error(
+    make_system: Callable[..., ActorSystem], clock: ManualClock, tmp_path: Path, version: Any
+) -> None:
+    """A store, and an ActorSystem, on tables whose recorded version is not an integer raise
+    SchemaVersionError naming the value, not TypeError or ValueError."""
+    db = tmp_path / "r.db"
+    with SqlReminderStore(f"sqlite:///{db}"):
+        pass
+    spoil_schema_version(db, version)
+    with pytest.raises(SchemaVersionError, match=f"schema version {version!r} .* not an integer"):
+        SqlReminderStore(f"sqlite:///{db}")
+    with pytest.raises(SchemaVersionError, match=f"schema version {version!r}"):
+        SqlReminderStore.read_schema_version(f"sqlite:///{db}")
+    system = make_system(storage_url=f"sqlite:///{db}", clock=clock)
+    with pytest.raises(SchemaVersionError, match=f"schema version {version!r}"):
+        system.reminder_errors()
+
+
+@pytest.mark.parametrize("command", [["reminders", "list"], ["doctor"]], ids=["list", "doctor"])
+def test_the_command_line_reports_a_non_integer_schema_version_in_one_line(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """`plexspaces reminders list` and `doctor` on a schema version 'abc' exit 2 with one error
+    line naming the value (no traceback)."""
+    db = tmp_path / "r.db"
+    with SqlReminderStore(f"sqlite:///{db}"):
+        pass
+    spoil_schema_version(db, "abc")
+    result = run(*command, "--db", f"sqlite:///{db}")
+    error = error_line(result, EXIT_ERROR)
+    assert "schema version 'abc'" in error
+    assert "not an integer" in error
