@@ -88,6 +88,7 @@ class _Timer(ScheduledCall):
         self.when = 0.0
         self.cancelled = False
         self._queued = False
+        self._counted = False
         self._scheduler = None
         self.facet = facet
         self.name = name

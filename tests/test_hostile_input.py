@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -21,7 +22,15 @@ import pytest
 import structlog.testing
 
 from facets.reminder import ReminderFacet
-from plexspaces import Actor, ActorSystem, ManualClock, ReminderFired, SchemaVersionError
+from plexspaces import (
+    Actor,
+    ActorSystem,
+    ManualClock,
+    ReminderFired,
+    Scheduler,
+    SchemaVersionError,
+    SystemClock,
+)
 from plexspaces._store import (
     MAX_PAYLOAD_BYTES,
     MAX_PAYLOAD_DEPTH,
@@ -470,3 +479,84 @@ def test_the_command_line_reports_a_non_integer_schema_version_in_one_line(
     error = error_line(result, EXIT_ERROR)
     assert "schema version 'abc'" in error
     assert "not an integer" in error
+
+
+# -- the scheduler's count under racing threads ---------------------------------------------------
+
+
+@pytest.fixture
+def fine_switching() -> Iterator[None]:
+    """Threads switch every microsecond instead of every 5 ms, so races show up quickly."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    yield
+    sys.setswitchinterval(before)
+
+
+def test_scheduler_len_never_drifts_when_cancel_races_the_scheduler_thread(
+    fine_switching: None,
+) -> None:
+    """Calls cancelled from two threads while the scheduler thread pops them (due within a few
+    milliseconds) and while they wait (due in an hour): len() never goes negative, and ends at
+    the true count of armed calls."""
+    clock = SystemClock()
+    scheduler = Scheduler(clock, name="race")
+    scheduler.start()
+    try:
+        # Deadlines a little ahead, so the scheduler thread pops while the cancellers run.
+        for ahead in [0.0005, 0.001, 0.002, 0.003] * 10:
+            now = clock.time()
+            due = [scheduler.call_at(now + ahead, lambda: None) for _ in range(3_000)]
+            later = [scheduler.call_at(now + 3_600, lambda: None) for _ in range(400)]
+            doomed = due + later[::2]
+
+            def cancel_all(calls: list[Any] = doomed) -> None:
+                for call in calls:
+                    call.cancel()
+
+            cancellers = [threading.Thread(target=cancel_all) for _ in range(2)]
+            for thread in cancellers:
+                thread.start()
+            lowest = scheduler.__len__()
+            while any(thread.is_alive() for thread in cancellers):
+                lowest = min(lowest, scheduler.__len__())  # len() itself refuses a negative
+            for thread in cancellers:
+                thread.join(WAIT)
+            assert lowest >= 0
+            # Every call due by now has been popped once this one runs (the heap is in order).
+            drained = threading.Event()
+            scheduler.call_at(clock.time(), drained.set)
+            assert drained.wait(WAIT)
+            assert scheduler.__len__() == len(later) // 2
+            for call in later:
+                call.cancel()
+            assert scheduler.__len__() == 0
+    finally:
+        scheduler.close()
+
+
+def test_a_cancel_whose_entry_is_popped_before_it_takes_the_lock_is_not_counted(
+    manual_clock: ManualClock,
+) -> None:
+    """The interleaving behind the drift, made certain: cancel() has set the flag on one thread
+    and waits for the scheduler's lock while the entry is popped under it; the cancellation is
+    then not counted, so len() is exactly the entries still armed."""
+    scheduler = Scheduler(manual_clock, name="interleaving")
+    now = manual_clock.time()
+    popped = scheduler.call_at(now, lambda: None)
+    waiting = scheduler.call_at(now + 60, lambda: None)
+    lock = scheduler._lock
+    with lock:
+        canceller = threading.Thread(target=popped.cancel)
+        canceller.start()
+        # The flag is set before the lock is asked for; the canceller now waits for the lock.
+        while not popped.cancelled:
+            assert canceller.is_alive()
+        # What the scheduler thread (or ManualClock.advance) does under the lock meanwhile.
+        assert scheduler._pop_due_locked(now, 10) == []
+    canceller.join(WAIT)
+    assert not canceller.is_alive()
+    assert scheduler.__len__() == 1
+    waiting.cancel()
+    assert scheduler.__len__() == 0
+    scheduler.close()
