@@ -9,6 +9,7 @@ store must keep it, report it, and go on with every other row.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import sys
 import threading
@@ -19,9 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 import structlog.testing
 
 from facets.reminder import ReminderFacet
+from facets.timer import TimerFacet
 from plexspaces import (
     Actor,
     ActorSystem,
@@ -30,6 +33,7 @@ from plexspaces import (
     Scheduler,
     SchemaVersionError,
     SystemClock,
+    TimerFired,
 )
 from plexspaces._store import (
     MAX_PAYLOAD_BYTES,
@@ -560,3 +564,53 @@ def test_a_cancel_whose_entry_is_popped_before_it_takes_the_lock_is_not_counted(
     waiting.cancel()
     assert scheduler.__len__() == 0
     scheduler.close()
+
+
+# -- the timer facet across threads ----------------------------------------------------------------
+
+
+class Sleeper(Actor):
+    """Registers a 1 s periodic timer and records its fires; moves the clock when asked."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fired: list[tuple[int, int]] = []
+
+    def on_start(self) -> None:
+        self.attach_facet(TimerFacet()).register_periodic("beat", "1s")
+
+    def on_receive(self, message: Any) -> Any:
+        match message:
+            case ("advance", ManualClock() as clock, step):
+                # From the actor's own thread: it is busy while its ticks fall due.
+                clock.advance(step)
+            case "fired":
+                return list(self.fired)
+            case TimerFired():
+                self.fired.append((message.fire_count, message.missed))
+        return None
+
+
+@pytest.fixture
+def debug_logs() -> Iterator[None]:
+    """structlog lets debug events through (fire events are debug); defaults back afterwards."""
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
+    yield
+    structlog.reset_defaults()
+
+
+def test_a_timer_fire_is_logged_with_its_own_count_when_ticks_came_while_it_waited(
+    debug_logs: None, make_system: Callable[..., ActorSystem], clock: ManualClock
+) -> None:
+    """A fire that waited in the mailbox while later ticks came (counted as missed on the
+    scheduler's side) is logged with its own fire_count, not the timer's latest tick count."""
+    system = make_system(clock=clock)
+    ref = system.spawn(Sleeper)
+    with structlog.testing.capture_logs() as logs:
+        # Tick 1 waits in the mailbox while the actor is busy; ticks 2 and 3 are missed.
+        ref.ask(("advance", clock, "3s"), timeout=WAIT)
+        assert ref.ask("fired", timeout=WAIT) == [(1, 0)]
+        clock.advance("1s")  # tick 4 carries the two missed ones
+        assert ref.ask("fired", timeout=WAIT) == [(1, 0), (4, 2)]
+    fired = [log for log in logs if log["event"] == "timer.fired"]
+    assert [(log["fire_count"], log["lateness_ms"]) for log in fired] == [(1, 2000.0), (4, 0.0)]
