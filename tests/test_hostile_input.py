@@ -47,6 +47,8 @@ from tests.conftest import START
 from tests.test_cli import _good_line, error_line, run
 from tests.test_store_contract import T0, reminder
 
+pytest_plugins = ("pytester",)
+
 WAIT = 5.0
 """Seconds to wait for something that should happen at once (a bound, never a delay)."""
 
@@ -614,3 +616,45 @@ def test_a_timer_fire_is_logged_with_its_own_count_when_ticks_came_while_it_wait
         assert ref.ask("fired", timeout=WAIT) == [(1, 0), (4, 2)]
     fired = [log for log in logs if log["event"] == "timer.fired"]
     assert [(log["fire_count"], log["lateness_ms"]) for log in fired] == [(1, 2000.0), (4, 0.0)]
+
+
+# -- the pytest plugin's teardown ------------------------------------------------------------------
+
+FAILING_SHUTDOWNS = """
+import pytest
+
+from plexspaces import ActorSystem
+
+SHUT_DOWN = []
+
+
+def test_three_systems_two_fail_to_shut_down(make_actor_system, manual_clock):
+    systems = [make_actor_system(clock=manual_clock, name=f"s{i}") for i in range(3)]
+    for index, system in enumerate(systems):
+        real = system.shutdown
+
+        def shutdown(*args, real=real, index=index, **kwargs):
+            real(*args, **kwargs)
+            SHUT_DOWN.append(index)
+            if index < 2:
+                raise RuntimeError(f"shutdown of s{index} failed")
+
+        system.shutdown = shutdown
+
+
+def test_every_system_was_shut_down():
+    assert SHUT_DOWN == [0, 1, 2]
+"""
+
+
+def test_the_plugin_shuts_every_system_down_and_reports_every_failure(
+    pytester: pytest.Pytester,
+) -> None:
+    """When shutting one system down fails, the plugin still shuts the others down, then
+    reports every failure (here the first two of three) in the test's teardown."""
+    pytester.makepyfile(test_user=FAILING_SHUTDOWNS)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-q")
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(["*2 of 3 actor system(s) failed to shut down*"])
+    result.stdout.fnmatch_lines(["*shutdown of s0 failed*"])
+    result.stdout.fnmatch_lines(["*shutdown of s1 failed*"])
