@@ -155,7 +155,10 @@ class Scheduler:
 
     def __len__(self) -> int:
         """Armed calls, not counting cancelled ones still waiting to be dropped."""
-        return len(self._heap) - self._cancelled_in_heap
+        # Under the lock: the two numbers change together there, and read apart they could be
+        # one pop out of step.
+        with self._lock:
+            return len(self._heap) - self._cancelled_in_heap
 
     # -- internals used by the clocks -------------------------------------------------------------
 
