@@ -69,11 +69,26 @@ class TimerInfo:
 
 
 class _Timer(ScheduledCall):
-    """One registered timer; also its own entry in the scheduler's heap."""
+    """One registered timer; also its own entry in the scheduler's heap.
+
+    Two threads share a timer without a lock, by ownership rather than by luck:
+
+    - `ticks` and `missed` are written only by `run()`, which one thread at a time calls (the
+      scheduler's thread, or the thread in `ManualClock.advance`; a timer is in the heap at most
+      once and re-arms itself as `run()`'s last step, so runs never overlap). Other threads only
+      read `ticks` (listings), and reading one attribute is atomic.
+    - `pending` is handed over: `run()` sets it (False to True) just before the fire is put
+      into the mailbox, and the actor's thread clears it (True to False) as that fire leaves the
+      mailbox. Each transition has one writer, and the value is a single attribute store.
+    - `fired_at` and `fired_count` describe the fire in the mailbox. `run()` writes them only
+      while `pending` is False, the actor's thread reads them only while it is True, before
+      clearing it: after that, the next `run()` may overwrite them.
+    """
 
     __slots__ = (
         "facet",
         "fired_at",
+        "fired_count",
         "first",
         "missed",
         "name",
@@ -88,6 +103,7 @@ class _Timer(ScheduledCall):
         self.when = 0.0
         self.cancelled = False
         self._queued = False
+        self._counted = False
         self._scheduler = None
         self.facet = facet
         self.name = name
@@ -98,15 +114,23 @@ class _Timer(ScheduledCall):
         self.missed = 0
         self.pending = False
         self.fired_at = 0.0
+        self.fired_count = 0
 
     def run(self) -> None:
-        # On the scheduler thread.
+        # On the scheduler thread (or in ManualClock.advance), never twice at once: the only
+        # writer of ticks and missed, so their read-modify-writes cannot lose an update.
         self.ticks += 1
+        # Read once: the actor's thread may clear pending at any moment. If it clears it just
+        # after this read, this tick is counted as missed and reported by the next fire, as for
+        # any tick that came while the previous fire was still in the mailbox.
         if self.pending:
             self.missed += 1
         else:
-            self.pending = True
+            # pending is False, so the actor's thread no longer reads fired_at or fired_count.
             self.fired_at = self.when
+            self.fired_count = self.ticks
+            # Set before the fire is in the mailbox, so the actor's thread only clears it after.
+            self.pending = True
             fired = TimerFired(
                 self.name,
                 self.ticks,
@@ -128,7 +152,8 @@ class _Timer(ScheduledCall):
         now = self.facet._clock.time()
         if following < now - period:
             # The scheduler itself fell more than a tick behind (a stalled process): count the
-            # ticks in between as missed instead of running them back to back.
+            # ticks in between as missed instead of running them back to back (run() owns
+            # ticks and missed: see the class docstring).
             skipped = int((now - self.first) // period) - self.ticks
             if skipped > 0:
                 self.ticks += skipped
@@ -138,13 +163,15 @@ class _Timer(ScheduledCall):
 
     def _picked_up(self) -> bool:
         # On the actor's thread, as the fire leaves the mailbox: a fire of a replaced or
-        # cancelled timer is discarded here (the generation check).
+        # cancelled timer is discarded here (the generation check). What describes this fire
+        # is read before pending is cleared: from then on the next run() may overwrite it.
+        fired_at, fire_count = self.fired_at, self.fired_count
         self.pending = False
         if self.period is None:
             self.facet._forget(self)
         if self.cancelled:
             return False
-        self.facet._picked_up(self)
+        self.facet._picked_up(self, fired_at, fire_count)
         return True
 
     @property
@@ -355,12 +382,12 @@ class TimerFacet(Facet):
         except ValueError as error:
             raise ValueError(f"timer {what}: {error}") from None
 
-    def _picked_up(self, timer: _Timer) -> None:
-        lateness = self._clock.time() - timer.fired_at
+    def _picked_up(self, timer: _Timer, fired_at: float, fire_count: int) -> None:
+        lateness = self._clock.time() - fired_at
         self._fires.add()
         self._lateness.observe(lateness)
         self._log.debug(
-            "timer.fired", timer=timer.name, fire_count=timer.ticks, lateness_ms=lateness * 1000
+            "timer.fired", timer=timer.name, fire_count=fire_count, lateness_ms=lateness * 1000
         )
 
     def facet_metrics(self) -> Mapping[str, float]:

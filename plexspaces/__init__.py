@@ -46,6 +46,8 @@ from ._registration import ReminderInfo, ReminderRegistration
 from ._reminders import ReminderService
 from ._scheduler import ScheduledCall, Scheduler
 from ._store import (
+    MAX_PAYLOAD_BYTES,
+    MAX_PAYLOAD_DEPTH,
     MISSED_POLICIES,
     SchemaVersionError,
     StoreClosedError,
@@ -64,6 +66,8 @@ __all__ = [
     "LOG_FORMAT_ENV",
     "LOG_LEVEL_ENV",
     "MAX_DURATION",
+    "MAX_PAYLOAD_BYTES",
+    "MAX_PAYLOAD_DEPTH",
     "MISSED_POLICIES",
     "STORAGE_URL_ENV",
     "Actor",

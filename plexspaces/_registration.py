@@ -131,7 +131,13 @@ def _due_at(due: Duration | datetime, now: datetime) -> datetime:
                 f"due {due!r} is a naive datetime; pass an aware one "
                 "(for example datetime(..., tzinfo=timezone.utc)) or a duration"
             )
-        return due.astimezone(UTC)
+        try:
+            return due.astimezone(UTC)
+        except OverflowError:
+            raise ValueError(
+                f"due {due!r} is outside the datetime range in UTC; accepted are times from "
+                "0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z"
+            ) from None
     try:
         delay = parse_duration(due)
     except ValueError as error:

@@ -36,12 +36,15 @@ class ScheduledCall(ABC):
     thread that serves every deadline of the system. An exception from it is logged and dropped.
     """
 
-    __slots__ = ("_queued", "_scheduler", "cancelled", "when")
+    __slots__ = ("_counted", "_queued", "_scheduler", "cancelled", "when")
 
     def __init__(self) -> None:
         self.when = 0.0
         self.cancelled = False
         self._queued = False
+        # Whether this call's cancellation is counted in its scheduler's `_cancelled_in_heap`;
+        # read and written only under the scheduler's lock.
+        self._counted = False
         self._scheduler: Scheduler | None = None
 
     @abstractmethod
@@ -112,6 +115,7 @@ class Scheduler:
         with self._condition:
             for _, _, call in self._heap:
                 call._queued = False
+                call._counted = False
             self._heap.clear()
             self._cancelled_in_heap = 0
 
@@ -151,30 +155,46 @@ class Scheduler:
 
     def __len__(self) -> int:
         """Armed calls, not counting cancelled ones still waiting to be dropped."""
-        return len(self._heap) - self._cancelled_in_heap
+        # Under the lock: the two numbers change together there, and read apart they could be
+        # one pop out of step.
+        with self._lock:
+            return len(self._heap) - self._cancelled_in_heap
 
     # -- internals used by the clocks -------------------------------------------------------------
 
+    # `cancelled` is set without the lock (cancel() is called from any thread), so the heap's
+    # own threads may pop an entry between the flag and the count below. The count therefore
+    # follows `_counted`, decided under the lock: an entry is counted at most once, only while
+    # queued, and uncounted exactly when it leaves the heap. A cancellation that loses the race
+    # is never counted, so len() cannot drift (it once went negative).
+
     def _note_cancelled(self, call: ScheduledCall) -> None:
         with self._lock:
-            if not call._queued:
+            if not call._queued or call._counted:
                 return
+            call._counted = True
             self._cancelled_in_heap += 1
             heap = self._heap
             if self._cancelled_in_heap > _COMPACT_MIN and self._cancelled_in_heap * 2 > len(heap):
                 live = [entry for entry in heap if not entry[2].cancelled]
                 for entry in heap:
                     if entry[2].cancelled:
-                        entry[2]._queued = False
+                        self._unqueue(entry[2])
                 heapq.heapify(live)
                 self._heap = live
                 self._cancelled_in_heap = 0
 
+    def _unqueue(self, call: ScheduledCall) -> None:
+        """Book `call` as out of the heap (under the lock)."""
+        call._queued = False
+        if call._counted:
+            call._counted = False
+            self._cancelled_in_heap -= 1
+
     def _drop_cancelled_top(self) -> None:
         heap = self._heap
         while heap and heap[0][2].cancelled:
-            heapq.heappop(heap)[2]._queued = False
-            self._cancelled_in_heap -= 1
+            self._unqueue(heapq.heappop(heap)[2])
 
     def _next_deadline(self) -> float | None:
         with self._lock:
@@ -188,10 +208,8 @@ class Scheduler:
         due: list[ScheduledCall] = []
         while heap and heap[0][0] <= now and len(due) < limit:
             call = heapq.heappop(heap)[2]
-            call._queued = False
-            if call.cancelled:
-                self._cancelled_in_heap -= 1
-            else:
+            self._unqueue(call)
+            if not call.cancelled:
                 due.append(call)
         return due
 

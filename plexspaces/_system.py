@@ -236,9 +236,15 @@ class ActorSystem:
         same class again is allowed (the new arguments apply to later activations); another
         class under a registered name is an error.
         """
-        if not isinstance(type_name, str) or not type_name or "/" in type_name:
+        if (
+            not isinstance(type_name, str)
+            or not type_name
+            or "/" in type_name
+            or "\x00" in type_name
+        ):
             raise ValueError(
-                f"virtual actor type {type_name!r} must be a non-empty string without '/'"
+                f"virtual actor type {type_name!r} must be a non-empty string without '/' or "
+                "NUL characters"
             )
         _check_actor_class(cls, "register_virtual")
         with self._lock:
@@ -274,8 +280,10 @@ class ActorSystem:
                 f"virtual actor type {type_name!r} is not registered (registered: {known}); "
                 "call system.register_virtual(type_name, cls) first"
             )
-        if not isinstance(key, str) or not key:
-            raise ValueError(f"virtual actor key {key!r} must be a non-empty string")
+        if not isinstance(key, str) or not key or "\x00" in key:
+            raise ValueError(
+                f"virtual actor key {key!r} must be a non-empty string without NUL characters"
+            )
         return VirtualActorRef(self, type_name, key)
 
     def virtual_types(self) -> dict[str, type[Actor]]:

@@ -53,6 +53,7 @@ from ._clock import SystemClock
 from ._duration import parse_duration
 from ._errors import PlexSpacesError
 from ._store import (
+    MAX_STORED_INT,
     SCHEMA_VERSION,
     NodeLeases,
     ReminderKey,
@@ -780,17 +781,33 @@ def import_reminders(db: str | None, source: str) -> None:
     name = "stdin" if source == "-" else source
     _, shown = _resolve(db)
     with _import_source(source) as stream:
-        count = sum(1 for _ in _read_records(stream, name))
+        # Every line is read and checked before anything is written.
+        try:
+            count = sum(1 for _ in _read_records(stream, name))
+        except _BadInput as error:
+            raise CliError(f"{error}; nothing was imported") from None
         stream.seek(0)
         with _open_store(db, create=True) as (store, _):
-            batch: list[StoredReminder] = []
-            for record in _read_records(stream, name):
-                batch.append(record)
-                if len(batch) == PAGE:
-                    store.upsert_many(batch)
-                    batch.clear()
-            store.upsert_many(batch)
+            written = 0
+            try:
+                batch: list[StoredReminder] = []
+                for record in _read_records(stream, name):
+                    batch.append(record)
+                    if len(batch) == PAGE:
+                        written += store.upsert_many(batch)
+                        batch.clear()
+                written += store.upsert_many(batch)
+            except (_BadInput, PlexSpacesError, SQLAlchemyError, OSError, ValueError) as error:
+                # The input changed under us, or the database failed: say what is stored now.
+                raise CliError(
+                    f"{_describe(error)}; {written} of {count} reminder(s) were imported before "
+                    "the import stopped"
+                ) from None
     click.echo(f"imported {count} reminder(s) into {shown}")
+
+
+class _BadInput(ValueError):
+    """A line of an import that cannot be imported, named by its number."""
 
 
 @contextmanager
@@ -810,17 +827,18 @@ def _import_source(source: str) -> Iterator[IO[str]]:
 
 def _read_records(stream: IO[str], name: str) -> Iterator[StoredReminder]:
     """The records of an export's lines (blank lines skipped); the first bad line is a
-    `CliError` naming it."""
+    `_BadInput` naming it. A reminder on two lines is refused: the file would say two things
+    about one reminder, and counting it twice would misreport the import."""
     lines = iter(stream)
     number = 0
+    seen: dict[ReminderKey, int] = {}
     while True:
         number += 1
         try:
             line = next(lines, None)
         except UnicodeDecodeError as error:
-            raise CliError(
-                f"{name}, near line {number}: not UTF-8 text ({error.reason}); nothing was imported"
-            ) from None
+            reason = error.reason
+            raise _BadInput(f"{name}, near line {number}: not UTF-8 text ({reason})") from None
         if line is None:
             return
         if not line.strip():
@@ -828,7 +846,13 @@ def _read_records(stream: IO[str], name: str) -> Iterator[StoredReminder]:
         try:
             record = _parse_record(line)
         except ValueError as error:
-            raise CliError(f"{name}, line {number}: {error}; nothing was imported") from None
+            raise _BadInput(f"{name}, line {number}: {error}") from None
+        first = seen.setdefault(record.key, number)
+        if first != number:
+            raise _BadInput(
+                f"{name}, line {number}: reminder {record.key} is also on line {first}; "
+                "each reminder may appear once"
+            )
         yield record
 
 
@@ -839,7 +863,9 @@ def _parse_record(line: str) -> StoredReminder:
         ValueError: what is wrong with the line.
     """
     try:
-        value = json.loads(line, parse_constant=_refuse_constant)
+        value = json.loads(
+            line, parse_constant=_refuse_constant, object_pairs_hook=_object_without_repeats
+        )
     except json.JSONDecodeError as error:
         raise ValueError(f"not JSON ({error})") from None
     if not isinstance(value, dict):
@@ -859,7 +885,10 @@ def _parse_record(line: str) -> StoredReminder:
     try:
         period = None if period_us is None else timedelta(microseconds=period_us)
     except OverflowError:
-        raise ValueError(f"period_us {period_us!r} is out of range") from None
+        raise ValueError(
+            f"period_us {period_us!r} is out of range; accepted are 1 to {MAX_STORED_INT} "
+            "microseconds, or null"
+        ) from None
     record = StoredReminder(
         key=key,
         due_at=_parse_time(value, "due_at"),
@@ -892,7 +921,13 @@ def _parse_time(value: dict[str, Any], field: str) -> datetime:
         raise ValueError(f"{field} {text!r} is not an ISO 8601 datetime") from None
     if moment.utcoffset() is None:
         raise ValueError(f"{field} {text!r} has no UTC offset (exported times end in Z)")
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(
+            f"{field} {text!r} is outside the datetime range in UTC; accepted are times from "
+            "0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z"
+        ) from None
 
 
 def _parse_optional_time(value: dict[str, Any], field: str) -> datetime | None:
@@ -901,6 +936,19 @@ def _parse_optional_time(value: dict[str, Any], field: str) -> datetime | None:
 
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+def _object_without_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object as a dict, refusing a field that appears twice (at any depth): JSON
+    parsers keep the last one silently, so the line would not say what it seems to say."""
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        seen: set[str] = set()
+        for field, _ in pairs:
+            if field in seen:
+                raise ValueError(f"field {field!r} appears twice in one object; give it once")
+            seen.add(field)
+    return value
 
 
 def _short(value: Any) -> str:

@@ -14,9 +14,11 @@ def test_heartbeat(actor_system, manual_clock):
 - `make_actor_system`: a factory for more systems (same defaults, but the real clock unless
   `clock=` is given; `storage_url=` to share or change the database).
 
-After the test every system made here is shut down, and the test fails if an actor is still
-running or a thread the test started is still alive. `plexspaces.testing.wait_until_drained(ref)`
-waits until an actor has handled everything sent to it.
+After the test every system made here is shut down (all of them, even when one fails to shut
+down: those failures are then reported together, as an `ExceptionGroup`), and the test fails if
+an actor is still running or a thread the test started is still alive.
+`plexspaces.testing.wait_until_drained(ref)` waits until an actor has handled everything sent
+to it.
 """
 
 from __future__ import annotations
@@ -56,8 +58,19 @@ def make_actor_system(tmp_path: Path) -> Iterator[Callable[..., ActorSystem]]:
         return system
 
     yield make
+    # Every system is shut down even when one fails to, so one failure cannot leave the others
+    # (and their threads) running into the next test; then every failure is reported together.
+    failures: list[Exception] = []
     for system in systems:
-        system.shutdown(timeout=10)
+        try:
+            system.shutdown(timeout=10)
+        except Exception as error:
+            error.add_note(f"while shutting down {system!r}")
+            failures.append(error)
+    if failures:
+        raise ExceptionGroup(
+            f"{len(failures)} of {len(systems)} actor system(s) failed to shut down", failures
+        )
     running = {repr(system): system.actor_ids() for system in systems if system.actor_ids()}
     assert not running, f"actors left running after shutdown: {running}"
     leaked = leaked_threads(threads_before)

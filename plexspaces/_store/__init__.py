@@ -23,9 +23,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .base import BaseReminderStore
-from .codec import decode_payload, encode_payload, json_text
+from .codec import (
+    MAX_PAYLOAD_BYTES,
+    MAX_PAYLOAD_DEPTH,
+    decode_payload,
+    encode_payload,
+    json_text,
+)
 from .interfaces import AdminScans, LeaseStore, ReminderRecords, ReminderStore
 from .records import (
+    MAX_STORED_INT,
     MISSED_POLICIES,
     FireChange,
     NodeLeases,
@@ -52,6 +59,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ACTIVATIONS_TABLE",
+    "MAX_PAYLOAD_BYTES",
+    "MAX_PAYLOAD_DEPTH",
+    "MAX_STORED_INT",
     "MISSED_POLICIES",
     "REMINDERS_TABLE",
     "SCHEMA_TABLE",

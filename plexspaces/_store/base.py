@@ -12,12 +12,14 @@ import structlog
 from .codec import encode_payload
 from .interfaces import ReminderStore
 from .records import (
+    MAX_STORED_INT,
     ReminderKey,
     StoredReminder,
     UndecodableReminder,
     _check_key,
     _check_time,
     _is_int,
+    _is_text,
     validate_reminder,
 )
 
@@ -66,14 +68,14 @@ class BaseReminderStore(ReminderStore):
 
     @staticmethod
     def _check_count(value: int, what: str, minimum: int) -> int:
-        if not _is_int(value) or value < minimum:
-            raise ValueError(f"{what} {value!r} must be an int >= {minimum}")
+        if not _is_int(value) or not minimum <= value <= MAX_STORED_INT:
+            raise ValueError(f"{what} {value!r} must be an int from {minimum} to {MAX_STORED_INT}")
         return value
 
     @staticmethod
     def _check_text(value: str, what: str) -> str:
-        if not isinstance(value, str) or not value:
-            raise ValueError(f"{what} {value!r} must be a non-empty str")
+        if not _is_text(value):
+            raise ValueError(f"{what} {value!r} must be a non-empty str without NUL characters")
         return value
 
     @classmethod

@@ -4,7 +4,12 @@ A payload is stored as JSON text, strictly both ways: `encode_payload` refuses w
 back as it went in, and `decode_payload` refuses what `encode_payload` would have refused. A record
 is one row of the reminder table (`_row_values`, `_decode_row`): the key, times in microseconds,
 the payload as JSON text. A row that does not decode into a record `validate_reminder` accepts
-becomes an `UndecodableReminder`, never an exception.
+becomes an `UndecodableReminder`, never an exception: whatever goes wrong while decoding one row
+(a payload nested too deep for the JSON parser included) must not stop the others from loading.
+
+A payload is bounded: at most `MAX_PAYLOAD_DEPTH` levels of nested lists and objects, and at most
+`MAX_PAYLOAD_BYTES` of JSON text (UTF-8). Both limits are far beyond what a reminder needs; they
+exist so that one registration cannot store a value that no node can read back.
 """
 
 from __future__ import annotations
@@ -27,7 +32,19 @@ from .records import (
 if TYPE_CHECKING:
     from sqlalchemy.engine import RowMapping
 
-__all__ = ["decode_payload", "encode_payload", "json_text"]
+__all__ = [
+    "MAX_PAYLOAD_BYTES",
+    "MAX_PAYLOAD_DEPTH",
+    "decode_payload",
+    "encode_payload",
+    "json_text",
+]
+
+MAX_PAYLOAD_DEPTH: Final = 64
+"""The deepest nesting of lists and objects a payload may have (`[[1]]` is 2 deep)."""
+
+MAX_PAYLOAD_BYTES: Final = 1024 * 1024
+"""The most JSON text (in UTF-8 bytes, as `json_text` writes it) a payload may take: 1 MiB."""
 
 
 # -- payloads ------------------------------------------------------------------------------------
@@ -40,9 +57,16 @@ def encode_payload(key: ReminderKey, payload: Any) -> str:
     would turn `{1: "a"}` into `{"1": "a"}`, and a handler looking up `payload[1]` would fail only
     when the reminder fires, perhaps weeks later. Tuples are accepted and come back as lists.
 
+    A payload nested deeper than `MAX_PAYLOAD_DEPTH`, or whose JSON text is longer than
+    `MAX_PAYLOAD_BYTES`, is refused: it could be stored, but decoding it again may fail.
+
     Raises:
-        ValueError: naming the reminder, where in the payload the problem is, and the value.
+        ValueError: naming the reminder, where in the payload the problem is, and the value (or
+            the limit it goes beyond).
     """
+    shape = _measure(payload)
+    if shape is not None:
+        raise ValueError(f"payload of reminder {key} {shape}")
     try:
         text = json_text(payload)
     except (TypeError, ValueError, RecursionError) as error:
@@ -54,6 +78,12 @@ def encode_payload(key: ReminderKey, payload: Any) -> str:
     lossy = _find_non_json(payload)
     if lossy is not None:
         raise ValueError(f"payload of reminder {key} would not come back as stored: {lossy}")
+    size = _text_bytes(text)
+    if size > MAX_PAYLOAD_BYTES:
+        raise ValueError(
+            f"payload of reminder {key} is {size} bytes of JSON; the most accepted is "
+            f"{MAX_PAYLOAD_BYTES} (MAX_PAYLOAD_BYTES)"
+        )
     return text
 
 
@@ -72,11 +102,33 @@ def decode_payload(text: Any) -> Any:
     """The value of the stored JSON `text`; strict, so a store never hands out what it refuses.
 
     Raises:
-        ValueError: `text` is not a string of JSON, or holds NaN or an infinity.
+        ValueError: `text` is not a string of JSON, holds NaN or an infinity, is longer than
+            `MAX_PAYLOAD_BYTES` or nests deeper than `MAX_PAYLOAD_DEPTH`.
     """
     if not isinstance(text, str):
-        raise ValueError(f"payload {text!r} is not JSON text")
-    return _STRICT_JSON.decode(text)
+        raise ValueError(f"payload {_short(text)} is not JSON text")
+    size = _text_bytes(text)
+    if size > MAX_PAYLOAD_BYTES:
+        raise ValueError(
+            f"payload is {size} bytes of JSON; the most accepted is {MAX_PAYLOAD_BYTES} "
+            "(MAX_PAYLOAD_BYTES)"
+        )
+    try:
+        value = _STRICT_JSON.decode(text)
+    except RecursionError:
+        # The C parser recurses once per level: a value nested this deep is refused, whatever
+        # depth the thread's stack happened to allow when it was written.
+        raise ValueError(
+            f"payload nests too deep to parse; the deepest accepted is {MAX_PAYLOAD_DEPTH} "
+            "levels (MAX_PAYLOAD_DEPTH)"
+        ) from None
+    depth = _depth_of_tree(value)
+    if depth > MAX_PAYLOAD_DEPTH:
+        raise ValueError(
+            f"payload nests {depth} levels deep; the deepest accepted is {MAX_PAYLOAD_DEPTH} "
+            "(MAX_PAYLOAD_DEPTH)"
+        )
+    return value
 
 
 def _refuse_constant(name: str) -> Any:
@@ -85,6 +137,94 @@ def _refuse_constant(name: str) -> Any:
 
 # One decoder for every row: json.loads with an option builds a new decoder on each call.
 _STRICT_JSON: Final = json.JSONDecoder(parse_constant=_refuse_constant)
+
+
+def _text_bytes(text: str) -> int:
+    """The UTF-8 length of `text`, measured only when its length in characters leaves it open."""
+    if len(text) * 4 <= MAX_PAYLOAD_BYTES:
+        return len(text)  # at most 4 bytes a character: well within the limit either way
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
+
+
+def _measure(payload: Any) -> str | None:
+    """Why `payload` is beyond the limits, for an error message; None if it is within them.
+
+    Iterative, and each container is measured once (a container met again reuses its
+    measure), so neither deep nesting nor a structure that shares one list many times costs
+    recursion or time. The nodes counted are those of the JSON text the payload becomes (a
+    shared list is counted each time it is written): each takes at least one byte, so more
+    nodes than `MAX_PAYLOAD_BYTES` is refused before a single byte of text is made. A cycle
+    is left to `json.dumps`, which reports it.
+    """
+    if not isinstance(payload, dict | list | tuple):
+        return None
+    # id -> (depth, nodes) of every container measured so far
+    measured: dict[int, tuple[int, int]] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(payload, False)]
+    while stack:
+        value, children_done = stack.pop()
+        ident = id(value)
+        items = value.values() if isinstance(value, dict) else value
+        if not children_done:
+            if ident in measured or ident in on_path:
+                continue
+            on_path.add(ident)
+            stack.append((value, True))
+            stack.extend(
+                (item, False)
+                for item in items
+                if isinstance(item, dict | list | tuple) and id(item) not in measured
+            )
+            continue
+        on_path.discard(ident)
+        depth, nodes = 1, 1
+        for item in items:
+            if isinstance(item, dict | list | tuple):
+                # Absent only for a cycle back to a container still being measured.
+                child_depth, child_nodes = measured.get(id(item), (0, 0))
+                depth = max(depth, child_depth + 1)
+                nodes += child_nodes
+            else:
+                nodes += 1
+        if isinstance(value, dict):
+            nodes += len(value)  # the keys
+        measured[ident] = (depth, nodes)
+        if depth > MAX_PAYLOAD_DEPTH:
+            return (
+                f"nests more than {MAX_PAYLOAD_DEPTH} levels deep; the deepest accepted is "
+                f"{MAX_PAYLOAD_DEPTH} (MAX_PAYLOAD_DEPTH)"
+            )
+        if nodes > MAX_PAYLOAD_BYTES:
+            return (
+                f"holds more than {MAX_PAYLOAD_BYTES} values, more JSON than the "
+                f"{MAX_PAYLOAD_BYTES} bytes accepted (MAX_PAYLOAD_BYTES)"
+            )
+    return None
+
+
+def _depth_of_tree(value: Any) -> int:
+    """How deep lists and dicts nest in `value`, a tree just parsed from JSON; iterative."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = item.values()
+        elif not isinstance(item, list):
+            continue
+        depth += 1
+        if depth > deepest:
+            deepest = depth
+            if deepest > MAX_PAYLOAD_DEPTH:
+                return deepest
+        stack.extend((child, depth) for child in item)
+    return deepest
 
 
 def _find_non_json(payload: Any) -> str | None:
@@ -170,7 +310,7 @@ def _decode_row(row: RowMapping) -> StoredReminder | UndecodableReminder:
             raise ValueError(f"period_us {period_us!r} is not a positive number of microseconds")
         try:
             payload = decode_payload(row["payload"])
-        except ValueError as error:
+        except json.JSONDecodeError as error:
             raise ValueError(f"payload is not valid JSON: {error}") from None
         record = StoredReminder(
             key=key,
@@ -190,6 +330,8 @@ def _decode_row(row: RowMapping) -> StoredReminder | UndecodableReminder:
             updated_at=time("updated_us"),
         )
         validate_reminder(record, times_checked=True)
-    except (ValueError, TypeError, OverflowError) as error:
-        return UndecodableReminder(key, str(error))
+    except Exception as error:
+        # Any failure to decode one row makes that row undecodable, nothing more: a decoder
+        # error of a kind not foreseen here must not stop every other reminder from loading.
+        return UndecodableReminder(key, str(error) or type(error).__name__)
     return record

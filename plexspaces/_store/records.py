@@ -15,6 +15,7 @@ from typing import Any, Final
 from .._errors import PlexSpacesError
 
 __all__ = [
+    "MAX_STORED_INT",
     "MISSED_POLICIES",
     "FireChange",
     "NodeLeases",
@@ -32,8 +33,16 @@ __all__ = [
 MISSED_POLICIES: Final = ("once", "skip", "all")
 """The missed-tick policies a stored reminder may carry."""
 
+MAX_STORED_INT: Final = 2**63 - 1
+"""The largest count, and period in microseconds, a store holds: its integer columns are 64-bit
+(BIGINT). A record beyond it is refused before a driver would raise `OverflowError`."""
+
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MICROSECOND: Final = timedelta(microseconds=1)
+# The times `from_micros` can return: a datetime whose UTC value lies outside them (an aware
+# datetime.max with a negative offset, say) can be given but never read back.
+_MIN_MICROS: Final = (datetime.min.replace(tzinfo=UTC) - _EPOCH) // _ONE_MICROSECOND
+_MAX_MICROS: Final = (datetime.max.replace(tzinfo=UTC) - _EPOCH) // _ONE_MICROSECOND
 
 
 class SchemaVersionError(PlexSpacesError, RuntimeError):
@@ -57,7 +66,9 @@ def to_micros(value: datetime) -> int:
     """Microseconds since the Unix epoch of the aware datetime `value` (any offset), exactly.
 
     Raises:
-        ValueError: `value` is naive or not a datetime. The message names the value.
+        ValueError: `value` is naive, not a datetime, or in UTC outside the years 1 to 9999
+            (what `datetime` can hold, so what `from_micros` can give back). The message names
+            the value.
     """
     if not isinstance(value, datetime):
         raise ValueError(f"{value!r} is not a datetime; expected an aware datetime")
@@ -66,7 +77,13 @@ def to_micros(value: datetime) -> int:
             f"datetime {value!r} is naive; pass an aware one, "
             "for example datetime(..., tzinfo=datetime.UTC)"
         )
-    return (value - _EPOCH) // _ONE_MICROSECOND
+    micros = (value - _EPOCH) // _ONE_MICROSECOND
+    if not _MIN_MICROS <= micros <= _MAX_MICROS:
+        raise ValueError(
+            f"datetime {value!r} is outside the datetime range in UTC; accepted are times "
+            "from 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z"
+        )
+    return micros
 
 
 def from_micros(micros: int) -> datetime:
@@ -230,12 +247,22 @@ def validate_reminder(record: StoredReminder, *, times_checked: bool = False) ->
     period = record.period
     if period is not None and (not isinstance(period, timedelta) or period <= timedelta(0)):
         raise ValueError(f"reminder {key}: period {period!r} must be None or a positive timedelta")
+    if period is not None and period // _ONE_MICROSECOND > MAX_STORED_INT:
+        raise ValueError(
+            f"reminder {key}: period {period!r} is longer than the {MAX_STORED_INT} "
+            "microseconds a store holds"
+        )
     max_count = record.max_count
-    if max_count is not None and (not _is_int(max_count) or max_count < 1):
-        raise ValueError(f"reminder {key}: max_count {max_count!r} must be None or an int >= 1")
+    if max_count is not None and (not _is_int(max_count) or not 1 <= max_count <= MAX_STORED_INT):
+        raise ValueError(
+            f"reminder {key}: max_count {max_count!r} must be None or an int from 1 to "
+            f"{MAX_STORED_INT}"
+        )
     fire_count = record.fire_count
-    if not _is_int(fire_count) or fire_count < 0:
-        raise ValueError(f"reminder {key}: fire_count {fire_count!r} must be an int >= 0")
+    if not _is_int(fire_count) or not 0 <= fire_count <= MAX_STORED_INT:
+        raise ValueError(
+            f"reminder {key}: fire_count {fire_count!r} must be an int from 0 to {MAX_STORED_INT}"
+        )
     if max_count is not None and fire_count > max_count:
         raise ValueError(
             f"reminder {key}: fire_count {fire_count!r} is above max_count {max_count!r}"
@@ -273,8 +300,11 @@ def validate_reminder(record: StoredReminder, *, times_checked: bool = False) ->
             f"{record.claimed_until!r} must both be set or both be None"
         )
     if claimed_by is not None:
-        if not isinstance(claimed_by, str) or not claimed_by:
-            raise ValueError(f"reminder {key}: claimed_by {claimed_by!r} must be a non-empty str")
+        if not _is_text(claimed_by):
+            raise ValueError(
+                f"reminder {key}: claimed_by {claimed_by!r} must be a non-empty str without NUL "
+                "characters"
+            )
         if not times_checked:
             _check_time(record.claimed_until, "claimed_until", key)
 
@@ -284,9 +314,18 @@ def _check_key(key: Any) -> ReminderKey:
         raise ValueError(f"{key!r} is not a ReminderKey")
     for field in ("actor_type", "actor_key", "name"):
         value = getattr(key, field)
-        if not isinstance(value, str) or not value:
-            raise ValueError(f"reminder key {key!r}: {field} {value!r} must be a non-empty str")
+        if not _is_text(value):
+            raise ValueError(
+                f"reminder key {key!r}: {field} {value!r} must be a non-empty str without "
+                "NUL characters"
+            )
     return key
+
+
+def _is_text(value: Any) -> bool:
+    """A non-empty str every backend can store: PostgreSQL text cannot hold NUL (SQLite can), so
+    a NUL is refused everywhere and data moves between backends."""
+    return isinstance(value, str) and bool(value) and "\x00" not in value
 
 
 def _check_time(value: Any, field: str, key: ReminderKey | None = None) -> int:

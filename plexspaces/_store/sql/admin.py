@@ -36,6 +36,7 @@ from .engine import (
     _Position,
     _r,
     _reconnecting,
+    _schema_version,
     _serializer,
     _unavailable,
 )
@@ -147,6 +148,7 @@ class SqlAdminScans(SqlStoreBase):
 
         Raises:
             StoreUnavailableError: the database cannot be reached.
+            SchemaVersionError: the recorded version is not an integer.
         """
         if isinstance(url_or_engine, Engine):
             engine, owned = url_or_engine, False
@@ -172,4 +174,4 @@ class SqlAdminScans(SqlStoreBase):
         finally:
             if owned:
                 engine.dispose()
-        return None if found is None else int(found)
+        return _schema_version(found, engine)

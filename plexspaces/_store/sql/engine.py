@@ -339,9 +339,10 @@ class SqlStoreBase(BaseReminderStore):
         s = SCHEMA_TABLE.c
         with self._write() as connection:
             connection.execute(CreateTable(SCHEMA_TABLE, if_not_exists=True))
-            found = connection.execute(
+            recorded = connection.execute(
                 select(s.version).where(s.component == SCHEMA_COMPONENT)
             ).scalar_one_or_none()
+            found = _schema_version(recorded, self._engine)
             if found is not None and found != SCHEMA_VERSION:
                 # Checked before anything else is created: a newer schema is left untouched.
                 url = self._engine.url.render_as_string(hide_password=True)
@@ -397,6 +398,21 @@ class SqlStoreBase(BaseReminderStore):
         self._closed = True
         if self._owns_engine:
             self._engine.dispose()
+
+
+def _schema_version(recorded: Any, engine: Engine) -> int | None:
+    """The schema version the database records (None: no version row), refusing a value that
+    is not an integer: SQLite keeps text such as 'abc' in an INTEGER column, and comparing it
+    with a version would fail with a TypeError far from its cause."""
+    if recorded is None or (isinstance(recorded, int) and not isinstance(recorded, bool)):
+        return recorded
+    url = engine.url.render_as_string(hide_password=True)
+    raise SchemaVersionError(
+        f"the reminder tables in {url} record schema version {recorded!r} in "
+        f"{SCHEMA_TABLE.name}, which is not an integer; this version of plexspaces reads and "
+        f"writes schema version {SCHEMA_VERSION}. The table was changed by something other "
+        "than plexspaces: restore it, or use another database"
+    )
 
 
 # -- keyset pages --------------------------------------------------------------------------------
