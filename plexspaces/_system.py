@@ -32,6 +32,7 @@ from ._errors import (
 )
 from ._logging import ensure_logging_configured
 from ._metrics import Metrics, MetricsSnapshot
+from ._redact import quoted_url
 from ._ref import ActorRef, VirtualActorRef
 from ._scheduler import Scheduler
 
@@ -676,7 +677,7 @@ def _resolve_storage_url(storage_url: str | None) -> str:
         return f"sqlite:///{Path.cwd() / DEFAULT_DATABASE_FILE}"
     if not isinstance(storage_url, str) or not storage_url.strip():
         raise ValueError(
-            f"storage_url {storage_url!r} must be a SQLAlchemy URL such as "
+            f"storage_url {quoted_url(storage_url)} must be a SQLAlchemy URL such as "
             "'sqlite:///plexspaces.db' or 'postgresql+psycopg://user@host/db'"
         )
     from sqlalchemy.engine import make_url
@@ -684,9 +685,9 @@ def _resolve_storage_url(storage_url: str | None) -> str:
 
     try:
         url = make_url(storage_url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise ValueError(
-            f"storage_url {storage_url!r} is not a SQLAlchemy URL; expected for example "
+            f"storage_url {quoted_url(storage_url)} is not a SQLAlchemy URL; expected for example "
             "'sqlite:///plexspaces.db' or 'postgresql+psycopg://user@host/db'"
         ) from None
     shown = url.render_as_string(hide_password=True)
@@ -722,7 +723,7 @@ def _check_store(store: ReminderStore | None, storage_url: str | None) -> Remind
         raise TypeError(f"store {store!r} must be a plexspaces ReminderStore")
     if storage_url is not None:
         raise ValueError(
-            f"pass storage_url {storage_url!r} or a store, not both: a store handed in "
+            f"pass storage_url {quoted_url(storage_url)} or a store, not both: a store handed in "
             "already names its database"
         )
     return store

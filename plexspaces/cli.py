@@ -52,6 +52,7 @@ from . import __version__
 from ._clock import SystemClock
 from ._duration import parse_duration
 from ._errors import PlexSpacesError
+from ._redact import redact_text
 from ._store import (
     SCHEMA_VERSION,
     NodeLeases,
@@ -175,7 +176,8 @@ def _silence_stdout() -> None:
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    click.echo(f"Error: {' '.join(message.split())}", err=True)
+    # Errors may quote a URL given on the command line, or a database's own message.
+    click.echo(f"Error: {redact_text(' '.join(message.split()))}", err=True)
     sys.exit(code)
 
 
