@@ -19,7 +19,7 @@ import structlog
 from . import _pykka
 from ._actor import Actor, Done, _Cell, _Slot
 from ._clock import Clock, SystemClock
-from ._cluster import ClusterNode, resolve_node_id
+from ._cluster import ClusterNode, NodeLock, hold_node_id, resolve_node_id
 from ._context import FacetService
 from ._duration import Duration, parse_duration, positive_duration
 from ._errors import (
@@ -161,6 +161,7 @@ class ActorSystem:
         self._reminder_service: ReminderService | None = None
         self._store: ReminderStore | None = None
         self._node: ClusterNode | None = None
+        self._node_lock: NodeLock | None = None
         self._reminders_lock = threading.Lock()
         self._slots: dict[str, _Slot] = {}
         # Actor threads inside a shutdown() call of their own; no shutdown waits for them.
@@ -295,11 +296,17 @@ class ActorSystem:
                 self._check_open()
                 from ._reminders import ReminderService
 
+                # One live process per node id and store on this host (see hold_node_id).
+                self._node_lock = hold_node_id(self.node_id, self.storage_url, cluster=self.cluster)
                 store = self._given_store
                 if store is None:
                     from ._store import SqlReminderStore
 
-                    store = SqlReminderStore(self.storage_url)
+                    try:
+                        store = SqlReminderStore(self.storage_url)
+                    except BaseException:
+                        self._release_node_lock()
+                        raise
                 self._store = store
                 self._node = ClusterNode(
                     store,
@@ -579,8 +586,14 @@ class ActorSystem:
             self._reminder_service.close()
         if self._store is not None and self._given_store is None:
             self._store.close()  # a store handed in belongs to its owner
+        self._release_node_lock()
         self.scheduler.close()
         self.log.debug("system.shut_down", actors=actors)
+
+    def _release_node_lock(self) -> None:
+        lock, self._node_lock = self._node_lock, None
+        if lock is not None:
+            lock.release()
 
     @property
     def is_shut_down(self) -> bool:

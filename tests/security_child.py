@@ -1,10 +1,16 @@
-"""A process for `tests/test_redaction.py`, with the logging a fresh process gets by default.
+"""A process for `tests/test_redaction.py` and `tests/test_node_identity.py`, with the logging a
+fresh process gets by default.
 
 python -m tests.security_child failures URL UNREACHABLE_URL
     Walks the ways a storage URL's password could reach the output: malformed URLs given to
     `ActorSystem`, an unreachable database (raised to the caller, and an actor whose on_start
     fails on it), and handlers that fail on a real database while holding its URL. Caught
     errors are printed with their tracebacks to stderr; the runtime logs what it logs there.
+
+python -m tests.security_child node URL [NODE_ID]
+    Opens the reminder store of an actor system on URL (default node id unless NODE_ID), prints
+    `ready <node id>`, and holds it until stdin closes; prints `refused <message>` and exits
+    3 when another process holds the node id.
 """
 
 from __future__ import annotations
@@ -15,7 +21,9 @@ from typing import Any
 
 from sqlalchemy import create_engine, text
 
-from plexspaces import Actor, ActorSystem
+from plexspaces import Actor, ActorSystem, NodeIdInUseError
+
+REFUSED_EXIT = 3
 
 
 class Connects(Actor):
@@ -79,11 +87,24 @@ def failures(url: str, unreachable: str) -> None:
     print("done")
 
 
+def node(url: str, node_id: str | None) -> int:
+    try:
+        system = ActorSystem(storage_url=url, node_id=node_id)
+        system.reminders  # noqa: B018 - opens the store, which takes the node's lock
+    except NodeIdInUseError as error:
+        print(f"refused {error}", flush=True)
+        return REFUSED_EXIT
+    with system:
+        print(f"ready {system.node_id}", flush=True)
+        sys.stdin.read()
+    return 0
+
+
 def main(argv: list[str]) -> int:
     if argv[0] == "failures":
         failures(argv[1], argv[2])
         return 0
-    raise SystemExit(f"unknown mode {argv[0]!r}")
+    return node(argv[1], argv[2] if len(argv) > 2 else None)
 
 
 if __name__ == "__main__":
