@@ -262,8 +262,12 @@ class _Cell(_pykka.FailureHookActor):
                         _pykka.answer_stop(envelope)
                     else:
                         slot.pending.append(envelope)
-        event = "actor.failed" if self.started.is_set() else "actor.start_failed"
-        self.log.error(event, exc_info=(exc_type, exc_value, traceback))
+        if self.started.is_set():
+            self.log.error("actor.failed", exc_info=(exc_type, exc_value, traceback))
+        else:
+            # Raised to whoever started the actor (spawn, or the sender that activated it),
+            # who has the traceback: one line here, not a second traceback.
+            self.log.warning("actor.start_failed", error=repr(exc_value))
         self._terminate()
         self.started.set()
 

@@ -18,17 +18,28 @@ maintenance thread, an activating thread): nothing here holds a lock while it wa
 from __future__ import annotations
 
 import hashlib
+import os
 import socket
+import stat
+import tempfile
 import threading
 import uuid
 from collections.abc import Callable, Collection, Iterable
+from contextlib import suppress
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from ._errors import ActorActiveElsewhereError
+from ._errors import ActorActiveElsewhereError, NodeIdInUseError, PlexSpacesError
+from ._redact import shown_url
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no default-id lock (see docs/security.md)
+    fcntl = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:
     from ._clock import Clock
@@ -36,21 +47,139 @@ if TYPE_CHECKING:
     from ._scheduler import ScheduledCall, Scheduler
     from ._store import ReminderKey, ReminderStore, StoredReminder
 
-__all__ = ["ClusterNode", "resolve_node_id"]
+__all__ = ["ClusterNode", "NodeLock", "hold_node_id", "resolve_node_id", "store_identity"]
 
 _log = structlog.get_logger("plexspaces.cluster")
 
 
 def resolve_node_id(node_id: str | None, storage_url: str) -> str:
     """The node id to use: `node_id` checked, or by default one derived from the host name and
-    the storage URL, so a restarted process gets its own id (and its claims) back."""
+    the store's identity (`store_identity`: never its password or user), so a restarted process
+    gets its own id (and its claims) back."""
     if node_id is None:
         host = socket.gethostname()
-        digest = hashlib.sha256(f"{host}\0{storage_url}".encode()).hexdigest()[:8]
+        digest = hashlib.sha256(f"{host}\0{store_identity(storage_url)}".encode()).hexdigest()[:8]
         return f"{host}-{digest}"
     if not isinstance(node_id, str) or not node_id.strip():
         raise ValueError(f"node_id {node_id!r} must be a non-empty string")
     return node_id
+
+
+def store_identity(storage_url: str) -> str:
+    """What names a store, and nothing secret: the SQLite file's real path, or a server
+    database's backend, host, port and name (no user, no password, no other options). Empty
+    for a store that is not SQL; `"sqlite:memory"` for an in-memory database."""
+    if not storage_url:
+        return ""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(storage_url)
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        database = url.database
+        if database in (None, "", ":memory:") or url.query.get("mode") == "memory":
+            return "sqlite:memory"
+        return f"sqlite:{os.path.realpath(database or '')}"
+    socket_host = url.query.get("host")
+    via = f"?host={socket_host}" if isinstance(socket_host, str) else ""
+    return f"{backend}://{url.host or ''}:{url.port or ''}/{url.database or ''}{via}"
+
+
+def hold_node_id(node_id: str, storage_url: str, *, cluster: bool) -> NodeLock | None:
+    """Take this host's exclusive lock on running as `node_id` on the store of `storage_url`
+    (with the cluster off, on running reminders on that store at all): a second live process
+    that tries is refused, so two processes never both fire every reminder or hold the same
+    activation. The lock is an OS file lock, gone the moment its process dies, so a restarted
+    process takes it (and its claims) back at once. Systems of one process share it.
+
+    None when there is nothing to lock: an in-memory database, a store that is not SQL, or a
+    platform without `fcntl` file locks.
+
+    Raises:
+        NodeIdInUseError: another live process on this host holds it.
+        PlexSpacesError: the lock directory is not this user's own.
+    """
+    identity = store_identity(storage_url)
+    if fcntl is None or identity in ("", "sqlite:memory"):
+        return None
+    subject = f"{identity}\0{node_id}" if cluster else identity
+    name = hashlib.sha256(f"{socket.gethostname()}\0{subject}".encode()).hexdigest()[:32]
+    path = _lock_directory() / f"node-{name}.lock"
+    key = (os.getpid(), str(path))
+    with _held_lock:
+        held = _held.get(key)
+        if held is None:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+                os.close(fd)
+                raise NodeIdInUseError(
+                    _in_use(node_id, storage_url, holder, cluster=cluster)
+                ) from None
+            except BaseException:
+                os.close(fd)
+                raise
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            held = _held[key] = NodeLock(key, fd)
+        held.holders += 1
+        return held
+
+
+class NodeLock:
+    """This process's hold on a node id lock file; `release` once per `hold_node_id`."""
+
+    def __init__(self, key: tuple[int, str], fd: int) -> None:
+        self._key = key
+        self._fd = fd
+        self.holders = 0
+
+    def release(self) -> None:
+        with _held_lock:
+            self.holders -= 1
+            if self.holders > 0 or _held.get(self._key) is not self:
+                return
+            del _held[self._key]
+            # Closing the descriptor drops the lock; the file stays (unlinking it could let a
+            # third process lock a new file while a second one waits on the old).
+            os.close(self._fd)
+
+
+_held: dict[tuple[int, str], NodeLock] = {}
+_held_lock = threading.Lock()
+
+
+def _lock_directory() -> Path:
+    """A directory of this user's own for the lock files (the temporary directory is shared)."""
+    directory = Path(tempfile.gettempdir()) / f"plexspaces-{os.getuid()}"
+    with suppress(FileExistsError):
+        directory.mkdir(mode=0o700)
+    found = directory.lstat()
+    if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.getuid():
+        raise PlexSpacesError(
+            f"the node lock directory {str(directory)!r} is not a directory of this user's own; "
+            "remove it, or pass an explicit node_id on a store of this process's own"
+        )
+    return directory
+
+
+def _in_use(node_id: str, storage_url: str, holder: str, *, cluster: bool) -> str:
+    shown = shown_url(storage_url)
+    if cluster:
+        return (
+            f"node id {node_id!r} is already in use on this host by process {holder} on the "
+            f"store {shown}: two processes with one node id would both fire every reminder and "
+            "hold the same activations. Give each process its own node id: "
+            "ActorSystem(node_id=...)"
+        )
+    return (
+        f"the store {shown} is already used by process {holder} on this host without a "
+        "cluster: two processes would both fire every reminder. Stop that process, give this "
+        "one another store (storage_url=...), or run both as a cluster: "
+        "ActorSystem(cluster=True, node_id=...) with a node_id of its own for each"
+    )
 
 
 class ClusterNode:

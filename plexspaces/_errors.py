@@ -16,6 +16,7 @@ __all__ = [
     "FacetConfigError",
     "FacetError",
     "FacetNotAttachedError",
+    "NodeIdInUseError",
     "PlexSpacesError",
     "SystemShutdownError",
     "UnknownFacetError",
@@ -59,6 +60,11 @@ class ActorActiveElsewhereError(PlexSpacesError, RuntimeError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.actor_id, self.node_id))
+
+
+class NodeIdInUseError(PlexSpacesError, RuntimeError):
+    """Another live process on this host already uses this node id on the same store (or, with
+    the cluster off, the same store at all): two would both fire every reminder."""
 
 
 class AskTimeoutError(PlexSpacesError, TimeoutError):

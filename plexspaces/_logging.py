@@ -24,6 +24,8 @@ from typing import Final, TextIO
 
 import structlog
 
+from ._redact import redact_event
+
 __all__ = ["LOG_FORMATS", "LOG_FORMAT_ENV", "LOG_LEVEL_ENV", "configure_logging"]
 
 LOG_FORMAT_ENV: Final = "PLEXSPACES_LOG_FORMAT"
@@ -47,8 +49,9 @@ def configure_logging(
             None: `$PLEXSPACES_LOG_LEVEL`, else INFO.
         stream: where to write (default: standard error).
 
-    Every event gets `timestamp` (ISO 8601, UTC) and `level`; exceptions are rendered as text
-    (console) or as a `exception` field (json).
+    Every event gets `timestamp` (ISO 8601, UTC) and `level`; exceptions are rendered as a
+    plain traceback (console) or as an `exception` field (json), never with the values of local
+    variables, and the password of any URL in an event or a traceback is replaced by `***`.
 
     Raises:
         ValueError: an unknown format or level, naming it and what is accepted.
@@ -67,14 +70,17 @@ def configure_logging(
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.StackInfoRenderer(),
     ]
+    # Tracebacks are rendered to text before the renderer sees them, so the redaction below
+    # covers them too. structlog's console default would render them with rich and the values
+    # of every frame's local variables: a storage URL with its password, among others.
+    processors += [structlog.processors.format_exc_info, redact_event]
     if chosen == "json":
-        processors += [
-            structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(sort_keys=False, default=repr),
-        ]
+        processors.append(structlog.processors.JSONRenderer(sort_keys=False, default=repr))
     else:
         processors.append(
-            structlog.dev.ConsoleRenderer(colors=_is_terminal(output)),
+            structlog.dev.ConsoleRenderer(
+                colors=_is_terminal(output), exception_formatter=structlog.dev.plain_traceback
+            ),
         )
     structlog.configure(
         processors=processors,

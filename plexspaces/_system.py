@@ -19,7 +19,7 @@ import structlog
 from . import _pykka
 from ._actor import Actor, Done, _Cell, _Slot
 from ._clock import Clock, SystemClock
-from ._cluster import ClusterNode, resolve_node_id
+from ._cluster import ClusterNode, NodeLock, hold_node_id, resolve_node_id
 from ._context import FacetService
 from ._duration import Duration, parse_duration, positive_duration
 from ._errors import (
@@ -32,6 +32,7 @@ from ._errors import (
 )
 from ._logging import ensure_logging_configured
 from ._metrics import Metrics, MetricsSnapshot
+from ._redact import quoted_url
 from ._ref import ActorRef, VirtualActorRef
 from ._scheduler import Scheduler
 
@@ -160,6 +161,7 @@ class ActorSystem:
         self._reminder_service: ReminderService | None = None
         self._store: ReminderStore | None = None
         self._node: ClusterNode | None = None
+        self._node_lock: NodeLock | None = None
         self._reminders_lock = threading.Lock()
         self._slots: dict[str, _Slot] = {}
         # Actor threads inside a shutdown() call of their own; no shutdown waits for them.
@@ -302,11 +304,17 @@ class ActorSystem:
                 self._check_open()
                 from ._reminders import ReminderService
 
+                # One live process per node id and store on this host (see hold_node_id).
+                self._node_lock = hold_node_id(self.node_id, self.storage_url, cluster=self.cluster)
                 store = self._given_store
                 if store is None:
                     from ._store import SqlReminderStore
 
-                    store = SqlReminderStore(self.storage_url)
+                    try:
+                        store = SqlReminderStore(self.storage_url)
+                    except BaseException:
+                        self._release_node_lock()
+                        raise
                 self._store = store
                 self._node = ClusterNode(
                     store,
@@ -586,8 +594,14 @@ class ActorSystem:
             self._reminder_service.close()
         if self._store is not None and self._given_store is None:
             self._store.close()  # a store handed in belongs to its owner
+        self._release_node_lock()
         self.scheduler.close()
         self.log.debug("system.shut_down", actors=actors)
+
+    def _release_node_lock(self) -> None:
+        lock, self._node_lock = self._node_lock, None
+        if lock is not None:
+            lock.release()
 
     @property
     def is_shut_down(self) -> bool:
@@ -684,7 +698,7 @@ def _resolve_storage_url(storage_url: str | None) -> str:
         return f"sqlite:///{Path.cwd() / DEFAULT_DATABASE_FILE}"
     if not isinstance(storage_url, str) or not storage_url.strip():
         raise ValueError(
-            f"storage_url {storage_url!r} must be a SQLAlchemy URL such as "
+            f"storage_url {quoted_url(storage_url)} must be a SQLAlchemy URL such as "
             "'sqlite:///plexspaces.db' or 'postgresql+psycopg://user@host/db'"
         )
     from sqlalchemy.engine import make_url
@@ -692,9 +706,9 @@ def _resolve_storage_url(storage_url: str | None) -> str:
 
     try:
         url = make_url(storage_url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise ValueError(
-            f"storage_url {storage_url!r} is not a SQLAlchemy URL; expected for example "
+            f"storage_url {quoted_url(storage_url)} is not a SQLAlchemy URL; expected for example "
             "'sqlite:///plexspaces.db' or 'postgresql+psycopg://user@host/db'"
         ) from None
     shown = url.render_as_string(hide_password=True)
@@ -730,7 +744,7 @@ def _check_store(store: ReminderStore | None, storage_url: str | None) -> Remind
         raise TypeError(f"store {store!r} must be a plexspaces ReminderStore")
     if storage_url is not None:
         raise ValueError(
-            f"pass storage_url {storage_url!r} or a store, not both: a store handed in "
+            f"pass storage_url {quoted_url(storage_url)} or a store, not both: a store handed in "
             "already names its database"
         )
     return store

@@ -33,6 +33,7 @@ import logging
 import os
 import sys
 import tempfile
+import unicodedata
 from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
@@ -52,6 +53,7 @@ from . import __version__
 from ._clock import SystemClock
 from ._duration import parse_duration
 from ._errors import PlexSpacesError
+from ._redact import redact_text
 from ._store import (
     MAX_STORED_INT,
     SCHEMA_VERSION,
@@ -176,8 +178,46 @@ def _silence_stdout() -> None:
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    click.echo(f"Error: {' '.join(message.split())}", err=True)
+    # Errors may quote a URL given on the command line, or a database's own message.
+    click.echo(f"Error: {_printable(redact_text(' '.join(message.split())))}", err=True)
     sys.exit(code)
+
+
+# Characters that rearrange how a line is displayed (bidirectional overrides and isolates), and
+# would let a stored name pass for another one.
+_BIDI_CONTROLS: Final = frozenset(
+    "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+)
+
+
+def _printable(text: str, *, newlines: bool = False) -> str:
+    """`text` safe to print on a terminal: control characters (ESC and every other C0 or C1
+    code, line and paragraph separators) and bidirectional controls written as escapes
+    (`\\x1b`, `\\u202e`), so a stored name cannot clear the screen, set the window title or
+    disguise itself. Line breaks stay when `newlines` (multi-line values we format ourselves).
+    Human-readable output only: the JSON output keeps every value exactly."""
+    if text.isprintable():
+        return text
+    return "".join(
+        char.encode("unicode_escape").decode("ascii") if _is_control(char, newlines) else char
+        for char in text
+    )
+
+
+def _is_control(char: str, newlines: bool) -> bool:
+    if char == "\n":
+        return not newlines
+    return char in _BIDI_CONTROLS or unicodedata.category(char) in ("Cc", "Zl", "Zp")
+
+
+def _text(value: str, *, newlines: bool = False) -> Text:
+    """A table cell or line showing `value` printably (see `_printable`)."""
+    return Text(_printable(value, newlines=newlines))
+
+
+def _say(message: str, *, err: bool = False) -> None:
+    """One human-readable line on stdout (or stderr), printably (see `_printable`)."""
+    click.echo(_printable(message), err=err)
 
 
 def _describe(error: BaseException) -> str:
@@ -504,7 +544,7 @@ def _list_row(table: Table, record: StoredReminder) -> None:
     key = record.key
     table.add_row(
         *(
-            Text(cell)
+            _text(cell)
             for cell in (
                 f"{key.actor_type}/{key.actor_key}",
                 key.name,
@@ -524,7 +564,7 @@ def _warn_undecodable(undecodable: _Undecodable, what: str) -> None:
         return
     shown = ", ".join(str(problem.key) for problem in problems[:5])
     more = f" and {len(problems) - 5} more" if len(problems) > 5 else ""
-    click.echo(
+    _say(
         f"warning: {len(problems)} stored row(s) cannot be decoded and were not {what}: "
         f"{shown}{more} (see 'plexspaces doctor')",
         err=True,
@@ -676,7 +716,7 @@ def show_reminder(
         ("updated", time(record.updated_at)),
     ]
     for field, value in fields:
-        table.add_row(Text(field), Text(value))
+        table.add_row(Text(field), _text(value, newlines=field == "payload"))
     _console().print(table)
 
 
@@ -696,9 +736,9 @@ def cancel_reminder(db: str | None, actor_type: str, actor_key: str, name: str) 
     if not deleted:
         raise NotFoundError(f"no reminder {key}; nothing was cancelled")
     if record is None:
-        click.echo(f"cancelled reminder {key} (its stored row could not be decoded)")
+        _say(f"cancelled reminder {key} (its stored row could not be decoded)")
         return
-    click.echo(
+    _say(
         f"cancelled reminder {key}: next fire {_next_fire(record)}, period {_period(record)}, "
         f"fires {_fires(record)}"
     )
@@ -735,7 +775,7 @@ def export_reminders(
         else:
             count = _write_file(out, records)
             where = str(out)
-    click.echo(f"exported {count} reminder(s) to {where}", err=True)
+    _say(f"exported {count} reminder(s) to {where}", err=True)
     _warn_undecodable(undecodable, "exported")
 
 
@@ -803,7 +843,7 @@ def import_reminders(db: str | None, source: str) -> None:
                     f"{_describe(error)}; {written} of {count} reminder(s) were imported before "
                     "the import stopped"
                 ) from None
-    click.echo(f"imported {count} reminder(s) into {shown}")
+    _say(f"imported {count} reminder(s) into {shown}")
 
 
 class _BadInput(ValueError):
@@ -1138,7 +1178,7 @@ def _print_report(
     console = _console()
 
     def line(text: str) -> None:
-        console.print(Text(text))
+        console.print(_text(text))
 
     def rows(section: dict[str, Any], columns: list[tuple[str, str]]) -> None:
         if not section["rows"]:
@@ -1148,7 +1188,7 @@ def _print_report(
             table.add_column(header, overflow="fold")
         for row in section["rows"]:
             table.add_row(
-                *(Text("" if row[field] is None else str(row[field])) for _, field in columns)
+                *(_text("" if row[field] is None else str(row[field])) for _, field in columns)
             )
         console.print(table)
         if section["count"] > len(section["rows"]):

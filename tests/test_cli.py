@@ -1051,3 +1051,54 @@ def test_the_command_runs_as_its_own_process(pg_url: str, tmp_path: Path) -> Non
     version = _plexspaces("--version", cwd=tmp_path, env=local)
     assert version.returncode == 0
     assert version.stdout.startswith("plexspaces, version ")
+
+
+# -- terminal escapes ----------------------------------------------------------------------------
+
+CLEAR = "\x1b[2J"
+TITLE = "\x1b]0;pwned\x07"
+CSI = "\x9b31m"
+BIDI = "\u202e"
+
+
+def seeded_with(tmp_path: Path, **fields: Any) -> str:
+    """A SQLite file holding one reminder (with `fields`); its URL."""
+    url = f"sqlite:///{tmp_path / 'seeded.db'}"
+    seed(url, reminder(**fields))
+    return url
+
+
+def test_the_cli_escapes_control_characters_in_human_output(tmp_path: Path) -> None:
+    """Keys, names, payloads and node ids with terminal escapes are printed as visible escapes
+    in tables, show, doctor, cancel and errors; the JSON output keeps them exactly."""
+    actor_type, actor_key, name = f"order{CLEAR}", f"k{TITLE}", f"n{CSI}{BIDI}"
+    url = seeded_with(
+        tmp_path,
+        actor_type=actor_type,
+        actor_key=actor_key,
+        name=name,
+        payload={"note": f"{CLEAR}{CSI}"},
+        claimed_by=f"node{TITLE}",
+        claimed_until=T0,
+    )
+    key = (actor_type, actor_key, name)
+    human = [
+        run("reminders", "list", "--db", url),
+        run("reminders", "show", "--db", url, *key),
+        run("doctor", "--db", url),
+        run("reminders", "show", "--db", url, actor_type, actor_key, f"missing{CLEAR}"),
+        run("reminders", "cancel", "--db", url, *key),
+    ]
+    assert [result.exit_code for result in human] == [0, 0, 1, 1, 0]
+    for result in human:
+        output = result.stdout + result.stderr
+        assert not any(char in output for char in ("\x1b", "\x07", "\x9b", BIDI)), repr(output)
+    assert "order\\x1b[2J" in human[0].stdout
+    assert "\\x9b31m\\u202e" in human[1].stdout
+    assert "node\\x1b]0;pwned\\x07" in human[2].stdout
+    assert "missing\\x1b[2J" in human[3].stderr
+
+    url = seeded_with(tmp_path, actor_type=actor_type, actor_key=actor_key, name=name)
+    exported = run("reminders", "list", "--json", "--db", url).stdout
+    record = json.loads(exported)
+    assert (record["actor_type"], record["actor_key"], record["name"]) == key

@@ -45,6 +45,7 @@ READING_ORDER = [
     "testing.md",
     "metrics-and-logging.md",
     "cli.md",
+    "security.md",
 ]
 PAGE_TIMEOUT_S = 60.0
 """Seconds a page's blocks may take together (they take well under one on a ManualClock)."""

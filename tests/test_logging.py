@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import structlog
+import structlog.testing
 
 from facets.reminder import ReminderFacet
 from facets.timer import TimerFacet
@@ -160,3 +161,61 @@ def test_bad_formats_and_levels_are_refused_naming_them(
         configure_logging(**kwargs)
     assert fragment in str(raised.value)
     assert structlog.get_config() == before
+
+
+# -- errors raised to the caller -----------------------------------------------------------------
+
+
+class FailsToStart(Actor):
+    def on_start(self) -> None:
+        raise ValueError("bad configuration")
+
+
+class FailsOnTell(Actor):
+    def on_receive(self, message: Any) -> Any:
+        raise RuntimeError("nobody receives this")
+
+
+def test_an_on_start_failure_raised_to_spawn_is_logged_once_without_traceback(
+    make_system: Callable[..., ActorSystem], clock: ManualClock
+) -> None:
+    """spawn raises the on_start error to its caller; the log has one warning for it, without
+    a traceback, while a failing tell handler (nobody receives its error) keeps its traceback."""
+    stream = io.StringIO()
+    configure_logging("console", stream=stream)
+    system = make_system(clock=clock)
+    with structlog.testing.capture_logs() as captured:
+        with pytest.raises(ValueError, match="bad configuration"):
+            system.spawn(FailsToStart, actor_id="starter")
+        told = system.spawn(FailsOnTell, actor_id="told")
+        told.tell("go")
+        told.stop()
+    failures = [event for event in captured if event["event"].startswith("actor.")]
+    start = [event for event in failures if event["event"] == "actor.start_failed"]
+    assert start == [
+        {
+            "event": "actor.start_failed",
+            "log_level": "warning",
+            "actor_id": "starter",
+            "error": "ValueError('bad configuration')",
+        }
+    ]
+    [failed] = [event for event in failures if event["event"] == "actor.failed"]
+    assert failed["log_level"] == "error"
+    assert failed["exc_info"][0] is RuntimeError
+
+
+def test_a_caught_spawn_failure_prints_no_traceback(
+    make_system: Callable[..., ActorSystem], clock: ManualClock
+) -> None:
+    """With the default console logging, a spawn failure the caller catches prints one line."""
+    stream = io.StringIO()
+    configure_logging("console", stream=stream)
+    system = make_system(clock=clock)
+    for attempt in range(2):
+        with pytest.raises(ValueError):
+            system.spawn(FailsToStart, actor_id=f"starter-{attempt}")
+    lines = [line for line in stream.getvalue().splitlines() if line.strip()]
+    assert len(lines) == 2, stream.getvalue()
+    assert all("actor.start_failed" in line for line in lines)
+    assert "Traceback" not in stream.getvalue()

@@ -150,9 +150,11 @@ _Page = tuple[Sequence[Row[Any]], bool]
 def create_store_engine(url: str | URL) -> Engine:
     """An engine set up the way `SqlReminderStore` sets up the engines it creates.
 
-    SQLite files get WAL journaling (readers never block the writer), a 30 s busy timeout (writers
-    from other threads and processes queue instead of failing) and `synchronous=NORMAL` (durable
-    across process crashes; a power cut may lose the last commits, never corrupt the file).
+    A new SQLite file is created readable and writable by its owner only (0600; its `-wal` and
+    `-shm` files follow). SQLite files get WAL journaling (readers never block the writer), a 30 s
+    busy timeout (writers from other threads and processes queue instead of failing) and
+    `synchronous=NORMAL` (durable across process crashes; a power cut may lose the last commits,
+    never corrupt the file).
     An in-memory SQLite database gets one connection shared by every thread (the store
     serializes access to it); it lasts as long as the engine. Other databases get a plain
     pool: a connection that died with a restarted server is found on first use, and the store
@@ -177,9 +179,22 @@ def create_store_engine(url: str | URL) -> Engine:
                 f"the directory {str(directory)!r} of the reminder database {database!r} does not "
                 "exist; create it first"
             )
+        _create_private(database)
     engine = create_engine(parsed)
     event.listen(engine, "connect", _configure_sqlite_connection)
     return engine
+
+
+def _create_private(database: str) -> None:
+    """Create a new SQLite file readable and writable by its owner only (0600). SQLite would
+    create it with the umask's mode, usually 0644 (readable by every user of the machine), and
+    gives its `-wal` and `-shm` files the mode of the database file, so those are private too.
+    An existing file keeps its mode: its owner chose it."""
+    try:
+        fd = os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)
 
 
 def _configure_sqlite_connection(dbapi_connection: Any, connection_record: Any) -> None:
