@@ -72,6 +72,10 @@ __all__ = ["ReminderService"]
 _log = structlog.get_logger("plexspaces.reminders")
 
 _REGISTER_STRIPES: Final = 64
+_LOAD_PAGE: Final = 1000
+"""Rows a load reads at a time; each page is armed as soon as it is read."""
+_MAX_TOTAL_IN_FLIGHT: Final = 20_000
+"""Fires of all actors together delivered and not yet handled, at most."""
 _ACTIVATION_THREADS: Final = 8
 """Virtual actors activated for fires at once; each activation holds one thread while its
 on_start runs, and every other fire goes on meanwhile."""
@@ -144,8 +148,9 @@ class ReminderService:
         store: where reminders live.
         node: this node among the nodes sharing the store (claims, fencing, leases).
         horizon: reminders due within this much time are kept armed in the scheduler.
-        batch: the most fires recorded (or acknowledged) in one transaction, and the page size
-            of loads.
+        batch: the most fires recorded (or acknowledged) in one transaction. Larger batches
+            make fewer transactions and deliver more fires per actor wake-up under a backlog;
+            a lone fire is still written at once.
         max_in_flight: the most fires of one actor that are delivered but not yet handled;
             more due fires of that actor wait, unrecorded, until it catches up.
         ack_timeout: a fire not acknowledged this long after delivery is delivered again.
@@ -159,7 +164,7 @@ class ReminderService:
         node: ClusterNode,
         *,
         horizon: Duration = "30s",
-        batch: int = 1000,
+        batch: int = 4000,
         max_in_flight: int = 1000,
         ack_timeout: Duration = "60s",
         retry_delay: Duration = "1s",
@@ -182,6 +187,12 @@ class ReminderService:
         self._armed: dict[ReminderKey, _Armed] = {}
         self._in_flight: dict[str, int] = {}
         self._parked: dict[str, deque[_Armed]] = {}
+        # All actors together have at most this many fires in flight (a node with many actors
+        # would otherwise hold the per-actor bound times the actors); beyond it, due fires wait
+        # here in due order, unrecorded.
+        self._max_total_in_flight = _MAX_TOTAL_IN_FLIGHT
+        self._total_in_flight = 0
+        self._parked_any: deque[_Armed] = deque()
         self._activating: dict[str, list[tuple[_Armed, ReminderFired]]] = {}
         # Delivered fires awaiting their handler, in delivery order, with the time by which it
         # must have answered; one scheduler call watches the earliest of them (one timer, not
@@ -326,8 +337,10 @@ class ReminderService:
         fires to handle) and `reminders.stored` (rows in the store)."""
         with self._lock:
             armed = float(len(self._armed))
-            in_flight = float(sum(self._in_flight.values()))
-            waiting = float(sum(len(parked) for parked in self._parked.values()))
+            in_flight = float(self._total_in_flight)
+            waiting = float(
+                sum(len(parked) for parked in self._parked.values()) + len(self._parked_any)
+            )
             closed = self._closed
         gauges = {
             "reminders.armed": armed,
@@ -395,6 +408,7 @@ class ReminderService:
             self._closed = True
             self._armed.clear()
             self._parked.clear()
+            self._parked_any.clear()
         self._inbox.put(_STOP)
         self._work.put(None)
         current = threading.current_thread()
@@ -474,20 +488,20 @@ class ReminderService:
                 page = self._node.claim_due(
                     now=now,
                     until=until_at,
-                    limit=self._batch,
+                    limit=_LOAD_PAGE,
                     after=after,
                     actor_types=served,
                     include_own=include_own,
                 )
             else:
-                page = self._store.due(until_at, self._batch, after=after)
+                page = self._store.due(until_at, _LOAD_PAGE, after=after)
             with self._lock:
                 if not self._firing:
                     return False
                 for record in page:
                     if record.key.actor_type in self._served and record.key not in self._armed:
                         self._arm_record(record)
-            if len(page) < self._batch:
+            if len(page) < _LOAD_PAGE:
                 return True
             after = page[-1].position
 
@@ -545,20 +559,25 @@ class ReminderService:
         if not armed.in_flight:
             return
         armed.in_flight = False
+        self._total_in_flight -= 1
         actor = _actor_id(armed.record.key)
         left = self._in_flight.get(actor, 1) - 1
         if left > 0:
             self._in_flight[actor] = left
         else:
             self._in_flight.pop(actor, None)
+        # One fire fewer in flight: the next one that waited for that comes due now, first one
+        # of this actor, else one that waited for the node.
+        waiting: _Armed | None = None
         parked = self._parked.get(actor)
         if parked:
-            # The actor caught up by one: the next fire that waited for it comes due now.
             waiting = parked.popleft()
             if not parked:
                 del self._parked[actor]
-            if self._armed.get(waiting.record.key) is waiting and self._firing:
-                self._scheduler.schedule(waiting, self._clock.time())
+        elif self._parked_any:
+            waiting = self._parked_any.popleft()
+        if waiting is not None and self._armed.get(waiting.record.key) is waiting and self._firing:
+            self._scheduler.schedule(waiting, self._clock.time())
 
     # -- the fire pipeline -------------------------------------------------------------------------
 
@@ -673,6 +692,9 @@ class ReminderService:
                     # catches up (bounded memory under a flood), then this comes due again.
                     self._parked.setdefault(actor, deque()).append(armed)
                     continue
+                if self._total_in_flight >= self._max_total_in_flight:
+                    self._parked_any.append(armed)  # the same, for the node as a whole
+                    continue
                 try:
                     change = self._plan(armed, now)
                 except (ValueError, OverflowError) as error:
@@ -687,6 +709,7 @@ class ReminderService:
     def _fly(self, armed: _Armed) -> None:
         actor = _actor_id(armed.record.key)
         self._in_flight[actor] = self._in_flight.get(actor, 0) + 1
+        self._total_in_flight += 1
         armed.in_flight = True
 
     def _record(
