@@ -220,9 +220,15 @@ class _Cell(_pykka.FailureHookActor):
             self.active = True
             for facet in list(self.facets):
                 facet.on_activate()
-        except BaseException as error:
+        except Exception as error:
             self.start_error = error
             raise
+        except BaseException as error:
+            # pykka hands only an Exception from on_start to its failure handling; anything
+            # else would end the thread with the spawner waiting for `started` for ever.
+            self.start_error = error
+            self.on_unhandled_failure(type(error), error, error.__traceback__)
+            return
         self.log.debug("actor.started", actor_class=type(self.actor).__name__)
         self.started.set()
 
