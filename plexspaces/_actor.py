@@ -157,22 +157,64 @@ class _Control:
         self.function = function
 
 
-class _Slot:
-    """One virtual actor key: its live activation, the one going away, and the lock that orders
-    sends against deactivation."""
+class _Queued:
+    """A message sent to a virtual actor key with no live activation, waiting in its slot."""
 
-    __slots__ = ("activation_id", "cell", "lock", "pending", "ref", "removed", "retiring")
+    __slots__ = ("cell", "envelope", "error", "placed")
+
+    def __init__(self, envelope: _pykka.Envelope[Any], placed: threading.Event | None) -> None:
+        self.envelope = envelope
+        # Set once the envelope is in an activation's mailbox (`cell`), or was given up (`error`).
+        self.placed = placed
+        self.cell: _Cell | None = None
+        self.error: BaseException | None = None
+
+    def resolve(self, cell: _Cell | None, error: BaseException | None) -> None:
+        self.cell = cell
+        self.error = error
+        if self.placed is not None:
+            self.placed.set()
+
+
+class _Slot:
+    """One virtual actor key: its live activation, the one starting, the one going away, the
+    messages waiting for the next, and the lock that orders sends against all of that.
+
+    The lock is only ever held for a few steps (never while waiting for an `on_start` or an
+    `on_stop`), so the actor's own thread may take it from any hook.
+    """
+
+    __slots__ = (
+        "activating",
+        "activation_id",
+        "cell",
+        "lock",
+        "pending",
+        "ref",
+        "removed",
+        "retiring",
+    )
 
     def __init__(self, ref: VirtualActorRef) -> None:
         self.ref = ref
         self.lock = threading.Lock()
         # The activation lease this node holds for the key in a cluster, if any.
         self.activation_id: str | None = None
+        # The live activation: its on_start has run; messages go straight to its mailbox.
         self.cell: _Cell | None = None
+        # An activation is being made (lease, construction, on_start); messages wait in `pending`.
+        self.activating = False
+        # The activation going away (closing, or failed); the next starts once it has ended.
         self.retiring: _Cell | None = None
         self.removed = False
-        # Envelopes kept for the next activation: queued behind a failure, or sent from on_stop.
-        self.pending: list[_pykka.Envelope[Any]] = []
+        # Messages for the next activation, in order: sent while it starts or while the last one
+        # closes, queued behind a failure, or sent from on_stop.
+        self.pending: list[_Queued] = []
+
+    def idle(self) -> bool:
+        return (
+            self.cell is None and self.retiring is None and not self.activating and not self.pending
+        )
 
 
 class _Cell(_pykka.FailureHookActor):
@@ -229,6 +271,9 @@ class _Cell(_pykka.FailureHookActor):
             self.start_error = error
             self.on_unhandled_failure(type(error), error, error.__traceback__)
             return
+        if self.slot is not None:
+            # Live: the messages sent while on_start ran go into the mailbox first, in order.
+            self.system._activated(self)
         self.log.debug("actor.started", actor_class=type(self.actor).__name__)
         self.started.set()
 
@@ -246,10 +291,17 @@ class _Cell(_pykka.FailureHookActor):
         # releases everything the actor holds (facets, timers, its id) on every way out.
         _pykka.unregister(self.actor_ref)
         slot = self.slot
-        if slot is None or not self.started.is_set():
-            # (A virtual actor failing in on_start has nothing queued: the thread activating it
-            # holds the key's lock until on_start is over.)
+        given_up: list[_Queued] = []
+        if slot is None:
             _pykka.mark_stopped(self)
+        elif not self.started.is_set():
+            # A virtual actor failing in on_start: the messages sent to it meanwhile fail with
+            # it (once it has released everything), and a later message starts a new attempt.
+            with slot.lock:
+                _pykka.mark_stopped(self)
+                slot.activating = False
+                slot.retiring = self
+                given_up, slot.pending = slot.pending, []
         else:
             # A virtual actor's ref accepted the messages queued behind the failing one: close
             # the gate and keep them for the next activation instead of letting pykka drop them.
@@ -262,10 +314,13 @@ class _Cell(_pykka.FailureHookActor):
                     if _pykka.is_stop_request(envelope):
                         _pykka.answer_stop(envelope)
                     else:
-                        slot.pending.append(envelope)
+                        slot.pending.append(_Queued(envelope, None))
         event = "actor.failed" if self.started.is_set() else "actor.start_failed"
         self.log.error(event, exc_info=(exc_type, exc_value, traceback))
         self._terminate()
+        if given_up:
+            assert exc_value is not None
+            self.system._give_up(self.actor_id, given_up, exc_value)
         self.started.set()
 
     def _terminate(self) -> None:
@@ -285,11 +340,12 @@ class _Cell(_pykka.FailureHookActor):
         self._rebuild_interceptors()
         last = self.system._forget(self)
         self.terminated.set()
+        if self.slot is not None:
+            # The key is free: start its next activation if messages wait for one.
+            self.system._retired(self)
         if last:
             # The last actor of a system shut down from inside an actor closes the system.
             self.system._finish_shutdown(0)
-        elif self.slot is not None and self.slot.pending:
-            self.system._revive(self.slot)
 
     def mailbox_depth(self) -> int:
         """Messages waiting in the mailbox."""
