@@ -2,13 +2,15 @@
 
 Timers live in the system's one scheduler. They are lost when the actor stops, fails or is
 deactivated, and they never activate an actor. A slow actor is not flooded: at most one fire per
-timer waits in its mailbox; ticks that fall due meanwhile are counted in `TimerFired.missed`.
+timer waits in its mailbox; ticks that fall due meanwhile are coalesced into it (it carries the
+latest, and counts the others in `TimerFired.missed`).
 Re-registering a name replaces the timer, and a fire of the old one still in the mailbox is
 discarded.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -72,15 +74,17 @@ class _Timer(ScheduledCall):
     """One registered timer; also its own entry in the scheduler's heap."""
 
     __slots__ = (
+        "coalesced",
         "facet",
         "fired_at",
         "first",
+        "latest",
         "missed",
         "name",
         "payload",
-        "pending",
         "period",
         "ticks",
+        "waiting",
     )
 
     def __init__(self, facet: TimerFacet, name: str, period: float | None, payload: Any) -> None:
@@ -95,30 +99,36 @@ class _Timer(ScheduledCall):
         self.payload = payload
         self.first = 0.0
         self.ticks = 0
-        self.missed = 0
-        self.pending = False
+        self.missed = 0  # ticks the scheduler itself skipped, reported by the next fire
+        # The fire waiting in the mailbox, the ticks that fell due since (coalesced into it)
+        # and the latest of them (tick number, due time). Guarded by the facet's lock.
+        self.waiting: TimerFired | None = None
+        self.coalesced = 0
+        self.latest = (0, 0.0)
         self.fired_at = 0.0
 
     def run(self) -> None:
         # On the scheduler thread.
         self.ticks += 1
-        if self.pending:
-            self.missed += 1
-        else:
-            self.pending = True
-            self.fired_at = self.when
-            fired = TimerFired(
-                self.name,
-                self.ticks,
-                datetime.fromtimestamp(self.when, UTC),
-                self.payload,
-                self.missed,
-            )
-            self.missed = 0
-            if not self.facet._deliver(fired, self._picked_up):
-                # The actor is gone (the ActorDeadError race): the timer dies with it.
-                self.facet._forget(self)
-                return
+        with self.facet._lock:
+            if self.waiting is not None:
+                self.coalesced += 1
+                self.latest = (self.ticks, self.when)
+                fired = None
+            else:
+                self.fired_at = self.when
+                fired = self.waiting = TimerFired(
+                    self.name,
+                    self.ticks,
+                    datetime.fromtimestamp(self.when, UTC),
+                    self.payload,
+                    self.missed,
+                )
+                self.missed = 0
+        if fired is not None and not self.facet._deliver(fired, self._picked_up):
+            # The actor is gone (the ActorDeadError race): the timer dies with it.
+            self.facet._forget(self)
+            return
         period = self.period
         if period is None:
             # A fired one-shot stays registered (hidden from listings) until its fire leaves the
@@ -136,16 +146,28 @@ class _Timer(ScheduledCall):
                 following = self.first + self.ticks * period
         self.facet._scheduler.schedule(self, following)
 
-    def _picked_up(self) -> bool:
+    def _picked_up(self) -> TimerFired | bool:
         # On the actor's thread, as the fire leaves the mailbox: a fire of a replaced or
-        # cancelled timer is discarded here (the generation check).
-        self.pending = False
+        # cancelled timer is discarded here (the generation check). A fire that waited while
+        # later ticks fell due stands for them: it becomes the latest tick, counting the others.
+        with self.facet._lock:
+            fired, self.waiting = self.waiting, None
+            coalesced, self.coalesced = self.coalesced, 0
+            tick, when = self.latest
         if self.period is None:
             self.facet._forget(self)
-        if self.cancelled:
+        if self.cancelled or fired is None:
             return False
+        if coalesced:
+            self.fired_at = when
+            fired = dataclasses.replace(
+                fired,
+                fire_count=tick,
+                scheduled_at=datetime.fromtimestamp(when, UTC),
+                missed=fired.missed + coalesced,
+            )
         self.facet._picked_up(self)
-        return True
+        return fired
 
     @property
     def in_flight(self) -> bool:
@@ -367,7 +389,7 @@ class TimerFacet(Facet):
         """`armed`: the timers registered on this actor (as `len()` counts them)."""
         return {"armed": float(len(self))}
 
-    def _deliver(self, fired: TimerFired, picked_up: Callable[[], bool]) -> bool:
+    def _deliver(self, fired: TimerFired, picked_up: Callable[[], object]) -> bool:
         ctx = self._ctx
         return ctx is not None and ctx.deliver(fired, guard=picked_up)
 

@@ -138,7 +138,7 @@ class _Delivery:
     def __init__(
         self,
         message: Any,
-        guard: Callable[[], bool] | None,
+        guard: Callable[[], object] | None,
         picked_up: threading.Event | None,
         done: Done | None = None,
     ) -> None:
@@ -247,6 +247,9 @@ class _Cell(_pykka.FailureHookActor):
         self.terminated = threading.Event()  # set once the actor released everything it held
         self.start_error: BaseException | None = None
         self.active = False
+        # True while a message is being handled: a ManualClock hand-off never waits on a
+        # delivery to an actor that is busy (it may be blocked for as long as it likes).
+        self.busy = False
         self._terminating = False
         actor._plex_cell = self
         system._adopt(self)
@@ -354,16 +357,29 @@ class _Cell(_pykka.FailureHookActor):
     # -- messages (actor thread) -------------------------------------------------------------------
 
     def on_receive(self, message: Any) -> Any:
+        self.busy = True
+        try:
+            return self._receive(message)
+        finally:
+            self.busy = False
+
+    def _receive(self, message: Any) -> Any:
         kind = type(message)
         if kind is _Delivery:
             if message.done is not None:
                 return self._handle_acknowledged(message)
-            if message.picked_up is not None:
-                message.picked_up.set()
             guard = message.guard
-            if guard is not None and not guard():
+            try:
+                verdict = True if guard is None else guard()
+            finally:
+                # After the guard: what it recorded (a timer's fire left the mailbox) is seen by
+                # the next step of a ManualClock.advance.
+                if message.picked_up is not None:
+                    message.picked_up.set()
+            if not verdict:
                 return None
-            message = message.message
+            # Another object than True is the guard's up-to-date version of the message.
+            message = message.message if verdict is True else verdict
             if type(message) is _Control:
                 return message.function()
         elif kind is _Control:
@@ -404,11 +420,13 @@ class _Cell(_pykka.FailureHookActor):
     # -- delivery (any thread) ---------------------------------------------------------------------
 
     def deliver(
-        self, message: Any, guard: Callable[[], bool] | None, done: Done | None = None
+        self, message: Any, guard: Callable[[], object] | None, done: Done | None = None
     ) -> bool:
         handoff = current_handoff()
         picked_up = None
-        if handoff is not None and self.thread is not threading.current_thread():
+        if handoff is not None and self.thread is not threading.current_thread() and not self.busy:
+            # Followed by the hand-off only when the actor is idle: a busy actor keeps the
+            # message in its mailbox, and the clock does not wait for it.
             picked_up = threading.Event()
         try:
             self.actor_ref.tell(_Delivery(message, guard, picked_up, done))
