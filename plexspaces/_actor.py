@@ -424,9 +424,15 @@ class _Cell(_pykka.FailureHookActor):
     ) -> bool:
         handoff = current_handoff()
         picked_up = None
-        if handoff is not None and self.thread is not threading.current_thread() and not self.busy:
-            # Followed by the hand-off only when the actor is idle: a busy actor keeps the
-            # message in its mailbox, and the clock does not wait for it.
+        if (
+            handoff is not None
+            and self.thread is not threading.current_thread()
+            and (done is not None or not self.busy)
+        ):
+            # A timer fire (or a control) is followed by the hand-off only when the actor is
+            # idle: a busy actor keeps it in its mailbox, and the clock does not wait for it. An
+            # acknowledged delivery (a reminder fire) is always followed, so its next tick is
+            # armed before time moves on.
             picked_up = threading.Event()
         try:
             self.actor_ref.tell(_Delivery(message, guard, picked_up, done))
