@@ -2,13 +2,15 @@
 
 Timers live in the system's one scheduler. They are lost when the actor stops, fails or is
 deactivated, and they never activate an actor. A slow actor is not flooded: at most one fire per
-timer waits in its mailbox; ticks that fall due meanwhile are counted in `TimerFired.missed`.
+timer waits in its mailbox; ticks that fall due meanwhile are coalesced into it (it carries the
+latest, and counts the others in `TimerFired.missed`).
 Re-registering a name replaces the timer, and a fire of the old one still in the mailbox is
 discarded.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -71,31 +73,31 @@ class TimerInfo:
 class _Timer(ScheduledCall):
     """One registered timer; also its own entry in the scheduler's heap.
 
-    Two threads share a timer without a lock, by ownership rather than by luck:
+    What threads share, and how:
 
     - `ticks` and `missed` are written only by `run()`, which one thread at a time calls (the
       scheduler's thread, or the thread in `ManualClock.advance`; a timer is in the heap at most
       once and re-arms itself as `run()`'s last step, so runs never overlap). Other threads only
       read `ticks` (listings), and reading one attribute is atomic.
-    - `pending` is handed over: `run()` sets it (False to True) just before the fire is put
-      into the mailbox, and the actor's thread clears it (True to False) as that fire leaves the
-      mailbox. Each transition has one writer, and the value is a single attribute store.
-    - `fired_at` and `fired_count` describe the fire in the mailbox. `run()` writes them only
-      while `pending` is False, the actor's thread reads them only while it is True, before
-      clearing it: after that, the next `run()` may overwrite them.
+    - `waiting` (the fire in the mailbox), `coalesced` and `latest` (the ticks that fell due
+      while it waited) are read and written under the facet's lock, by `run()` and by the
+      actor's thread as the fire leaves the mailbox.
+    - `fired_at` is written by `run()` when it puts a fire in the mailbox and by the actor's
+      thread when a waiting fire stands for later ticks; it is only read for listings.
     """
 
     __slots__ = (
+        "coalesced",
         "facet",
         "fired_at",
-        "fired_count",
         "first",
+        "latest",
         "missed",
         "name",
         "payload",
-        "pending",
         "period",
         "ticks",
+        "waiting",
     )
 
     def __init__(self, facet: TimerFacet, name: str, period: float | None, payload: Any) -> None:
@@ -111,38 +113,37 @@ class _Timer(ScheduledCall):
         self.payload = payload
         self.first = 0.0
         self.ticks = 0
-        self.missed = 0
-        self.pending = False
+        self.missed = 0  # ticks the scheduler itself skipped, reported by the next fire
+        # The fire waiting in the mailbox, the ticks that fell due since (coalesced into it)
+        # and the latest of them (tick number, due time). Guarded by the facet's lock.
+        self.waiting: TimerFired | None = None
+        self.coalesced = 0
+        self.latest = (0, 0.0)
         self.fired_at = 0.0
-        self.fired_count = 0
 
     def run(self) -> None:
         # On the scheduler thread (or in ManualClock.advance), never twice at once: the only
         # writer of ticks and missed, so their read-modify-writes cannot lose an update.
         self.ticks += 1
-        # Read once: the actor's thread may clear pending at any moment. If it clears it just
-        # after this read, this tick is counted as missed and reported by the next fire, as for
-        # any tick that came while the previous fire was still in the mailbox.
-        if self.pending:
-            self.missed += 1
-        else:
-            # pending is False, so the actor's thread no longer reads fired_at or fired_count.
-            self.fired_at = self.when
-            self.fired_count = self.ticks
-            # Set before the fire is in the mailbox, so the actor's thread only clears it after.
-            self.pending = True
-            fired = TimerFired(
-                self.name,
-                self.ticks,
-                datetime.fromtimestamp(self.when, UTC),
-                self.payload,
-                self.missed,
-            )
-            self.missed = 0
-            if not self.facet._deliver(fired, self._picked_up):
-                # The actor is gone (the ActorDeadError race): the timer dies with it.
-                self.facet._forget(self)
-                return
+        with self.facet._lock:
+            if self.waiting is not None:
+                self.coalesced += 1
+                self.latest = (self.ticks, self.when)
+                fired = None
+            else:
+                self.fired_at = self.when
+                fired = self.waiting = TimerFired(
+                    self.name,
+                    self.ticks,
+                    datetime.fromtimestamp(self.when, UTC),
+                    self.payload,
+                    self.missed,
+                )
+                self.missed = 0
+        if fired is not None and not self.facet._deliver(fired, self._picked_up):
+            # The actor is gone (the ActorDeadError race): the timer dies with it.
+            self.facet._forget(self)
+            return
         period = self.period
         if period is None:
             # A fired one-shot stays registered (hidden from listings) until its fire leaves the
@@ -161,18 +162,30 @@ class _Timer(ScheduledCall):
                 following = self.first + self.ticks * period
         self.facet._scheduler.schedule(self, following)
 
-    def _picked_up(self) -> bool:
+    def _picked_up(self) -> TimerFired | bool:
         # On the actor's thread, as the fire leaves the mailbox: a fire of a replaced or
-        # cancelled timer is discarded here (the generation check). What describes this fire
-        # is read before pending is cleared: from then on the next run() may overwrite it.
-        fired_at, fire_count = self.fired_at, self.fired_count
-        self.pending = False
+        # cancelled timer is discarded here (the generation check). A fire that waited while
+        # later ticks fell due stands for them: it becomes the latest tick, counting the others.
+        with self.facet._lock:
+            fired, self.waiting = self.waiting, None
+            coalesced, self.coalesced = self.coalesced, 0
+            tick, when = self.latest
         if self.period is None:
             self.facet._forget(self)
-        if self.cancelled:
+        if self.cancelled or fired is None:
             return False
-        self.facet._picked_up(self, fired_at, fire_count)
-        return True
+        if coalesced:
+            self.fired_at = when
+            fired = dataclasses.replace(
+                fired,
+                fire_count=tick,
+                scheduled_at=datetime.fromtimestamp(when, UTC),
+                missed=fired.missed + coalesced,
+            )
+        # The fire as handled describes itself: its own tick and due time, whatever ticks
+        # came while it waited.
+        self.facet._picked_up(self, fired.scheduled_at.timestamp(), fired.fire_count)
+        return fired
 
     @property
     def in_flight(self) -> bool:
@@ -394,7 +407,7 @@ class TimerFacet(Facet):
         """`armed`: the timers registered on this actor (as `len()` counts them)."""
         return {"armed": float(len(self))}
 
-    def _deliver(self, fired: TimerFired, picked_up: Callable[[], bool]) -> bool:
+    def _deliver(self, fired: TimerFired, picked_up: Callable[[], object]) -> bool:
         ctx = self._ctx
         return ctx is not None and ctx.deliver(fired, guard=picked_up)
 

@@ -141,7 +141,7 @@ class _Delivery:
     def __init__(
         self,
         message: Any,
-        guard: Callable[[], bool] | None,
+        guard: Callable[[], object] | None,
         picked_up: threading.Event | None,
         done: Done | None = None,
     ) -> None:
@@ -160,22 +160,64 @@ class _Control:
         self.function = function
 
 
-class _Slot:
-    """One virtual actor key: its live activation, the one going away, and the lock that orders
-    sends against deactivation."""
+class _Queued:
+    """A message sent to a virtual actor key with no live activation, waiting in its slot."""
 
-    __slots__ = ("activation_id", "cell", "lock", "pending", "ref", "removed", "retiring")
+    __slots__ = ("cell", "envelope", "error", "placed")
+
+    def __init__(self, envelope: _pykka.Envelope[Any], placed: threading.Event | None) -> None:
+        self.envelope = envelope
+        # Set once the envelope is in an activation's mailbox (`cell`), or was given up (`error`).
+        self.placed = placed
+        self.cell: _Cell | None = None
+        self.error: BaseException | None = None
+
+    def resolve(self, cell: _Cell | None, error: BaseException | None) -> None:
+        self.cell = cell
+        self.error = error
+        if self.placed is not None:
+            self.placed.set()
+
+
+class _Slot:
+    """One virtual actor key: its live activation, the one starting, the one going away, the
+    messages waiting for the next, and the lock that orders sends against all of that.
+
+    The lock is only ever held for a few steps (never while waiting for an `on_start` or an
+    `on_stop`), so the actor's own thread may take it from any hook.
+    """
+
+    __slots__ = (
+        "activating",
+        "activation_id",
+        "cell",
+        "lock",
+        "pending",
+        "ref",
+        "removed",
+        "retiring",
+    )
 
     def __init__(self, ref: VirtualActorRef) -> None:
         self.ref = ref
         self.lock = threading.Lock()
         # The activation lease this node holds for the key in a cluster, if any.
         self.activation_id: str | None = None
+        # The live activation: its on_start has run; messages go straight to its mailbox.
         self.cell: _Cell | None = None
+        # An activation is being made (lease, construction, on_start); messages wait in `pending`.
+        self.activating = False
+        # The activation going away (closing, or failed); the next starts once it has ended.
         self.retiring: _Cell | None = None
         self.removed = False
-        # Envelopes kept for the next activation: queued behind a failure, or sent from on_stop.
-        self.pending: list[_pykka.Envelope[Any]] = []
+        # Messages for the next activation, in order: sent while it starts or while the last one
+        # closes, queued behind a failure, or sent from on_stop.
+        self.pending: list[_Queued] = []
+
+    def idle(self) -> bool:
+        return (
+            self.cell is None and self.retiring is None and not self.activating and not self.pending
+        )
 
 
 class _Cell(_pykka.FailureHookActor):
@@ -210,6 +252,9 @@ class _Cell(_pykka.FailureHookActor):
         self.terminated = threading.Event()  # set once the actor released everything it held
         self.start_error: BaseException | None = None
         self.active = False
+        # True while a message is being handled: a ManualClock hand-off never waits on a
+        # delivery to an actor that is busy (it may be blocked for as long as it likes).
+        self.busy = False
         self._terminating = False
         actor._plex_cell = self
         system._adopt(self)
@@ -225,9 +270,18 @@ class _Cell(_pykka.FailureHookActor):
             self.active = True
             for facet in list(self.facets):
                 facet.on_activate()
-        except BaseException as error:
+        except Exception as error:
             self.start_error = error
             raise
+        except BaseException as error:
+            # pykka hands only an Exception from on_start to its failure handling; anything
+            # else would end the thread with the spawner waiting for `started` for ever.
+            self.start_error = error
+            self.on_unhandled_failure(type(error), error, error.__traceback__)
+            return
+        if self.slot is not None:
+            # Live: the messages sent while on_start ran go into the mailbox first, in order.
+            self.system._activated(self)
         self.log.debug("actor.started", actor_class=type(self.actor).__name__)
         self.started.set()
 
@@ -245,10 +299,17 @@ class _Cell(_pykka.FailureHookActor):
         # releases everything the actor holds (facets, timers, its id) on every way out.
         _pykka.unregister(self.actor_ref)
         slot = self.slot
-        if slot is None or not self.started.is_set():
-            # (A virtual actor failing in on_start has nothing queued: the thread activating it
-            # holds the key's lock until on_start is over.)
+        given_up: list[_Queued] = []
+        if slot is None:
             _pykka.mark_stopped(self)
+        elif not self.started.is_set():
+            # A virtual actor failing in on_start: the messages sent to it meanwhile fail with
+            # it (once it has released everything), and a later message starts a new attempt.
+            with slot.lock:
+                _pykka.mark_stopped(self)
+                slot.activating = False
+                slot.retiring = self
+                given_up, slot.pending = slot.pending, []
         else:
             # A virtual actor's ref accepted the messages queued behind the failing one: close
             # the gate and keep them for the next activation instead of letting pykka drop them.
@@ -261,7 +322,7 @@ class _Cell(_pykka.FailureHookActor):
                     if _pykka.is_stop_request(envelope):
                         _pykka.answer_stop(envelope)
                     else:
-                        slot.pending.append(envelope)
+                        slot.pending.append(_Queued(envelope, None))
         if self.started.is_set():
             self.log.error("actor.failed", exc_info=(exc_type, exc_value, traceback))
         else:
@@ -269,6 +330,9 @@ class _Cell(_pykka.FailureHookActor):
             # who has the traceback: one line here, not a second traceback.
             self.log.warning("actor.start_failed", error=repr(exc_value))
         self._terminate()
+        if given_up:
+            assert exc_value is not None
+            self.system._give_up(self.actor_id, given_up, exc_value)
         self.started.set()
 
     def _terminate(self) -> None:
@@ -288,11 +352,12 @@ class _Cell(_pykka.FailureHookActor):
         self._rebuild_interceptors()
         last = self.system._forget(self)
         self.terminated.set()
+        if self.slot is not None:
+            # The key is free: start its next activation if messages wait for one.
+            self.system._retired(self)
         if last:
             # The last actor of a system shut down from inside an actor closes the system.
             self.system._finish_shutdown(0)
-        elif self.slot is not None and self.slot.pending:
-            self.system._revive(self.slot)
 
     def mailbox_depth(self) -> int:
         """Messages waiting in the mailbox."""
@@ -301,6 +366,13 @@ class _Cell(_pykka.FailureHookActor):
     # -- messages (actor thread) -------------------------------------------------------------------
 
     def on_receive(self, message: Any) -> Any:
+        self.busy = True
+        try:
+            return self._receive(message)
+        finally:
+            self.busy = False
+
+    def _receive(self, message: Any) -> Any:
         kind = type(message)
         if kind is _Delivery and message.done is not None:
             return self._handle_acknowledged(message)
@@ -308,12 +380,18 @@ class _Cell(_pykka.FailureHookActor):
             settle, self._unsettled = self._unsettled, None
             settle()
         if kind is _Delivery:
-            if message.picked_up is not None:
-                message.picked_up.set()
             guard = message.guard
-            if guard is not None and not guard():
+            try:
+                verdict = True if guard is None else guard()
+            finally:
+                # After the guard: what it recorded (a timer's fire left the mailbox) is seen by
+                # the next step of a ManualClock.advance.
+                if message.picked_up is not None:
+                    message.picked_up.set()
+            if not verdict:
                 return None
-            message = message.message
+            # Another object than True is the guard's up-to-date version of the message.
+            message = message.message if verdict is True else verdict
             if type(message) is _Control:
                 return message.function()
         elif kind is _Control:
@@ -354,11 +432,19 @@ class _Cell(_pykka.FailureHookActor):
     # -- delivery (any thread) ---------------------------------------------------------------------
 
     def deliver(
-        self, message: Any, guard: Callable[[], bool] | None, done: Done | None = None
+        self, message: Any, guard: Callable[[], object] | None, done: Done | None = None
     ) -> bool:
         handoff = current_handoff()
         picked_up = None
-        if handoff is not None and self.thread is not threading.current_thread():
+        if (
+            handoff is not None
+            and self.thread is not threading.current_thread()
+            and (done is not None or not self.busy)
+        ):
+            # A timer fire (or a control) is followed by the hand-off only when the actor is
+            # idle: a busy actor keeps it in its mailbox, and the clock does not wait for it. An
+            # acknowledged delivery (a reminder fire) is always followed, so its next tick is
+            # armed before time moves on.
             picked_up = threading.Event()
         try:
             self.actor_ref.tell(_Delivery(message, guard, picked_up, done))

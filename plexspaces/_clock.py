@@ -79,9 +79,10 @@ class ManualClock(Clock):
     Args:
         start: the initial time, an aware `datetime`. Default: now, truncated to the millisecond.
         handoff_timeout: how long `advance()` waits for an actor to take a fire out of its
-            mailbox before moving on (default 10 s). An actor blocked in a handler while time
-            advances stalls `advance()` this long; `0` never waits, which makes coalescing of a
-            busy actor's fires depend on thread timing.
+            mailbox before moving on (default 10 s). A timer fire delivered while its actor is
+            busy in a handler is never waited for; this bounds the wait for an actor that was idle
+            when its fire came and then blocked before taking it. `0` never waits, which makes
+            coalescing of fires depend on thread timing.
     """
 
     def __init__(
@@ -119,8 +120,9 @@ class ManualClock(Clock):
         delivered to actors' mailboxes asynchronously; before moving on to the next deadline this
         waits until each actor has taken its fire out of the mailbox, so a slow-actor rule ("at
         most one undelivered fire per timer") gives the same result on every run. An `ask` sent
-        after `advance()` returns is answered after those fires are handled. `advance(0)` runs
-        what is already due.
+        after `advance()` returns is answered after those fires are handled. A timer fire delivered
+        to an actor that is busy in a handler is not waited for: it waits in the mailbox (and a
+        timer's later ticks coalesce into it). `advance(0)` runs what is already due.
 
         Raises:
             ValueError: `duration` is negative, not a duration, or longer than `MAX_DURATION`

@@ -42,9 +42,10 @@ class TimerFired:
         scheduled_at: when this tick was due (aware UTC); the difference to the clock's `now()`
             when it is handled is the lateness.
         payload: the payload given at registration.
-        missed: ticks of a periodic timer that fell due since the previous delivered fire while
-            that fire still sat in the mailbox; they were not queued (a slow actor is not
-            flooded), only counted here.
+        missed: ticks of a periodic timer that this fire stands for besides its own: they fell
+            due while it waited in the mailbox (it then carries the latest of them), or while
+            the scheduler was stalled. They were not queued (a slow actor is not flooded), only
+            counted here.
     """
 
     timer_name: str

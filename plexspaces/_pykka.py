@@ -43,7 +43,8 @@ What is relied on, and why:
    returns from a failed `tell`, pykka calls `on_failure` with the same exception; in every case
    it then goes on with the next envelope unless `actor_stopped` is set: ending the actor is the
    hook's job. pykka's own handler logs through stdlib `logging`, unregisters and sets
-   `actor_stopped`.
+   `actor_stopped`. A `BaseException` that is not an `Exception` (`SystemExit`) from `on_start`
+   is not caught there and would end the thread: the runtime calls the hook itself for it.
 7. A stop request runs pykka's stop: unregister, set `actor_stopped`, then `on_stop` on the
    actor's thread, and only then answer the request. So within `on_stop` the actor is no longer
    alive (a `tell` from there is refused) and `ActorRef.stop(block=True)` returns after

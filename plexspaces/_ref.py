@@ -14,7 +14,7 @@ from ._duration import Duration, duration_seconds
 from ._errors import ActorStoppedError, AskTimeoutError, PlexSpacesError
 
 if TYPE_CHECKING:
-    from ._actor import FacetSpec, _Cell
+    from ._actor import FacetSpec, _Cell, _Queued
     from ._facet import Facet
     from ._system import ActorSystem
 
@@ -176,32 +176,48 @@ class VirtualActorRef(ActorRef):
         self._pykka = None  # type: ignore[assignment]
 
     def tell(self, message: Any) -> None:
-        self._system._route(
-            self, lambda cell: cell.actor_ref.tell(message), stash=lambda: _pykka.Envelope(message)
+        """Send `message`, activating the actor if it is not active, and return.
+
+        While an activation starts or closes, the message waits for the next one and `tell`
+        returns at once. A `tell` that starts an activation returns once its `on_start` has run,
+        and raises the exception that `on_start` raised.
+        """
+        system = self._system
+        _, queued, started = system._route(
+            self, lambda cell: cell.actor_ref.tell(message), lambda: _pykka.Envelope(message)
         )
+        if queued is not None and started and system._may_wait(self):
+            _wait_placed(queued)
 
     def ask(self, message: Any, timeout: Duration | None = DEFAULT_ASK_TIMEOUT) -> Any:
+        """As `ActorRef.ask`, activating the actor if it is not active; `timeout` bounds the
+        whole call, a slow `on_start` or a closing activation included (the message still
+        reaches the activation afterwards)."""
         seconds = _seconds(timeout)
         self._refuse_self_ask(self._system._activation(self))
-        started = time.monotonic()
-        future = self._system._route(
-            self, lambda cell: cell.actor_ref.ask(message, block=False), timeout=seconds
+        reply: pykka.Future[Any] = pykka.ThreadingFuture()
+        future, _, _ = self._system._route(
+            self,
+            lambda cell: cell.actor_ref.ask(message, block=False),
+            lambda: _pykka.Envelope(message, reply_to=reply),
         )
-        assert future is not None
-        left = None if seconds is None else max(0.0, seconds - (time.monotonic() - started))
-        return self._answer(future, message, left, timeout)
+        return self._answer(reply if future is None else future, message, seconds, timeout)
 
     def stop(self, timeout: Duration | None = None) -> bool:
         """Deactivate the current activation and wait until it has released everything (unless
-        called from the actor itself). Also waits for a deactivation already under way. False
-        if nothing was active."""
+        called from the actor itself). Also waits for a deactivation already under way, and
+        for an activation still in on_start to start before it is stopped. False if nothing was
+        active."""
         seconds = _seconds(timeout)
+        deadline = None if seconds is None else time.monotonic() + seconds
         cell = self._system._activation(self)
         if cell is None:
             return False
-        self._system._deactivate(cell, only_if_idle=False)
         waits = cell.thread is not threading.current_thread()
-        if waits and not cell.terminated.wait(seconds):
+        if waits and not cell.started.wait(_left(deadline)):
+            raise AskTimeoutError(f"actor {self.actor_id!r} did not stop within {timeout!r}")
+        self._system._deactivate(cell, only_if_idle=False)
+        if waits and not cell.terminated.wait(_left(deadline)):
             raise AskTimeoutError(f"actor {self.actor_id!r} did not stop within {timeout!r}")
         return True
 
@@ -218,9 +234,19 @@ class VirtualActorRef(ActorRef):
         priority: int = 0,
         config: Mapping[str, Any] | None = None,
     ) -> Facet:
-        cell = self._system._route(self, lambda cell: cell)
-        if cell is None:  # pragma: no cover - _route without stash never returns None
-            raise self._stopped()
+        system = self._system
+        live, queued, _ = system._route(
+            self, lambda cell: cell, lambda: _pykka.Envelope(_control_noop())
+        )
+        cell = live
+        if queued is not None:
+            if not system._may_wait(self):
+                raise PlexSpacesError(
+                    f"actor {self.actor_id!r} is starting or closing; attach facets from its "
+                    "own hooks with self.attach_facet"
+                )
+            cell = _wait_placed(queued)
+        assert cell is not None
         result: Facet = cell.on_actor_thread(lambda: cell.attach(facet, priority, config))
         return result
 
@@ -248,6 +274,27 @@ class VirtualActorRef(ActorRef):
     def __repr__(self) -> str:
         state = "active" if self.is_alive() else "inactive"
         return f"<VirtualActorRef {self.actor_id!r} {state}>"
+
+
+def _left(deadline: float | None) -> float | None:
+    """Seconds left until a monotonic `deadline`, as a wait timeout (None: no limit)."""
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+def _wait_placed(queued: _Queued) -> _Cell:
+    """Wait until a queued message is in its activation's mailbox; raise why it never got there."""
+    assert queued.placed is not None
+    queued.placed.wait()
+    if queued.error is not None:
+        raise queued.error
+    assert queued.cell is not None
+    return queued.cell
+
+
+def _control_noop() -> Any:
+    from ._actor import _Control
+
+    return _Control(lambda: None)
 
 
 def _seconds(timeout: Duration | None) -> float | None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 import uuid
 import weakref
 from collections.abc import Callable
@@ -17,8 +16,8 @@ import pykka
 import structlog
 
 from . import _pykka
-from ._actor import Actor, Done, _Cell, _Slot
-from ._clock import Clock, SystemClock
+from ._actor import Actor, Done, _Cell, _Delivery, _Queued, _Slot
+from ._clock import Clock, SystemClock, current_handoff
 from ._cluster import ClusterNode, NodeLock, hold_node_id, resolve_node_id
 from ._context import FacetService
 from ._duration import Duration, parse_duration, positive_duration
@@ -27,7 +26,6 @@ from ._errors import (
     ActorNotFoundError,
     ActorStoppedError,
     AskTimeoutError,
-    PlexSpacesError,
     SystemShutdownError,
 )
 from ._logging import ensure_logging_configured
@@ -197,7 +195,7 @@ class ActorSystem:
                 f"actor_id {actor_id!r} contains '/', which is reserved for virtual actors "
                 "('<type>/<key>'); address those through system.virtual(type, key)"
             )
-        return self._start(cls, args, kwargs, actor_id, None).ref
+        return self._start(cls, args, kwargs, actor_id).ref
 
     def _start(
         self,
@@ -205,8 +203,22 @@ class ActorSystem:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         actor_id: str,
+    ) -> _Cell:
+        cell = self._launch(cls, args, kwargs, actor_id, None)
+        cell.started.wait()
+        if cell.start_error is not None:
+            raise cell.start_error
+        return cell
+
+    def _launch(
+        self,
+        cls: type[Actor],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        actor_id: str,
         slot: _Slot | None,
     ) -> _Cell:
+        """Make the actor and start its thread; its `on_start` runs there, not waited for."""
         with self._lock:
             self._check_open()
             if actor_id in self._actors:
@@ -221,11 +233,7 @@ class ActorSystem:
                 if self._actors.get(actor_id) is _RESERVED:
                     del self._actors[actor_id]
             raise
-        cell = created[0]
-        cell.started.wait()
-        if cell.start_error is not None:
-            raise cell.start_error
-        return cell
+        return created[0]
 
     # -- virtual actors ----------------------------------------------------------------------------
 
@@ -340,31 +348,45 @@ class ActorSystem:
     def _deliver_virtual(
         self, ref: VirtualActorRef, message: Any, *, guard: Callable[[], bool], done: Done
     ) -> None:
-        """Deliver a runtime message to a virtual actor, activating it if needed."""
+        """Deliver a runtime message to a virtual actor, activating it if needed.
+
+        Returns once the message is in an activation's mailbox (so a `ManualClock` hand-off can
+        follow it); raises when the activation it waited for could not start.
+        """
 
         def send(cell: _Cell) -> None:
             if not cell.deliver(message, guard, done):
                 raise pykka.ActorDeadError(f"actor {ref.actor_id!r} stopped")
 
-        self._route(ref, send)
+        handoff = current_handoff()
+        picked_up = threading.Event() if handoff is not None else None
+        queued = self._route(
+            ref, send, lambda: _pykka.Envelope(_Delivery(message, guard, picked_up, done))
+        )[1]
+        if queued is None or not self._may_wait(ref):
+            return
+        assert queued.placed is not None
+        queued.placed.wait()
+        if queued.error is not None:
+            raise queued.error
+        if handoff is not None and picked_up is not None and queued.cell is not None:
+            handoff.track(picked_up, queued.cell.actor_ref.is_alive)
 
     def _deliver_if_active(
         self, ref: VirtualActorRef, message: Any, *, guard: Callable[[], bool], done: Done
     ) -> bool:
         """Deliver a runtime message to the live activation of `ref` without waiting for
-        anything: False (nothing sent) when the key has no live activation, or its lock is held
-        (it is being activated or closed). The caller then uses `_deliver_virtual` on a thread
-        that may wait."""
+        anything: False (nothing sent) when the key has no live activation (it is inactive,
+        being activated or closing). The caller then uses `_deliver_virtual` on a thread that
+        may wait."""
         slot = self._slots.get(ref.actor_id)
-        if slot is None or not slot.lock.acquire(blocking=False):
+        if slot is None:
             return False
-        try:
+        with slot.lock:  # only ever held for a few steps
             cell = slot.cell
             if slot.removed or cell is None or not cell.actor_ref.is_alive():
                 return False
             return cell.deliver(message, guard, done)
-        finally:
-            slot.lock.release()
 
     def _slot(self, ref: VirtualActorRef) -> _Slot:
         with self._lock:
@@ -378,108 +400,141 @@ class ActorSystem:
         self,
         ref: VirtualActorRef,
         send: Callable[[_Cell], T],
-        *,
-        stash: Callable[[], _pykka.Envelope[Any]] | None = None,
-        timeout: float | None = None,
-    ) -> T | None:
-        """Run `send(cell)` on the live activation of `ref`, activating it first if needed.
+        envelope: Callable[[], _pykka.Envelope[Any]],
+    ) -> tuple[T | None, _Queued | None, bool]:
+        """Send to the live activation of `ref`, or queue for the next one, activating the key.
 
-        `send` runs under the key's lock, so a message cannot slip into an activation that is
-        closing: deactivation takes the same lock to close the gate. Called from inside the
-        activation that is closing (its `on_stop`), the message from `stash()` is kept for the
-        next activation instead, which starts once this one has ended. `timeout` bounds the wait
-        for a closing activation.
+        With a live activation, `send(cell)` runs under the key's lock (deactivation takes the
+        same lock to close the gate, so nothing slips into an activation that is closing) and
+        its result is returned. Otherwise `envelope()` waits in the key's slot and goes into
+        the mailbox of the next activation, in order, once its on_start has run: returned as
+        the `_Queued`, with True when this call started that activation. Nothing here waits
+        for an on_start or an on_stop, so a sender's own timeout bounds the whole call.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
         for _ in range(_ROUTE_ATTEMPTS):
             slot = self._slot(ref)
-            left = _remaining(deadline)
-            if not slot.lock.acquire(timeout=-1 if left is None else left):
-                raise AskTimeoutError(f"actor {ref.actor_id!r} did not activate within {timeout}s")
-            try:
+            with slot.lock:
                 if slot.removed:
                     continue
-                closing = slot.retiring if slot.retiring is not None else slot.cell
-                if (
-                    closing is not None
-                    and closing.thread is threading.current_thread()
-                    and not closing.actor_ref.is_alive()
-                ):
-                    if stash is None:
-                        raise PlexSpacesError(
-                            f"actor {ref.actor_id!r} is closing; from its on_stop only tell "
-                            "reaches its next activation"
-                        )
-                    slot.pending.append(stash())
-                    return None
-                cell = self._activate_locked(slot, deadline)
-                try:
-                    return send(cell)
-                except pykka.ActorDeadError:
-                    # The activation failed right after it started; the next turn replaces it.
-                    continue
-            finally:
-                slot.lock.release()
+                cell = slot.cell
+                if cell is not None:
+                    try:
+                        return send(cell), None, False
+                    except pykka.ActorDeadError:
+                        # Stopped without closing the gate (shutdown): treat it as closing.
+                        slot.cell = None
+                        slot.retiring = cell
+                queued = _Queued(envelope(), threading.Event())
+                slot.pending.append(queued)
+                starts = not slot.activating and slot.retiring is None
+                if starts:
+                    slot.activating = True
+            if starts:
+                self._begin_activation(slot)
+            return None, queued, starts
         raise ActorStoppedError(f"virtual actor {ref.actor_id!r} could not be activated")
 
-    def _activate_locked(self, slot: _Slot, deadline: float | None = None) -> _Cell:
-        cell = slot.cell
-        if cell is not None and cell.actor_ref.is_alive():
-            return cell
-        previous = slot.retiring if slot.retiring is not None else cell
-        # One activation per key: the next one starts once the last released everything.
-        if previous is not None and not previous.terminated.wait(_remaining(deadline)):
-            raise AskTimeoutError(
-                f"actor {slot.ref.actor_id!r}: its previous activation is still stopping"
-            )
-        slot.cell = None
-        slot.retiring = None
-        cls = self._virtual_types[slot.ref.actor_type]
-        args, kwargs = self._virtual_arguments[slot.ref.actor_type]
-        if self.cluster:
-            # One activation per key across the cluster: take its lease before starting it.
-            slot.activation_id = self.reminders.claim_activation(slot.ref)
+    def _may_wait(self, ref: VirtualActorRef) -> bool:
+        """Whether this thread may wait for the next activation of `ref`: not when it is the
+        thread of that key's current (starting or closing) activation, which would wait for
+        itself."""
+        own = self._live_cell(ref.actor_id)
+        return own is None or own.thread is not threading.current_thread()
+
+    def _begin_activation(self, slot: _Slot) -> None:
+        """Start the next activation of a key whose slot was just marked `activating`.
+
+        Its on_start runs on its own thread, which then puts the queued messages into its
+        mailbox (`_activated`). Raises nothing: when the activation cannot start, the messages
+        waiting for it get the error (`_give_up`).
+        """
+        ref = slot.ref
         try:
-            cell = self._start(cls, args, kwargs, slot.ref.actor_id, slot)
-        except BaseException:
+            if self.cluster:
+                # One activation per key across the cluster: take its lease before starting it.
+                slot.activation_id = self.reminders.claim_activation(ref)
+            cls = self._virtual_types[ref.actor_type]
+            args, kwargs = self._virtual_arguments[ref.actor_type]
+            self._launch(cls, args, kwargs, ref.actor_id, slot)
+        except BaseException as error:
             self._release_activation(slot)
-            raise
+            with slot.lock:
+                slot.activating = False
+                given_up, slot.pending = slot.pending, []
+                idle = slot.idle() and not slot.removed
+                if idle:
+                    slot.removed = True
+            if idle:
+                self._drop_slot(slot)
+            self._give_up(ref.actor_id, given_up, error)
+
+    def _activated(self, cell: _Cell) -> None:
+        """On the new activation's thread, once its on_start has run: open it to senders after
+        putting the messages that waited for it into its mailbox, in order."""
+        slot = cell.slot
+        assert slot is not None
+        with slot.lock:
+            slot.activating = False
+            slot.cell = cell
+            waiting, slot.pending = slot.pending, []
+            for queued in waiting:
+                _pykka.requeue(cell, queued.envelope)
         self._activations.add()
-        slot.cell = cell
-        # Messages kept from the last activation (queued behind a failure, or sent from its
-        # on_stop) go first, in their order, before anything sent from now on.
-        pending, slot.pending = slot.pending, []
-        for envelope in pending:
-            _pykka.requeue(cell, envelope)
-        return cell
+        for queued in waiting:
+            queued.resolve(cell, None)
+
+    def _give_up(self, actor_id: str, given_up: list[_Queued], error: BaseException) -> None:
+        """Messages whose activation could not start: a waiting sender gets `error` (an ask
+        through its future), and a tell nobody waits for is dropped and logged."""
+        dropped = 0
+        for queued in given_up:
+            reply_to = queued.envelope.reply_to
+            if reply_to is not None:
+                reply_to.set_exception(exc_info=(type(error), error, error.__traceback__))
+            elif queued.placed is None:
+                dropped += 1
+            queued.resolve(None, error)
+        if dropped:
+            self.log.warning(
+                "actor.kept_messages_dropped",
+                actor_id=actor_id,
+                messages=dropped,
+                error=repr(error),
+            )
+
+    def _retired(self, cell: _Cell) -> None:
+        """After an activation released everything: start the next one if messages wait for
+        it, else drop the key's slot."""
+        slot = cell.slot
+        assert slot is not None
+        with slot.lock:
+            if slot.cell is cell:
+                slot.cell = None
+            if slot.retiring is cell:
+                slot.retiring = None
+            starts = bool(slot.pending) and (
+                slot.cell is None and slot.retiring is None and not slot.activating
+            )
+            if starts:
+                slot.activating = True
+            idle = slot.idle() and not slot.removed
+            if idle:
+                slot.removed = True
+        if starts:
+            self._begin_activation(slot)
+        elif idle:
+            self._drop_slot(slot)
+
+    def _drop_slot(self, slot: _Slot) -> None:
+        with self._lock:
+            if self._slots.get(slot.ref.actor_id) is slot:
+                del self._slots[slot.ref.actor_id]
 
     def _release_activation(self, slot: _Slot) -> None:
         activation_id, slot.activation_id = slot.activation_id, None
         node = self._node
         if activation_id is not None and node is not None:
             node.release_activation(slot.ref, activation_id)
-
-    def _revive(self, slot: _Slot) -> None:
-        """Start the next activation of a key whose last one ended with messages kept for it."""
-        with slot.lock:
-            if not slot.pending or slot.removed:
-                return
-            try:
-                self._activate_locked(slot)
-            except Exception as error:
-                # The system is closing, or on_start fails: answer the waiting asks.
-                pending, slot.pending = slot.pending, []
-                for envelope in pending:
-                    if envelope.reply_to is not None:
-                        envelope.reply_to.set_exception(
-                            exc_info=(type(error), error, error.__traceback__)
-                        )
-                self.log.warning(
-                    "actor.kept_messages_dropped",
-                    actor_id=slot.ref.actor_id,
-                    messages=len(pending),
-                    error=repr(error),
-                )
 
     def _activation(self, ref: VirtualActorRef) -> _Cell | None:
         """The current live activation of `ref`, without activating it."""
@@ -645,18 +700,7 @@ class ActorSystem:
             self._release_activation(slot)
             if cell.started.is_set() and cell.start_error is None:
                 self._deactivations.add()
-        # Drop the key's slot once its activation is gone, unless a sender holds it right now
-        # (that sender activates the key again through the same slot).
-        if slot is not None and slot.lock.acquire(blocking=False):
-            try:
-                idle = slot.cell in (None, cell) and slot.retiring in (None, cell)
-                if idle and not slot.pending:
-                    slot.removed = True
-            finally:
-                slot.lock.release()
         with self._lock:
-            if slot is not None and slot.removed and self._slots.get(cell.actor_id) is slot:
-                del self._slots[cell.actor_id]
             if self._actors.get(cell.actor_id) is cell:
                 del self._actors[cell.actor_id]
             return self._shutting_down and not any(
@@ -666,13 +710,6 @@ class ActorSystem:
     def _live_cell(self, actor_id: str) -> _Cell | None:
         cell = self._actors.get(actor_id)
         return cell if isinstance(cell, _Cell) else None
-
-
-def _remaining(deadline: float | None) -> float | None:
-    """Seconds left until a monotonic `deadline`, as a wait timeout (None: wait for ever)."""
-    if deadline is None:
-        return None
-    return max(0.0, deadline - time.monotonic())
 
 
 def _is_sqlite(storage_url: str) -> bool:

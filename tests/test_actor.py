@@ -389,6 +389,41 @@ def test_on_start_exception_is_raised_by_spawn_and_the_id_is_free_again(
     assert ref.ask("ping", timeout=WAIT) == "pong"
 
 
+class _StartRaises(Actor):
+    """Its on_start raises the exception it was made with."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__()
+        self.error = error
+
+    def on_start(self) -> None:
+        raise self.error
+
+
+@pytest.mark.parametrize("error", [SystemExit(3), KeyboardInterrupt()], ids=type)
+def test_spawn_raises_a_base_exception_from_on_start_and_frees_the_id(
+    system: ActorSystem, error: BaseException
+) -> None:
+    """A BaseException that is not an Exception (SystemExit, KeyboardInterrupt) from on_start is
+    raised by spawn, not left hanging it, and the id is free again."""
+    outcome: list[BaseException | None] = []
+
+    def spawn() -> None:
+        try:
+            system.spawn(_StartRaises, error, actor_id="exiter")
+            outcome.append(None)
+        except BaseException as raised:  # the very exception is the outcome
+            outcome.append(raised)
+
+    spawner = threading.Thread(target=spawn, daemon=True)
+    spawner.start()
+    spawner.join(WAIT)
+    assert not spawner.is_alive(), "spawn hung"
+    assert outcome == [error]
+    assert system.lookup("exiter") is None
+    assert system.spawn(Probe, actor_id="exiter").ask("ping", timeout=WAIT) == "pong"
+
+
 def test_on_stop_does_not_run_when_on_start_failed(system: ActorSystem) -> None:
     """An actor whose on_start failed never gets on_stop."""
     journal = Journal()

@@ -15,6 +15,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+import structlog.testing
 
 from facets.timer import TimerFacet, TimerInfo, TimerRegistration
 from plexspaces import (
@@ -531,7 +532,8 @@ def test_unregister_discards_a_one_shot_fire_already_in_the_mailbox(
 def test_busy_actor_gets_at_most_one_waiting_fire_per_timer(
     system: ActorSystem, clock: ManualClock
 ) -> None:
-    """A busy actor gets one waiting fire per timer; the ticks after it are counted as missed."""
+    """A busy actor gets one waiting fire per timer; when it is handled it stands for the ticks
+    that fell due meanwhile: it carries the latest one and counts the others as missed."""
     ref, timers = spawn_recorder(system)
     timers.register_periodic("fast", "1s")
     timers.register_periodic("slow", "3s")
@@ -539,8 +541,8 @@ def test_busy_actor_gets_at_most_one_waiting_fire_per_timer(
     # The actor itself advances ten seconds, so it is busy while 10 + 3 ticks fall due.
     ref.ask(("advance", clock, "10s"), timeout=WAIT)
     assert sorted(summary(fires(ref))) == [
-        ("fast", 1, timedelta(seconds=1), None, 0),
-        ("slow", 1, timedelta(seconds=3), None, 0),
+        ("fast", 10, timedelta(seconds=10), None, 9),
+        ("slow", 3, timedelta(seconds=9), None, 2),
     ]
     fast, slow = timers.get_timer("fast"), timers.get_timer("slow")
     assert fast is not None
@@ -548,14 +550,42 @@ def test_busy_actor_gets_at_most_one_waiting_fire_per_timer(
     assert (fast.fire_count, fast.next_fire_at) == (10, START + timedelta(seconds=11))
     assert (slow.fire_count, slow.next_fire_at) == (3, START + timedelta(seconds=12))
 
-    # The coalesced ticks show up as `missed` on each timer's next fire, on the original phase.
+    # Then each timer goes on on its original phase, one fire per tick.
     clock.advance("1s")
-    assert summary(fires(ref))[2:] == [("fast", 11, timedelta(seconds=11), None, 9)]
+    assert summary(fires(ref))[2:] == [("fast", 11, timedelta(seconds=11), None, 0)]
     clock.advance("1s")
     assert sorted(summary(fires(ref))[3:]) == [
         ("fast", 12, timedelta(seconds=12), None, 0),
-        ("slow", 4, timedelta(seconds=12), None, 2),
+        ("slow", 4, timedelta(seconds=12), None, 0),
     ]
+
+
+def test_advance_does_not_wait_on_an_actor_blocked_in_a_handler(
+    system: ActorSystem, clock: ManualClock
+) -> None:
+    """Advancing time while the actor is blocked in a handler returns without waiting for it
+    (no hand-off timeout, no warning); the one fire that waited then stands for every tick that
+    fell due meanwhile: it is the latest tick and counts the others as missed."""
+    ref, timers = spawn_recorder(system)
+    timers.register_periodic("tick", "1s")
+    entered, release = threading.Event(), threading.Event()
+    ref.tell(("block", entered, release))
+    assert entered.wait(WAIT)
+    advanced = threading.Event()
+
+    def advance() -> None:
+        clock.advance("5s")
+        advanced.set()
+
+    with structlog.testing.capture_logs() as logs:
+        threading.Thread(target=advance, daemon=True).start()
+        # Bounded well below the default hand-off timeout (10 s), which the clock used to wait.
+        assert advanced.wait(WAIT / 2)
+    release.set()
+    assert [entry for entry in logs if entry["event"] == "clock.handoff_timeout"] == []
+    assert summary(fires(ref)) == [("tick", 5, timedelta(seconds=5), None, 4)]
+    clock.advance("1s")
+    assert summary(fires(ref))[1:] == [("tick", 6, timedelta(seconds=6), None, 0)]
 
 
 def test_every_tick_is_delivered_or_counted_as_missed(

@@ -111,6 +111,27 @@ def idle_sync(ref: VirtualActorRef) -> None:
         assert ref.detach_facet("no-such-facet") is False
 
 
+def bounded(call: Callable[[], Any], seconds: float = WAIT) -> Any:
+    """Run `call` on a daemon thread and return its result (or raise its exception); fail the test
+    if it has not returned within `seconds`, so a hang fails instead of stalling the suite."""
+    outcome: list[tuple[bool, Any]] = []
+
+    def run() -> None:
+        try:
+            outcome.append((True, call()))
+        except BaseException as error:  # handed to the test thread
+            outcome.append((False, error))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert outcome, f"{call!r} did not return within {seconds}s"
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return value
+
+
 def tell_and_sync(ref: VirtualActorRef, message: Any) -> None:
     """Tell `message` and wait until it was handled, so the activity it counts as is stamped at
     the current virtual time (an actor reads the clock when it handles a message)."""
@@ -150,6 +171,10 @@ class Order(Actor):
                 return None
             case "deactivate":
                 return self.ctx.deactivate()
+            case ("deactivate-then-tell-self", note):
+                deactivated = self.ctx.deactivate()
+                self.ctx.ref.tell(note)
+                return deactivated
             case "deactivate-if-idle":
                 result = self.ctx.deactivate(if_idle=True)
                 self.journal.add("if_idle", self.key, self.activation, result)
@@ -225,6 +250,23 @@ class FlakyStart(Order):
         if self.journal.next_attempt(key) == 1:
             self.journal.add("start-failed", key)
             raise Boom(f"on_start failed for {key}")
+        super().on_start()
+
+
+class SelfTellingStart(Order):
+    """Its on_start tells its own virtual ref a message."""
+
+    def on_start(self) -> None:
+        super().on_start()
+        self.ctx.ref.tell("from on_start")
+
+
+class SlowStart(Order):
+    """Its on_start blocks until the test opens `journal.gate`, after setting `journal.holding`."""
+
+    def on_start(self) -> None:
+        self.journal.holding.set()
+        self.journal.gate.wait(WAIT)
         super().on_start()
 
 
@@ -509,6 +551,37 @@ def test_concurrent_first_messages_make_exactly_one_activation(
     assert sorted(handled) == [("hit", number) for number in range(threads)]
     assert journal.of("on_start") == [("on_start", "contended", 1)]
     assert orders.actor_ids() == ["order/contended"]
+
+
+def test_on_start_telling_its_own_ref_does_not_hang_the_activating_caller(
+    system: ActorSystem, journal: Journal
+) -> None:
+    """A tell to its own ref from on_start is queued for the activation being started: the ask
+    that activated the key is answered, and the activation then handles that message."""
+    system.register_virtual("selfish", bound(SelfTellingStart, journal))
+    ref = system.virtual("selfish", "k")
+    assert bounded(lambda: ref.ask("ping", timeout=WAIT)) == "pong"
+    assert bounded(lambda: ref.ask("report", timeout=WAIT)) == (1, ["from on_start"])
+
+
+def test_an_ask_timeout_bounds_a_slow_activation_and_other_senders_do_not_wait(
+    system: ActorSystem, journal: Journal
+) -> None:
+    """While on_start runs, an ask raises AskTimeoutError once its own timeout passes and a tell
+    from another sender returns at once; the activation goes on and handles what was sent."""
+    system.register_virtual("slow", bound(SlowStart, journal))
+    ref = system.virtual("slow", "k")
+    with pytest.raises(AskTimeoutError, match="'slow/k'"):
+        bounded(lambda: ref.ask("ping", timeout=0.05), WAIT / 2)
+    assert journal.holding.is_set()
+    bounded(lambda: system.virtual("slow", "k").tell("told while activating"), WAIT / 2)
+    with pytest.raises(AskTimeoutError):
+        bounded(lambda: system.virtual("slow", "k").ask("report", timeout=0.05), WAIT / 2)
+    assert journal.of("on_start") == []  # all of that while on_start was still blocked
+
+    journal.gate.set()
+    assert ref.ask("report", timeout=WAIT) == (1, ["told while activating"])
+    assert journal.of("on_start") == [("on_start", "k", 1)]
 
 
 # -- VirtualActorFacet: idle deactivation ----------------------------------------------------------
@@ -837,6 +910,55 @@ def test_ask_timeout_bounds_the_wait_for_a_closing_activation(
     assert len(outcomes) == 2
     assert isinstance(outcomes[0], AskTimeoutError)
     assert outcomes[1] is False  # it gave up while on_stop was still running
+
+
+@pytest.mark.parametrize("way_in", ["idle-check", "on-stop-tells-itself", "failing-tell"])
+def test_a_send_while_an_activation_retires_never_deadlocks_with_it(
+    make_system: Callable[..., ActorSystem], journal: Journal, way_in: str
+) -> None:
+    """A tell sent while an activation is being retired returns at once, even when the retiring
+    activation still has to reach the key (an idle check deactivating it, an on_stop telling its
+    own ref, a tell handler failing): the next activation handles the message, and shutdown,
+    the next ask and the clock all go on."""
+    clock = ManualClock(START, handoff_timeout=0)
+    system = make_system(clock=clock)
+    system.register_virtual("order", bound(IdleOrder, journal))
+    ref = system.virtual("order", "k")
+    if way_in == "on-stop-tells-itself":
+        ref.tell(("tell-self-on-stop", "from on_stop"))
+    ref.tell("hold")
+    assert journal.holding.wait(WAIT)
+    if way_in == "idle-check":
+        clock.advance("5m")  # the idle check waits in the mailbox behind "hold"
+    elif way_in == "failing-tell":
+        ref.tell("boom")
+    with pytest.raises(AskTimeoutError):
+        ref.stop(timeout=0.05)  # the activation retires once "hold" (and what follows) is done
+
+    sender = threading.Thread(target=lambda: system.virtual("order", "k").tell("late"))
+    sender.start()
+    sender.join(OVERLAP)
+    journal.gate.set()
+    sender.join(WAIT)
+    assert not sender.is_alive()
+    # The next activation starts once the old one has finished on_stop (and what it sent there).
+    assert journal.wait_until(lambda j: ("on_start", "k", 2) in j.entries)
+    expected = ["from on_stop", "late"] if way_in == "on-stop-tells-itself" else ["late"]
+    activation, handled = bounded(lambda: ref.ask("report", timeout=WAIT))
+    assert (activation, sorted(handled)) == (2, expected)
+    bounded(lambda: clock.advance("1s"))
+    bounded(system.shutdown)
+
+
+def test_a_handler_that_deactivates_and_then_tells_its_own_ref_does_not_wait_for_itself(
+    orders: ActorSystem, journal: Journal
+) -> None:
+    """ctx.deactivate() then a tell to its own ref from the same handler: the handler returns,
+    the activation ends, and the next activation handles that message."""
+    ref = orders.virtual("order", "k")
+    assert bounded(lambda: ref.ask(("deactivate-then-tell-self", "next"), timeout=WAIT)) is True
+    assert bounded(lambda: ref.ask("report", timeout=WAIT)) == (2, ["next"])
+    assert journal.of("on_stop") == [("on_stop", "k", 1, [])]
 
 
 def test_tells_queued_before_stop_are_handled_by_the_old_activation(
