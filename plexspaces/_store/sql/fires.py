@@ -224,7 +224,9 @@ def _execute_many(connection: Connection, statement: Any, params: list[dict[str,
     return connection.exec_driver_sql(sql, rows).rowcount
 
 
-_driver_statements: dict[tuple[int, int], tuple[str, Callable[[dict[str, Any]], Any] | None]] = {}
+_driver_statements: dict[
+    tuple[str, str, Any], tuple[str, Callable[[dict[str, Any]], Any] | None]
+] = {}
 
 
 def _driver_sql(
@@ -232,7 +234,9 @@ def _driver_sql(
 ) -> tuple[str, Callable[[dict[str, Any]], Any] | None]:
     """The SQL text of `statement` for `dialect`, and for a driver that takes positional
     parameters, what turns a parameter set into them in order (None for named ones)."""
-    cache_key = (id(dialect), id(statement))
+    # Keyed by what decides the SQL text, and by the statement itself (kept alive by the key):
+    # an id() could be reused by another object once the first is gone.
+    cache_key = (dialect.name, dialect.paramstyle, statement)
     found = _driver_statements.get(cache_key)
     if found is None:
         compiled = statement.compile(dialect=dialect)
