@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
@@ -291,13 +292,25 @@ def _row_values(record: StoredReminder, payload: str) -> dict[str, Any]:
 
 
 def _decode_row(row: RowMapping) -> StoredReminder | UndecodableReminder:
-    key = ReminderKey(str(row["actor_type"]), str(row["actor_key"]), str(row["name"]))
+    # A service may hold a hundred thousand decoded rows at once (after a restart with many
+    # overdue): actor types and keys are shared between the rows of one actor (interned), and
+    # equal times within a row (due and anchor, created and updated) are one object.
+    key = ReminderKey(
+        sys.intern(str(row["actor_type"])), sys.intern(str(row["actor_key"])), str(row["name"])
+    )
+    times: dict[int, datetime] = {}
 
     def time(column: str) -> datetime:
+        micros = row[column]
+        found = times.get(micros) if type(micros) is int else None
+        if found is not None:
+            return found
         try:
-            return from_micros(row[column])
+            value = from_micros(micros)
         except ValueError as error:
             raise ValueError(f"{column}: {error}") from None
+        times[micros] = value
+        return value
 
     def optional_time(column: str) -> datetime | None:
         return None if row[column] is None else time(column)
