@@ -72,6 +72,8 @@ __all__ = ["ReminderService"]
 _log = structlog.get_logger("plexspaces.reminders")
 
 _REGISTER_STRIPES: Final = 64
+_FLUSH_TIMEOUT: Final = 60.0
+"""Seconds a shutdown waits for the fire thread to finish what was queued before it."""
 _LOAD_PAGE: Final = 1000
 """Rows a load reads at a time; each page is armed as soon as it is read."""
 _MAX_TOTAL_IN_FLIGHT: Final = 20_000
@@ -388,11 +390,14 @@ class ReminderService:
         self._flush()
 
     def _flush(self) -> None:
-        """Wait until the fire thread has done everything queued so far."""
+        """Wait until the fire thread has done everything queued so far: at most as long as a
+        store call may wait for the database, so a shutdown never hangs on it (what was not
+        written is delivered again after a restart)."""
         if self._firer is not threading.current_thread() and self._firer.is_alive():
             done = threading.Event()
             self._inbox.put(done)
-            done.wait()
+            if not done.wait(_FLUSH_TIMEOUT):
+                _log.warning("reminder.flush_timeout", waited_s=_FLUSH_TIMEOUT)
 
     def close(self) -> None:
         """Stop the threads, after writing the acknowledgements already queued, and hand this
