@@ -95,7 +95,11 @@ class _Armed(ScheduledCall):
 
     `record` is the reminder as stored (after its fire is recorded, with the pending fire).
     `in_flight` is set while a delivered fire waits for its handler (it counts towards the
-    actor's bound).
+    actor's bound). Threads hand a reminder on rather than share it: the fire thread records
+    and delivers it, one actor thread handles it, the fire thread acknowledges it. `record`,
+    `in_flight` and `attempt` change under the service lock (or on the fire thread before the
+    fire is handed on); `answered` is one attribute write by the handling thread, read by the
+    watchdog.
     """
 
     __slots__ = ("answered", "attempt", "in_flight", "record", "service")
@@ -1083,7 +1087,6 @@ class ReminderService:
         now = self._clock.time()
         for ack in current:
             armed, fired = ack.armed, ack.fired
-            armed.attempt = 0
             tardiness = now - fired.scheduled_at.timestamp()
             self._fires.add()
             self._tardiness.observe(tardiness)
@@ -1095,7 +1098,10 @@ class ReminderService:
                 fire_count=fired.fire_count,
                 lateness_ms=round(tardiness * 1000, 3),
             )
-            with self._lock:
+        with self._lock:
+            for ack in current:
+                armed = ack.armed
+                armed.attempt = 0
                 self._take_off(armed)
                 record = armed.record
                 if self._armed.get(record.key) is not armed:
@@ -1107,8 +1113,9 @@ class ReminderService:
 
     def _ack_later(self, ack: _Ack) -> None:
         armed = ack.armed
-        armed.attempt += 1
-        delay = self._backoff(armed.attempt)
+        with self._lock:
+            armed.attempt += 1
+            delay = self._backoff(armed.attempt)
 
         def again() -> None:
             self._inbox.put(_Ack(armed, ack.fired, None))
@@ -1118,9 +1125,9 @@ class ReminderService:
                 self._scheduler.call_later(delay, again)
 
     def _retry(self, armed: _Armed) -> None:
-        armed.attempt += 1
-        delay = self._backoff(armed.attempt)
         with self._lock:
+            armed.attempt += 1
+            delay = self._backoff(armed.attempt)
             if self._armed.get(armed.record.key) is armed:
                 self._scheduler.schedule(armed, self._clock.time() + delay)
 
