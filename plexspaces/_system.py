@@ -738,11 +738,12 @@ def _resolve_storage_url(storage_url: str | None) -> str:
             f"storage_url {quoted_url(storage_url)} must be a SQLAlchemy URL such as "
             "'sqlite:///plexspaces.db' or 'postgresql+psycopg://user@host/db'"
         )
-    from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
+    from ._store.sql.engine import normalize_url
+
     try:
-        url = make_url(storage_url)
+        url = normalize_url(storage_url)
     except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise ValueError(
             f"storage_url {quoted_url(storage_url)} is not a SQLAlchemy URL; expected for example "
@@ -761,14 +762,17 @@ def _resolve_storage_url(storage_url: str | None) -> str:
     except ImportError as error:
         raise ModuleNotFoundError(
             f"storage_url {shown!r} needs a database driver that is not installed ({error}); "
-            "for PostgreSQL install psycopg 3 (pip install 'plexspaces[postgresql]') and use "
-            "'postgresql+psycopg://'"
+            "for PostgreSQL install psycopg 3 (pip install 'plexspaces-facets[postgresql]') and "
+            "use 'postgresql+psycopg://'"
         ) from None
     except ArgumentError as error:  # NoSuchModuleError: an unknown driver name
         raise ValueError(
             f"storage_url {shown!r} names a driver SQLAlchemy does not know ({error}); use "
             "'sqlite:///...' or 'postgresql+psycopg://...'"
         ) from None
+    if url.drivername == "postgresql+psycopg" and not storage_url.startswith("postgresql+psycopg"):
+        # postgres:// or postgresql:// (a DATABASE_URL): the driver the store uses, spelled out.
+        return url.render_as_string(hide_password=False)
     return storage_url
 
 

@@ -36,7 +36,7 @@ try:
     from prometheus_client.registry import Collector
 except ImportError as error:  # pragma: no cover - depends on the environment
     raise ImportError(
-        "plexspaces.prometheus needs prometheus-client: pip install 'plexspaces[prometheus]'"
+        "plexspaces.prometheus needs prometheus-client: pip install 'plexspaces-facets[prometheus]'"
     ) from error
 
 if TYPE_CHECKING:

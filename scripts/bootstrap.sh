@@ -30,8 +30,12 @@ _plexspaces_bootstrap() {
     stamp="$venv/.plexspaces-installed"
     wanted="$(sha256sum "$root/pyproject.toml" | cut -d' ' -f1)" || return 1
     if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
-        echo "bootstrap: installing plexspaces and its dev tools into $venv" >&2
+        echo "bootstrap: installing plexspaces-facets and its dev tools into $venv" >&2
         log="$venv/install.log"
+        # The distribution was called plexspaces before; a venv that still has it would hold
+        # two installations of the same packages.
+        "$venv/bin/python" -m pip uninstall --disable-pip-version-check -y plexspaces \
+            >/dev/null 2>&1 || true
         # The build backend talks on stderr even with --quiet: keep its output, show it on
         # failure.
         if ! { "$venv/bin/python" -m pip install --disable-pip-version-check --upgrade pip &&

@@ -1309,7 +1309,11 @@ SYSTEM_CASES = [
         "url-driver-not-installed",
         {"storage_url": "postgresql+psycopg2://app:secret@db/app"},
         ModuleNotFoundError,
-        ["'postgresql+psycopg2://app:***@db/app'", "not installed", "plexspaces[postgresql]"],
+        [
+            "'postgresql+psycopg2://app:***@db/app'",
+            "not installed",
+            "plexspaces-facets[postgresql]",
+        ],
     ),
     case("lease-no-unit", {"lease": "5"}, ValueError, ["lease", "'5'", ACCEPTED_DURATIONS]),
     case("lease-negative", {"lease": "-1s"}, ValueError, ["lease", "'-1s'", ACCEPTED_DURATIONS]),
@@ -1448,3 +1452,24 @@ def test_a_store_that_cannot_be_reached_is_a_clear_error_and_the_system_runs_on(
     assert system.spawn(Recorder).ask("ping", timeout=WAIT) == "pong"
     with pytest.raises(StoreUnavailableError):
         system.reminder_errors()
+
+
+def test_postgres_and_postgresql_urls_use_the_psycopg_driver(pg_url: str) -> None:
+    """A DATABASE_URL-style 'postgres://' or 'postgresql://' URL is accepted and stored under
+    the psycopg 3 driver the store uses; reminders work through it."""
+    from sqlalchemy.engine import make_url
+
+    from plexspaces._store import SqlReminderStore
+
+    base = make_url(pg_url)
+    for scheme in ("postgres", "postgresql"):
+        url = base.set(drivername=scheme).render_as_string(hide_password=False)
+        with ActorSystem(storage_url=url, node_id=f"n-{scheme}") as system:
+            assert system.storage_url.startswith("postgresql+psycopg://")
+            assert system.reminders.list_actor("t", "k") == []
+        store = SqlReminderStore(url)
+        try:
+            assert store.engine.dialect.driver == "psycopg"
+            assert store.count() == 0
+        finally:
+            store.close()

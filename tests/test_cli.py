@@ -1102,3 +1102,38 @@ def test_the_cli_escapes_control_characters_in_human_output(tmp_path: Path) -> N
     exported = run("reminders", "list", "--json", "--db", url).stdout
     record = json.loads(exported)
     assert (record["actor_type"], record["actor_key"], record["name"]) == key
+
+
+def test_python_dash_m_plexspaces_is_the_command_line() -> None:
+    """`python -m plexspaces` runs the command line, as the `plexspaces` script does."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "plexspaces", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "reminders" in done.stdout
+    assert "doctor" in done.stdout
+
+
+def test_the_distribution_has_a_name_of_its_own_and_both_postgres_extras() -> None:
+    """The distribution is not called `plexspaces` (that PyPI name is another project), the
+    install hints use its name, and `[postgres]` is the same extra as `[postgresql]`."""
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    assert project["name"] == "plexspaces-facets"
+    extras = project["optional-dependencies"]
+    assert extras["postgres"] == extras["postgresql"]
+    assert project["classifiers"]
+    for path in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        text = path.read_text()
+        assert "install 'plexspaces[" not in text, path
+        assert 'install "plexspaces[' not in text, path

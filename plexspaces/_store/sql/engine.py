@@ -147,6 +147,19 @@ _Position = tuple[int, ReminderKey]
 _Page = tuple[Sequence[Row[Any]], bool]
 
 
+def normalize_url(url: str | URL) -> URL:
+    """`url` parsed, with the usual PostgreSQL spellings (`postgres://`, `postgresql://`, as in
+    a `DATABASE_URL`) mapped to the psycopg 3 driver the store uses.
+
+    Raises:
+        sqlalchemy.exc.ArgumentError, ValueError: `url` is not a SQLAlchemy URL.
+    """
+    parsed = make_url(url)
+    if parsed.drivername in ("postgres", "postgresql"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
 def create_store_engine(url: str | URL) -> Engine:
     """An engine set up the way `SqlReminderStore` sets up the engines it creates.
 
@@ -164,7 +177,7 @@ def create_store_engine(url: str | URL) -> Engine:
     Raises:
         FileNotFoundError: the directory of a SQLite file does not exist.
     """
-    parsed = make_url(url)
+    parsed = normalize_url(url)
     if parsed.get_backend_name() != "sqlite":
         return create_engine(parsed)
     if _is_memory_sqlite(parsed):
