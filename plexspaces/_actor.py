@@ -80,6 +80,21 @@ class Actor:
             )
         return cell.ctx
 
+    @overload
+    def attach_facet(
+        self, facet: F, *, priority: int = 0, config: Mapping[str, Any] | None = None
+    ) -> F: ...
+
+    @overload
+    def attach_facet(
+        self, facet: type[F], *, priority: int = 0, config: Mapping[str, Any] | None = None
+    ) -> F: ...
+
+    @overload
+    def attach_facet(
+        self, facet: str, *, priority: int = 0, config: Mapping[str, Any] | None = None
+    ) -> Facet: ...
+
     def attach_facet(
         self,
         facet: FacetSpec,
@@ -87,7 +102,8 @@ class Actor:
         priority: int = 0,
         config: Mapping[str, Any] | None = None,
     ) -> Facet:
-        """Attach `facet` (an instance, a class or an entry-point name) and return it.
+        """Attach `facet` (an instance, a class or an entry-point name) and return it, typed as
+        what was passed (`self.attach_facet(TimerFacet()).register_periodic(...)` type-checks).
 
         Raises:
             DuplicateFacetError: a facet of the same `facet_type` is already attached.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import pykka
 
@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from ._system import ActorSystem
 
 __all__ = ["DEFAULT_ASK_TIMEOUT", "ActorRef", "VirtualActorRef"]
+
+F = TypeVar("F", bound="Facet")
 
 DEFAULT_ASK_TIMEOUT = 30.0
 """Seconds `ask` waits for an answer when no timeout is given."""
@@ -120,6 +122,21 @@ class ActorRef:
         Returns False if `timeout` passed first.
         """
         return self._cell.terminated.wait(_seconds(timeout))
+
+    @overload
+    def attach_facet(
+        self, facet: F, *, priority: int = 0, config: Mapping[str, Any] | None = None
+    ) -> F: ...
+
+    @overload
+    def attach_facet(
+        self, facet: type[F], *, priority: int = 0, config: Mapping[str, Any] | None = None
+    ) -> F: ...
+
+    @overload
+    def attach_facet(
+        self, facet: str, *, priority: int = 0, config: Mapping[str, Any] | None = None
+    ) -> Facet: ...
 
     def attach_facet(
         self,
@@ -226,6 +243,21 @@ class VirtualActorRef(ActorRef):
         seconds = _seconds(timeout)
         cell = self._system._activation(self)
         return cell is None or cell.terminated.wait(seconds)
+
+    @overload
+    def attach_facet(
+        self, facet: F, *, priority: int = 0, config: Mapping[str, Any] | None = None
+    ) -> F: ...
+
+    @overload
+    def attach_facet(
+        self, facet: type[F], *, priority: int = 0, config: Mapping[str, Any] | None = None
+    ) -> F: ...
+
+    @overload
+    def attach_facet(
+        self, facet: str, *, priority: int = 0, config: Mapping[str, Any] | None = None
+    ) -> Facet: ...
 
     def attach_facet(
         self,
