@@ -44,13 +44,23 @@ def manual_clock() -> ManualClock:
 
 
 @pytest.fixture
-def make_actor_system(tmp_path: Path) -> Iterator[Callable[..., ActorSystem]]:
+def make_actor_system(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., ActorSystem]]:
     """A factory of actor systems on a temporary SQLite file (`plexspaces.db` in `tmp_path`);
-    every one is shut down after the test, which fails if actors or threads are left running."""
+    every one is shut down after the test, which fails if actors or threads are left running.
+
+    When the test also uses `manual_clock`, the systems run on that clock unless a `clock=` is
+    passed (`clock=SystemClock()` for the real one)."""
     systems: list[ActorSystem] = []
     threads_before = set(threading.enumerate())
+    shared_clock = (
+        request.getfixturevalue("manual_clock") if "manual_clock" in request.fixturenames else None
+    )
 
     def make(**kwargs: Any) -> ActorSystem:
+        if shared_clock is not None:
+            kwargs.setdefault("clock", shared_clock)
         if kwargs.get("store") is None:
             kwargs.setdefault("storage_url", f"sqlite:///{tmp_path / 'plexspaces.db'}")
         system = ActorSystem(**kwargs)

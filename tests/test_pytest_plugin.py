@@ -71,6 +71,13 @@ def test_two_systems_share_a_database(make_actor_system, manual_clock):
     assert first.storage_url == second.storage_url
 
 
+def test_systems_share_the_manual_clock_the_test_uses(make_actor_system, manual_clock):
+    from plexspaces import SystemClock
+
+    assert make_actor_system().clock is manual_clock
+    assert isinstance(make_actor_system(clock=SystemClock(), name="real").clock, SystemClock)
+
+
 def test_a_leaked_thread_fails_the_test(actor_system):
     threading.Thread(target=threading.Event().wait, args=(2,), daemon=True).start()
 """
@@ -79,7 +86,7 @@ def test_a_leaked_thread_fails_the_test(actor_system):
 def test_the_plugin_fixtures_work_and_a_leak_fails_the_test(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_user=USER_TESTS)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-q")
-    result.assert_outcomes(passed=4, errors=1)
+    result.assert_outcomes(passed=5, errors=1)
     result.stdout.fnmatch_lines(["*threads left running after shutdown*"])
     result.stdout.fnmatch_lines(["*ERROR at teardown of test_a_leaked_thread_fails_the_test*"])
 
