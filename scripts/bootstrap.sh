@@ -2,7 +2,12 @@
 # Create or reuse the project's virtual environment (.venv) and install the project into it, then
 # put it first on PATH. Sourced by ./test.sh, scripts/run and the examples' test.sh, so each works
 # alone on a machine that has never seen the project. Re-installs only when pyproject.toml changed
-# since the last install. It leaves the caller's shell options alone (no `set -e` leaks out).
+# since the last install, or when the caller needs more than is installed. It leaves the caller's
+# shell options alone (no `set -e` leaks out).
+#
+# PLEXSPACES_BOOTSTRAP=run installs only what running needs (the project and its PostgreSQL
+# driver: scripts/run and the examples); anything else, the default, also installs the tools of
+# ./test.sh (the dev extra: pytest, ruff, mypy, APScheduler for the benchmarks).
 
 _plexspaces_find_python() {
     local candidate
@@ -19,9 +24,16 @@ _plexspaces_find_python() {
 }
 
 _plexspaces_bootstrap() {
-    local root venv python stamp wanted log
+    local root venv python stamp wanted log extras installed what
     root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)" || return 1
     venv="${PLEXSPACES_VENV:-$root/.venv}"
+    if [ "${PLEXSPACES_BOOTSTRAP:-}" = "run" ]; then
+        extras="postgresql"
+        what="plexspaces-facets"
+    else
+        extras="dev"
+        what="plexspaces-facets and the tools of ./test.sh (pytest, ruff, mypy)"
+    fi
     if [ ! -x "$venv/bin/python" ]; then
         python="$(_plexspaces_find_python)" || return 1
         echo "bootstrap: creating $venv with $("$python" --version)" >&2
@@ -29,8 +41,11 @@ _plexspaces_bootstrap() {
     fi
     stamp="$venv/.plexspaces-installed"
     wanted="$(sha256sum "$root/pyproject.toml" | cut -d' ' -f1)" || return 1
-    if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
-        echo "bootstrap: installing plexspaces-facets and its dev tools into $venv" >&2
+    installed="$(cat "$stamp" 2>/dev/null || true)"
+    # The stamp holds the pyproject hash and what was installed with it; the dev extra includes
+    # everything running needs, so a venv set up for ./test.sh serves scripts/run as it is.
+    if [ "$installed" != "$wanted dev" ] && [ "$installed" != "$wanted $extras" ]; then
+        echo "bootstrap: installing $what into $venv (once; about a minute)" >&2
         log="$venv/install.log"
         # The distribution was called plexspaces before; a venv that still has it would hold
         # two installations of the same packages.
@@ -39,13 +54,13 @@ _plexspaces_bootstrap() {
         # The build backend talks on stderr even with --quiet: keep its output, show it on
         # failure.
         if ! { "$venv/bin/python" -m pip install --disable-pip-version-check --upgrade pip &&
-               "$venv/bin/python" -m pip install --disable-pip-version-check -e "$root[dev]"; } \
+               "$venv/bin/python" -m pip install --disable-pip-version-check -e "$root[$extras]"; } \
                >"$log" 2>&1; then
             cat "$log" >&2
             echo "bootstrap: installing into $venv failed (log: $log)" >&2
             return 1
         fi
-        echo "$wanted" > "$stamp"
+        echo "$wanted $extras" > "$stamp"
     fi
     export PATH="$venv/bin:$PATH"
     export VIRTUAL_ENV="$venv"
