@@ -1091,6 +1091,7 @@ def doctor(
     version = _require_database(url)
     report: dict[str, Any] = {
         "database": shown,
+        "path": None if (path := _sqlite_file(url)) is None else str(path.resolve()),
         "checked_at": _iso(moment, exact=True),
         "schema": {"found": version, "expected": SCHEMA_VERSION},
     }
@@ -1233,6 +1234,8 @@ def _print_report(
 
     schema = report["schema"]
     line(f"database: {report['database']} (checked at {report['checked_at']})")
+    if report["path"] is not None:
+        line(f"database file: {report['path']}")
     found = "none" if schema["found"] is None else schema["found"]
     status = schema.get("problem", "ok")
     line(f"schema version: {found}, expected {schema['expected']}: {status}")

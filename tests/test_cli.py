@@ -862,6 +862,22 @@ def test_doctor_on_a_healthy_database_exits_0(any_url: str) -> None:
     assert "rows that cannot be decoded: 0" in result.stdout
 
 
+def test_doctor_shows_the_database_file_it_resolved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """doctor on the default database names the SQLite file by its absolute path, in text and
+    in JSON."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PLEXSPACES_STORAGE_URL", raising=False)
+    seed("sqlite:///plexspaces.db", reminder("r", T0 + timedelta(days=1)))
+    args = ("doctor", "--now", "2026-01-01T12:00:00Z")
+    text_report = run(*args)
+    assert text_report.exit_code == 0, text_report.stderr
+    assert f"database file: {tmp_path / 'plexspaces.db'}\n" in text_report.stdout
+    report = json.loads(run(*args, "--json").stdout)
+    assert report["path"] == str(tmp_path / "plexspaces.db")
+
+
 def test_doctor_finds_every_kind_of_problem(any_url: str) -> None:
     """doctor reports undecodable rows, reminders overdue beyond --overdue with no fire
     pending, fires pending beyond --pending, and nodes whose leases all ended more than
