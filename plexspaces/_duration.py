@@ -24,20 +24,69 @@ later, far from the call that gave it; `parse_duration` refuses it up front inst
 """
 _MAX_SECONDS = MAX_DURATION.total_seconds()
 
-_UNIT_MICROSECONDS = {
+_MICROSECONDS = {
     "us": 1,
-    "µs": 1,
     "ms": 1_000,
     "s": 1_000_000,
     "m": 60_000_000,
     "h": 3_600_000_000,
     "d": 86_400_000_000,
+    "w": 7 * 86_400_000_000,
 }
-# One component: a number and a unit. Longer unit names come first so "ms" is not read as "m".
-_COMPONENT = re.compile(r"\s*(\d+(?:\.\d+)?|\.\d+)\s*(us|µs|ms|s|m|h|d)")
+# Every spelling of a unit, mapped to its short form.
+_UNIT_NAMES = {
+    "us": "us",
+    "µs": "us",
+    "usec": "us",
+    "usecs": "us",
+    "microsecond": "us",
+    "microseconds": "us",
+    "ms": "ms",
+    "msec": "ms",
+    "msecs": "ms",
+    "millisecond": "ms",
+    "milliseconds": "ms",
+    "s": "s",
+    "sec": "s",
+    "secs": "s",
+    "second": "s",
+    "seconds": "s",
+    "m": "m",
+    "min": "m",
+    "mins": "m",
+    "minute": "m",
+    "minutes": "m",
+    "h": "h",
+    "hr": "h",
+    "hrs": "h",
+    "hour": "h",
+    "hours": "h",
+    "d": "d",
+    "day": "d",
+    "days": "d",
+    "w": "w",
+    "week": "w",
+    "weeks": "w",
+}
+# One component: a number and a unit. Longer unit names come first so "ms" is not read as "m",
+# and a unit must end where a word ends, so "5 minutes" is not read as "5m" and "inutes".
+_COMPONENT = re.compile(
+    r"\s*(\d+(?:\.\d+)?|\.\d+)\s*("
+    + "|".join(sorted(map(re.escape, _UNIT_NAMES), key=len, reverse=True))
+    + r")(?![^\W\d_])"
+)
+_ISO_NUMBER = r"(\d+(?:[.,]\d+)?)"
+# ISO-8601 durations: "PT5M", "P1DT2H", "PT0.5S", "P2W". Years and months are matched only to be
+# refused with a message of their own.
+_ISO = re.compile(
+    rf"P(?:{_ISO_NUMBER}Y)?(?:{_ISO_NUMBER}M)?(?:{_ISO_NUMBER}W)?(?:{_ISO_NUMBER}D)?"
+    rf"(?:T(?:{_ISO_NUMBER}H)?(?:{_ISO_NUMBER}M)?(?:{_ISO_NUMBER}S)?)?"
+)
+_ISO_UNITS = (None, None, "w", "d", "h", "m", "s")
 _ACCEPTED = (
     "a timedelta, a non-negative number of seconds, or a string such as "
-    "'500ms', '2s', '15m', '1h', '30d' or '1h30m' (units: us, ms, s, m, h, d)"
+    "'500ms', '2s', '15m', '1h', '30d', '1h30m', '5 min', '2 hours', '1 hour 30 minutes' "
+    "(units: us, ms, s, m, h, d, w, or their names) or ISO-8601 'PT5M', 'P1DT2H'"
 )
 _TOO_LARGE = (
     f"is too large; the longest duration accepted is {MAX_DURATION.days}d (about 100 years)"
@@ -47,13 +96,15 @@ _TOO_LARGE = (
 def parse_duration(value: Duration) -> timedelta:
     """Return `value` as a non-negative `timedelta` of at most `MAX_DURATION`.
 
-    Accepts a `timedelta`, a number of seconds (`int` or `float`), or a string made of one or more
-    number-and-unit parts (`"500ms"`, `"1h30m"`, `"1.5s"`). Every number in a string needs a unit.
+    Accepts a `timedelta`, a number of seconds (`int` or `float`), a string made of one or more
+    number-and-unit parts (`"500ms"`, `"1h30m"`, `"1.5s"`, `"5 min"`, `"1 hour 30 minutes"`), or an
+    ISO-8601 duration (`"PT5M"`, `"P1DT2H"`, `"P2W"`). Every number in a string needs a unit.
+    Years and months (`"P1Y"`, `"P1M"`) have no fixed length and are refused.
 
     Raises:
         ValueError: the value is negative, not finite, longer than `MAX_DURATION`, empty, has a
-            number without a unit, or is not one of the accepted types. The message names the
-            value.
+            number without a unit, has ISO years or months, or is not one of the accepted types.
+            The message names the value.
     """
     if isinstance(value, timedelta):
         if value < timedelta(0):
@@ -101,6 +152,8 @@ def duration_seconds(value: Duration) -> float:
 
 @lru_cache(maxsize=512)
 def _parse_string(text: str) -> timedelta:
+    if text.strip().startswith("P"):
+        return _parse_iso(text)
     pos = 0
     total = timedelta(0)
     parts = 0
@@ -112,14 +165,37 @@ def _parse_string(text: str) -> timedelta:
                 f"duration {text!r} is not understood at {text[pos:].strip()!r}; "
                 f"expected {_ACCEPTED}"
             )
-        # Decimal keeps every part exact ("100000d1us" keeps its 1 us, "999999999d" all days).
-        micros = Decimal(match.group(1)) * _UNIT_MICROSECONDS[match.group(2)]
-        try:
-            total += timedelta(microseconds=int(micros.to_integral_value(ROUND_HALF_EVEN)))
-        except OverflowError:
-            raise ValueError(f"duration {text!r} {_TOO_LARGE}") from None
+        total += _component(text, match.group(1), _UNIT_NAMES[match.group(2)])
         pos = match.end()
         parts += 1
     if parts == 0:
         raise ValueError(f"duration {text!r} is empty; expected {_ACCEPTED}")
     return total
+
+
+def _parse_iso(text: str) -> timedelta:
+    match = _ISO.fullmatch(text.strip())
+    if match is None or not any(match.groups()) or text.strip().endswith("T"):
+        raise ValueError(
+            f"duration {text!r} is not a valid ISO-8601 duration; expected {_ACCEPTED}"
+        )
+    years, months = match.group(1), match.group(2)
+    if years is not None or months is not None:
+        raise ValueError(
+            f"duration {text!r} has years or months, which have no fixed length; "
+            "give weeks, days or smaller units instead (such as 'P365D' or 'P30D')"
+        )
+    total = timedelta(0)
+    for number, unit in zip(match.groups(), _ISO_UNITS, strict=True):
+        if number is not None and unit is not None:
+            total += _component(text, number.replace(",", "."), unit)
+    return total
+
+
+def _component(text: str, number: str, unit: str) -> timedelta:
+    # Decimal keeps every part exact ("100000d1us" keeps its 1 us, "999999999d" all days).
+    micros = Decimal(number) * _MICROSECONDS[unit]
+    try:
+        return timedelta(microseconds=int(micros.to_integral_value(ROUND_HALF_EVEN)))
+    except OverflowError:
+        raise ValueError(f"duration {text!r} {_TOO_LARGE}") from None

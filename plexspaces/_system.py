@@ -30,7 +30,7 @@ from ._errors import (
 )
 from ._logging import ensure_logging_configured
 from ._metrics import Metrics, MetricsSnapshot
-from ._redact import quoted_url
+from ._redact import quoted_url, shown_url
 from ._ref import ActorRef, VirtualActorRef
 from ._scheduler import Scheduler
 
@@ -324,6 +324,8 @@ class ActorSystem:
                         self._release_node_lock()
                         raise
                 self._store = store
+                # Where durable state goes (the default is a file in the current directory).
+                self.log.info("store.opened", **_store_location(self.storage_url))
                 self._node = ClusterNode(
                     store,
                     self.clock,
@@ -716,6 +718,23 @@ def _is_sqlite(storage_url: str) -> bool:
     from sqlalchemy.engine import make_url
 
     return make_url(storage_url).get_backend_name() == "sqlite"
+
+
+def _store_location(storage_url: str) -> dict[str, str]:
+    """The store's URL as it may be shown (password hidden) and, for a SQLite file, its
+    absolute path; nothing for a store handed in that is not a SQL store."""
+    if not storage_url:
+        return {}
+    from sqlalchemy.engine import make_url
+
+    url = make_url(storage_url)
+    location = {"url": shown_url(storage_url)}
+    named_file = url.database not in (None, "", ":memory:") and str(
+        url.query.get("uri", "")
+    ).lower() not in ("1", "true", "yes", "on")
+    if url.get_backend_name() == "sqlite" and named_file:
+        location["path"] = str(Path(url.database or "").resolve())
+    return location
 
 
 def _store_may_hold_data(storage_url: str) -> bool:

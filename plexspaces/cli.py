@@ -2,8 +2,8 @@
 
     plexspaces reminders list [--type T] [--key K] [--due-after WHEN] [--due-before WHEN]
                               [--limit N] [--json]
-    plexspaces reminders show TYPE KEY NAME [--json]
-    plexspaces reminders cancel TYPE KEY NAME
+    plexspaces reminders show TYPE KEY NAME [--json]     (or TYPE/KEY NAME, as list prints it)
+    plexspaces reminders cancel TYPE KEY NAME           (or TYPE/KEY NAME)
     plexspaces reminders export [--out FILE] [--type T] [--key K]
     plexspaces reminders import [FILE | -]
     plexspaces doctor [--overdue 1m] [--pending 5m] [--stale-lease 1m] [--json]
@@ -215,6 +215,11 @@ def _text(value: str, *, newlines: bool = False) -> Text:
     return Text(_printable(value, newlines=newlines))
 
 
+def _count(number: int, noun: str) -> str:
+    """`number` and `noun`, plural unless the number is 1: "1 reminder", "3 reminders"."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
 def _say(message: str, *, err: bool = False) -> None:
     """One human-readable line on stdout (or stderr), printably (see `_printable`)."""
     click.echo(_printable(message), err=err)
@@ -323,9 +328,34 @@ def _now_option(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _key_arguments(command: Callable[..., Any]) -> Callable[..., Any]:
-    for name in ("name", "actor_key", "actor_type"):
-        command = click.argument(name, callback=_non_empty)(command)
-    return command
+    """The reminder's key as `TYPE KEY NAME`, or `TYPE/KEY NAME` as `list` prints the actor (an
+    actor type never contains '/', so the first '/' splits it; the key may hold more)."""
+    return click.argument(
+        "reminder_key",
+        nargs=-1,
+        required=True,
+        metavar="TYPE KEY NAME | TYPE/KEY NAME",
+        callback=_reminder_key,
+    )(command)
+
+
+def _reminder_key(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> Any:
+    if len(value) == 2 and "/" in value[0]:
+        actor_type, actor_key = value[0].split("/", 1)
+        parts = (actor_type, actor_key, value[1])
+    elif len(value) == 3:
+        parts = value
+    else:
+        raise click.BadParameter(
+            f"expected TYPE KEY NAME or TYPE/KEY NAME, got {len(value)} argument"
+            f"{'' if len(value) == 1 else 's'}",
+            ctx,
+            param,
+        )
+    for label, part in zip(("TYPE", "KEY", "NAME"), parts, strict=True):
+        if not part:
+            raise click.BadParameter(f"{label} must not be empty", ctx, param)
+    return ReminderKey(*parts)
 
 
 # -- opening the database ------------------------------------------------------------------------
@@ -565,7 +595,8 @@ def _warn_undecodable(undecodable: _Undecodable, what: str) -> None:
     shown = ", ".join(str(problem.key) for problem in problems[:5])
     more = f" and {len(problems) - 5} more" if len(problems) > 5 else ""
     _say(
-        f"warning: {len(problems)} stored row(s) cannot be decoded and were not {what}: "
+        f"warning: {_count(len(problems), 'stored row')} cannot be decoded and "
+        f"{'was' if len(problems) == 1 else 'were'} not {what}: "
         f"{shown}{more} (see 'plexspaces doctor')",
         err=True,
     )
@@ -662,7 +693,8 @@ def list_reminders(
         click.echo("no reminders", err=True)
     elif more:
         click.echo(
-            f"showing the first {limit} reminders; more follow (raise --limit, 0 for all)",
+            f"showing the first {_count(limit, 'reminder')}; "
+            "more follow (raise --limit, 0 for all)",
             err=True,
         )
 
@@ -671,11 +703,9 @@ def list_reminders(
 @_db_option
 @_key_arguments
 @click.option("--json", "as_json", is_flag=True, help="One JSON object (the export format).")
-def show_reminder(
-    db: str | None, actor_type: str, actor_key: str, name: str, as_json: bool
-) -> None:
+def show_reminder(db: str | None, reminder_key: ReminderKey, as_json: bool) -> None:
     """Show every field of the reminder NAME of the actor TYPE/KEY."""
-    key = ReminderKey(actor_type, actor_key, name)
+    key = reminder_key
     with _open_store(db) as (store, undecodable):
         record = store.get(key)
     if record is None:
@@ -723,13 +753,13 @@ def show_reminder(
 @reminders.command("cancel")
 @_db_option
 @_key_arguments
-def cancel_reminder(db: str | None, actor_type: str, actor_key: str, name: str) -> None:
+def cancel_reminder(db: str | None, reminder_key: ReminderKey) -> None:
     """Delete the reminder NAME of the actor TYPE/KEY, and say what was deleted.
 
     A node that has it armed finds it gone at its next fire (the fire's compare-and-set fails)
     and drops it; a fire already delivered is not taken back.
     """
-    key = ReminderKey(actor_type, actor_key, name)
+    key = reminder_key
     with _open_store(db) as (store, _):
         record = store.get(key)
         deleted = store.delete(key)
@@ -775,7 +805,7 @@ def export_reminders(
         else:
             count = _write_file(out, records)
             where = str(out)
-    _say(f"exported {count} reminder(s) to {where}", err=True)
+    _say(f"exported {_count(count, 'reminder')} to {where}", err=True)
     _warn_undecodable(undecodable, "exported")
 
 
@@ -840,10 +870,10 @@ def import_reminders(db: str | None, source: str) -> None:
             except (_BadInput, PlexSpacesError, SQLAlchemyError, OSError, ValueError) as error:
                 # The input changed under us, or the database failed: say what is stored now.
                 raise CliError(
-                    f"{_describe(error)}; {written} of {count} reminder(s) were imported before "
-                    "the import stopped"
+                    f"{_describe(error)}; {written} of {_count(count, 'reminder')} "
+                    f"{'was' if written == 1 else 'were'} imported before the import stopped"
                 ) from None
-    _say(f"imported {count} reminder(s) into {shown}")
+    _say(f"imported {_count(count, 'reminder')} into {shown}")
 
 
 class _BadInput(ValueError):
@@ -858,6 +888,9 @@ def _import_source(source: str) -> Iterator[IO[str]]:
         with open(source, encoding="utf-8") as stream:
             yield stream
         return
+    if sys.stdin.isatty():
+        # Otherwise a terminal would wait with no word of what it waits for.
+        _say("reading reminders as JSON lines from stdin until end of input (Ctrl-D)", err=True)
     with tempfile.TemporaryFile("w+", encoding="utf-8") as spool:
         for line in sys.stdin:
             spool.write(line)
@@ -912,12 +945,16 @@ def _parse_record(line: str) -> StoredReminder:
         raise ValueError(f"expected a JSON object (one reminder), got {_short(value)}")
     unknown = sorted(set(value) - set(_EXPORT_FIELDS))
     if unknown:
-        raise ValueError(f"unknown field(s) {', '.join(map(repr, unknown))}")
+        raise ValueError(
+            f"unknown {'field' if len(unknown) == 1 else 'fields'} {', '.join(map(repr, unknown))}"
+        )
     missing = [
         field for field in _EXPORT_FIELDS if field not in value and field not in _CLAIM_FIELDS
     ]
     if missing:
-        raise ValueError(f"missing field(s) {', '.join(map(repr, missing))}")
+        raise ValueError(
+            f"missing {'field' if len(missing) == 1 else 'fields'} {', '.join(map(repr, missing))}"
+        )
     key = ReminderKey(value["actor_type"], value["actor_key"], value["name"])
     period_us = value["period_us"]
     if period_us is not None and (isinstance(period_us, bool) or not isinstance(period_us, int)):
@@ -1054,6 +1091,7 @@ def doctor(
     version = _require_database(url)
     report: dict[str, Any] = {
         "database": shown,
+        "path": None if (path := _sqlite_file(url)) is None else str(path.resolve()),
         "checked_at": _iso(moment, exact=True),
         "schema": {"found": version, "expected": SCHEMA_VERSION},
     }
@@ -1196,6 +1234,8 @@ def _print_report(
 
     schema = report["schema"]
     line(f"database: {report['database']} (checked at {report['checked_at']})")
+    if report["path"] is not None:
+        line(f"database file: {report['path']}")
     found = "none" if schema["found"] is None else schema["found"]
     status = schema.get("problem", "ok")
     line(f"schema version: {found}, expected {schema['expected']}: {status}")
@@ -1237,7 +1277,7 @@ def _print_report(
             ],
         )
     problems = report["problems"]
-    line("healthy" if not problems else f"{problems} problem(s) found")
+    line("healthy" if not problems else f"{_count(problems, 'problem')} found")
 
 
 def main() -> None:

@@ -200,6 +200,9 @@ DURATION_CASES = [
     case("bytes", b"1s", ["duration b'1s'", ACCEPTED_DURATIONS]),
     case("negative-timedelta", timedelta(seconds=-1), [repr(timedelta(seconds=-1)), "negative"]),
     case("huge-string", "9999999999d", ["'9999999999d'", "too large"]),
+    case("iso-years", "P1Y", ["'P1Y'", "no fixed length"]),
+    case("iso-months", "P2M", ["'P2M'", "no fixed length"]),
+    case("unknown-unit-word", "5 minuets", ["'5 minuets'", ACCEPTED_DURATIONS]),
     case("huge-number", 1e20, ["1e+20", "too large"]),
 ]
 

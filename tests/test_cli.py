@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import socket
 import subprocess
 import sys
@@ -296,7 +297,7 @@ def test_list_warns_about_rows_that_cannot_be_decoded(sqlite_url: str) -> None:
     result = run("reminders", "list", "--db", sqlite_url, "--json")
     assert result.exit_code == 0
     assert [json.loads(line)["name"] for line in result.stdout.splitlines()] == ["good"]
-    assert "1 stored row(s) cannot be decoded" in result.stderr
+    assert "1 stored row cannot be decoded" in result.stderr
     assert "order/ord-1:broken" in result.stderr
 
 
@@ -391,6 +392,85 @@ def test_cancel_deletes_the_reminder_and_says_what_it_was(any_url: str) -> None:
         assert store.errors() == []
 
 
+def test_show_and_cancel_take_the_actor_as_list_prints_it(sqlite_url: str) -> None:
+    """`TYPE/KEY NAME` (the actor as `list` prints it) names the same reminder as `TYPE KEY NAME`;
+    the first '/' ends the type, so a key may hold more."""
+    seed(sqlite_url, reminder("billing", T0), reminder("r", T0 + SECOND, actor_key="eu/ord-9"))
+    listed = table_rows(run("reminders", "list", "--db", sqlite_url).stdout)[1:]
+    actor, name = listed[0][0], listed[0][1]
+    by_list = run("reminders", "show", "--db", sqlite_url, "--json", actor, name)
+    by_parts = run("reminders", "show", "--db", sqlite_url, "--json", "order", "ord-1", "billing")
+    assert by_list.exit_code == 0, by_list.stderr
+    assert (actor, name) == ("order/ord-1", "billing")
+    assert json.loads(by_list.stdout) == json.loads(by_parts.stdout)
+    cancelled = run("reminders", "cancel", "--db", sqlite_url, "order/eu/ord-9", "r")
+    assert cancelled.stdout.startswith("cancelled reminder order/eu/ord-9:r: ")
+    assert [str(record.key) for record in everything(sqlite_url)] == ["order/ord-1:billing"]
+
+
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        (["order", "billing"], "expected TYPE KEY NAME or TYPE/KEY NAME, got 2 arguments"),
+        (["order/ord-1"], "expected TYPE KEY NAME or TYPE/KEY NAME, got 1 argument "),
+        (["order/", "billing"], "KEY must not be empty"),
+        (["/ord-1", "billing"], "TYPE must not be empty"),
+    ],
+    ids=["no-slash", "one", "empty-key", "empty-type"],
+)
+def test_show_refuses_a_key_that_is_neither_form(
+    sqlite_url: str, args: list[str], problem: str
+) -> None:
+    """Anything but `TYPE KEY NAME` or `TYPE/KEY NAME` with no empty part is a usage error."""
+    seed(sqlite_url, reminder("billing", T0))
+    result = run("reminders", "show", "--db", sqlite_url, *args)
+    assert result.exit_code == EXIT_ERROR
+    assert problem in result.stderr
+
+
+def test_counts_of_one_are_singular(sqlite_url: str, tmp_path: Path) -> None:
+    """Every count the command line prints reads "1 reminder", never "1 reminder(s)"."""
+    seed(sqlite_url, reminder("a", T0), reminder("b", T0 + SECOND))
+    listed = run("reminders", "list", "--db", sqlite_url, "--limit", "1")
+    assert "showing the first 1 reminder; more follow" in listed.stderr
+    exported = tmp_path / "one.jsonl"
+    run("reminders", "export", "--db", sqlite_url, "--type", "order", "--out", str(exported))
+    exported.write_text(exported.read_text(encoding="utf-8").splitlines()[0] + "\n")
+    target = f"sqlite:///{tmp_path / 'other.db'}"
+    imported = run("reminders", "import", "--db", target, str(exported))
+    assert imported.stdout == f"imported 1 reminder into {target}\n"
+    again = run("reminders", "export", "--db", target)
+    assert again.stderr == "exported 1 reminder to stdout\n"
+
+
+def test_import_from_a_terminal_says_what_it_waits_for(tmp_path: Path) -> None:
+    """`reminders import` reading a terminal says on stderr that it reads JSON lines until end
+    of input (Ctrl-D) before it waits; piped input gets no such line."""
+    master, slave = pty.openpty()
+    try:
+        os.write(master, b"\x04")  # end of input, as Ctrl-D at the start of a line
+        script = Path(sys.executable).with_name("plexspaces")
+        done = subprocess.run(
+            [str(script), "reminders", "import", "--db", f"sqlite:///{tmp_path / 'r.db'}"],
+            stdin=slave,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+    finally:
+        os.close(slave)
+        os.close(master)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == (
+        "reading reminders as JSON lines from stdin until end of input (Ctrl-D)\n"
+    )
+    assert done.stdout.startswith("imported 0 reminders into ")
+    piped = run("reminders", "import", "--db", f"sqlite:///{tmp_path / 'r.db'}", input="")
+    assert piped.stderr == ""
+
+
 # -- export and import ---------------------------------------------------------------------------
 
 
@@ -453,7 +533,7 @@ def test_export_from_sqlite_import_into_postgresql_and_back(
     result = run("reminders", "export", "--db", sqlite_url, "--out", str(exported))
     assert result.exit_code == 0, result.stderr
     assert result.stdout == ""
-    assert result.stderr == f"exported {len(records)} reminder(s) to {exported}\n"
+    assert result.stderr == f"exported {len(records)} reminders to {exported}\n"
     lines = [json.loads(line) for line in exported.read_text(encoding="utf-8").splitlines()]
     assert len(lines) == len(records)
     billing = next(line for line in lines if line["name"] == "billing")
@@ -481,7 +561,7 @@ def test_export_from_sqlite_import_into_postgresql_and_back(
     for _ in range(2):  # idempotent: the second import leaves the same state
         result = run("reminders", "import", "--db", pg_url, str(exported))
         assert result.exit_code == 0, result.stderr
-        assert result.stdout == f"imported {len(records)} reminder(s) into {shown_pg}\n"
+        assert result.stdout == f"imported {len(records)} reminders into {shown_pg}\n"
         assert everything(pg_url) == _without_claims(everything(sqlite_url))
 
     back = tmp_path / "back.db"
@@ -502,8 +582,8 @@ def test_export_skips_undecodable_rows_with_a_warning(sqlite_url: str, tmp_path:
     assert result.exit_code == 0
     assert [json.loads(line)["name"] for line in result.stdout.splitlines()] == ["good"]
     assert result.stderr.splitlines() == [
-        "exported 1 reminder(s) to stdout",
-        "warning: 1 stored row(s) cannot be decoded and were not exported: order/ord-1:broken "
+        "exported 1 reminder to stdout",
+        "warning: 1 stored row cannot be decoded and was not exported: order/ord-1:broken "
         "(see 'plexspaces doctor')",
     ]
 
@@ -548,12 +628,12 @@ _BAD_LINES: list[tuple[str, str, str]] = [
     (
         "unknown field",
         json.dumps({**_good_line("x"), "colour": "red"}),
-        "unknown field(s) 'colour'",
+        "unknown field 'colour'",
     ),
     (
         "missing field",
         json.dumps({k: v for k, v in _good_line("x").items() if k != "fire_count"}),
-        "missing field(s) 'fire_count'",
+        "missing field 'fire_count'",
     ),
     (
         "naive time",
@@ -626,7 +706,7 @@ def test_import_drops_claims_and_replaces_reminders_of_the_same_name(sqlite_url:
     lines = [json.dumps(_good_line("g0")), "", json.dumps(_good_line("g1"))]
     result = run("reminders", "import", "--db", sqlite_url, "-", input="\n".join(lines))
     assert result.exit_code == 0, result.stderr
-    assert result.stdout == f"imported 2 reminder(s) into {sqlite_url}\n"
+    assert result.stdout == f"imported 2 reminders into {sqlite_url}\n"
     stored = {record.key.name: record for record in everything(sqlite_url)}
     assert sorted(stored) == ["g0", "g1", "kept"]
     assert stored["g0"].payload is None
@@ -750,7 +830,7 @@ def test_another_schema_version_is_an_error_for_commands_and_a_finding_for_docto
     result = run("doctor", "--db", any_url)
     assert result.exit_code == EXIT_NO
     assert f"schema version: {SCHEMA_VERSION + 1}, expected {SCHEMA_VERSION}:" in result.stdout
-    assert result.stdout.rstrip().endswith("1 problem(s) found")
+    assert result.stdout.rstrip().endswith("1 problem found")
     report = json.loads(run("doctor", "--db", any_url, "--json").stdout)
     assert report["schema"]["found"] == SCHEMA_VERSION + 1
     assert report["schema"]["expected"] == SCHEMA_VERSION
@@ -780,6 +860,22 @@ def test_doctor_on_a_healthy_database_exits_0(any_url: str) -> None:
     assert result.exit_code == 0, result.stdout
     assert result.stdout.rstrip().endswith("healthy")
     assert "rows that cannot be decoded: 0" in result.stdout
+
+
+def test_doctor_shows_the_database_file_it_resolved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """doctor on the default database names the SQLite file by its absolute path, in text and
+    in JSON."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PLEXSPACES_STORAGE_URL", raising=False)
+    seed("sqlite:///plexspaces.db", reminder("r", T0 + timedelta(days=1)))
+    args = ("doctor", "--now", "2026-01-01T12:00:00Z")
+    text_report = run(*args)
+    assert text_report.exit_code == 0, text_report.stderr
+    assert f"database file: {tmp_path / 'plexspaces.db'}\n" in text_report.stdout
+    report = json.loads(run(*args, "--json").stdout)
+    assert report["path"] == str(tmp_path / "plexspaces.db")
 
 
 def test_doctor_finds_every_kind_of_problem(any_url: str) -> None:
@@ -881,7 +977,7 @@ def test_doctor_finds_every_kind_of_problem(any_url: str) -> None:
     assert "fires pending (recorded, not acknowledged) for more than 5m: 2" in text_report.stdout
     assert "... and 1 more" in text_report.stdout
     assert "(they stopped renewing): 2" in text_report.stdout
-    assert text_report.stdout.rstrip().endswith("6 problem(s) found")
+    assert text_report.stdout.rstrip().endswith("6 problems found")
 
 
 def test_doctor_without_a_database_file_is_an_error(sqlite_url: str, db_file: Path) -> None:
@@ -1027,15 +1123,13 @@ def test_the_command_runs_as_its_own_process(pg_url: str, tmp_path: Path) -> Non
     env = {"PLEXSPACES_STORAGE_URL": pg_url}
     exported = _plexspaces("reminders", "export", cwd=tmp_path, env=env)
     assert exported.returncode == 0, exported.stderr
-    assert exported.stderr == "exported 2 reminder(s) to stdout\n"
+    assert exported.stderr == "exported 2 reminders to stdout\n"
     (tmp_path / "dump.jsonl").write_text(exported.stdout, encoding="utf-8")
 
     local = {"PLEXSPACES_STORAGE_URL": ""}  # empty: the default file in the working directory
     imported = _plexspaces("reminders", "import", "dump.jsonl", cwd=tmp_path, env=local)
     assert imported.returncode == 0, imported.stderr
-    assert (
-        imported.stdout == f"imported 2 reminder(s) into sqlite:///{tmp_path / 'plexspaces.db'}\n"
-    )
+    assert imported.stdout == f"imported 2 reminders into sqlite:///{tmp_path / 'plexspaces.db'}\n"
     listed = _plexspaces("reminders", "list", cwd=tmp_path, env=local)
     assert listed.returncode == 0, listed.stderr
     assert [row[1] for row in table_rows(listed.stdout)[1:]] == ["payment-timeout", "b"]

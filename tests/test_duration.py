@@ -68,6 +68,79 @@ def test_ms_is_not_read_as_minutes() -> None:
     assert parse_duration("5m") == timedelta(minutes=5)
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("PT5M", timedelta(minutes=5)),
+        ("P1DT2H", timedelta(days=1, hours=2)),
+        ("PT0.5S", timedelta(milliseconds=500)),
+        ("PT0,5S", timedelta(milliseconds=500)),
+        ("P2W", timedelta(weeks=2)),
+        ("P1D", timedelta(days=1)),
+        ("PT1H30M15S", timedelta(hours=1, minutes=30, seconds=15)),
+        ("P0D", timedelta(0)),
+    ],
+)
+def test_iso_8601_durations_are_parsed(text: str, expected: timedelta) -> None:
+    """ISO-8601 durations in weeks, days, hours, minutes and seconds parse exactly."""
+    assert parse_duration(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("5 min", timedelta(minutes=5)),
+        ("5 mins", timedelta(minutes=5)),
+        ("5 minutes", timedelta(minutes=5)),
+        ("1 minute", timedelta(minutes=1)),
+        ("2 hours", timedelta(hours=2)),
+        ("1 hour 30 minutes", timedelta(hours=1, minutes=30)),
+        ("10 seconds", timedelta(seconds=10)),
+        ("3 days", timedelta(days=3)),
+        ("500 milliseconds", timedelta(milliseconds=500)),
+        ("2 weeks", timedelta(weeks=2)),
+        ("2w", timedelta(weeks=2)),
+        ("5min", timedelta(minutes=5)),
+        ("1.5 hours", timedelta(minutes=90)),
+    ],
+)
+def test_unit_words_are_parsed(text: str, expected: timedelta) -> None:
+    """Unit names and their common abbreviations read as their short units."""
+    assert parse_duration(text) == expected
+
+
+@pytest.mark.parametrize("text", ["P1Y", "P1M", "P1Y2M3D", "P1MT5M"])
+def test_iso_years_and_months_are_refused_as_having_no_fixed_length(text: str) -> None:
+    """Years and months vary in length, so an ISO duration with them is refused, saying why."""
+    with pytest.raises(ValueError) as raised:
+        parse_duration(text)
+    assert repr(text) in str(raised.value)
+    assert "no fixed length" in str(raised.value)
+
+
+@pytest.mark.parametrize("text", ["P", "PT", "P1DT", "PT1H1D", "P-1D", "P1S", "PT5"])
+def test_malformed_iso_durations_are_refused_naming_them(text: str) -> None:
+    """An ISO-8601 duration without parts, with parts out of order, or negative is refused."""
+    with pytest.raises(ValueError) as raised:
+        parse_duration(text)
+    assert repr(text) in str(raised.value)
+    assert "ISO-8601" in str(raised.value)
+
+
+def test_an_unknown_unit_word_is_reported_whole() -> None:
+    """A misspelt unit is reported from its number on, not from the middle of the word."""
+    with pytest.raises(ValueError, match="not understood at '5 minuets'"):
+        parse_duration("1 hour 5 minuets")
+
+
+def test_iso_and_unit_word_durations_respect_the_longest_duration() -> None:
+    """`MAX_DURATION` bounds ISO-8601 and unit-word durations like every other form."""
+    assert parse_duration("P36500D") == MAX_DURATION
+    for text in ("P36500DT1S", "P5300W", "36501 days", "5300 weeks"):
+        with pytest.raises(ValueError, match="too large"):
+            parse_duration(text)
+
+
 def _random_cases(count: int) -> list[tuple[str, timedelta]]:
     # A deterministic stand-in for a property test: random compositions of every unit, in the
     # canonical order, each checked against timedelta's own arithmetic.
@@ -129,7 +202,10 @@ def test_parsing_a_parsed_duration_is_the_identity(value: object) -> None:
         "ms",
         "h1",
         "1.5.5s",
-        "5 seconds",
+        "5 minuets",
+        "1 hour 30",
+        "5minutesx",
+        "p1d",
         "nan",
         "infs",
         "-1ms",

@@ -345,7 +345,7 @@ def test_an_import_that_fails_while_writing_says_how_much_was_written(
     result = run("reminders", "import", "--db", f"sqlite:///{target}", str(source))
     error = error_line(result, EXIT_ERROR)
     assert "disk unplugged" in error
-    assert error.endswith("500 of 600 reminder(s) were imported before the import stopped")
+    assert error.endswith("500 of 600 reminders were imported before the import stopped")
 
 
 # -- import: repeated fields and reminders ---------------------------------------------------------

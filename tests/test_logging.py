@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +24,7 @@ from plexspaces import (
     TimerFired,
     configure_logging,
 )
+from plexspaces._system import _store_location
 
 
 @pytest.fixture(autouse=True)
@@ -219,3 +221,29 @@ def test_a_caught_spawn_failure_prints_no_traceback(
     assert len(lines) == 2, stream.getvalue()
     assert all("actor.start_failed" in line for line in lines)
     assert "Traceback" not in stream.getvalue()
+
+
+def test_the_first_use_of_reminders_logs_where_the_store_is(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    make_system: Callable[..., ActorSystem],
+    clock: ManualClock,
+) -> None:
+    """Opening the reminder store logs `store.opened` once at INFO, with the URL and, for a
+    SQLite file given relative to the current directory, its absolute path."""
+    monkeypatch.chdir(tmp_path)
+    stream = io.StringIO()
+    configure_logging("json", level="INFO", stream=stream)
+    system = make_system(clock=clock, storage_url="sqlite:///relative.db")
+    system.reminders.errors()
+    system.reminders.errors()
+    [opened] = [event for event in events(stream) if event["event"] == "store.opened"]
+    assert opened["level"] == "info"
+    assert opened["url"] == "sqlite:///relative.db"
+    assert opened["path"] == str(tmp_path / "relative.db")
+
+
+def test_the_store_location_hides_a_password() -> None:
+    """A server URL is logged with its password hidden, and has no file path."""
+    location = _store_location("postgresql+psycopg://app:s3cret@db.example/app")
+    assert location == {"url": "postgresql+psycopg://app:***@db.example/app"}
