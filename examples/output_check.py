@@ -1,8 +1,9 @@
 """The checking harness every example's `test.sh` shares.
 
 A `test.sh` runs its example, saves what it printed, and hands the file and exit status to a short
-Python check that starts with `OutputCheck`: it strips colours, checks the exit status and the one
-`SUMMARY {json}` line, and keeps the tally of PASS and FAIL lines. The example-specific checks
+Python check that starts with `OutputCheck`: it strips colours, checks the exit status (and, for an
+example that prints one, the one `SUMMARY {json}` line), and keeps the tally of PASS and FAIL
+lines. The example-specific checks
 follow, and `finish()` ends with the exit status CI reads.
 """
 
@@ -24,9 +25,12 @@ class OutputCheck:
         path: the file holding what the example printed.
         status: the example's exit status.
         tag: put before every label ("[timed] "), to tell runs of one script apart.
+        summary: whether the example prints a `SUMMARY {json}` line to check and parse.
     """
 
-    def __init__(self, name: str, path: str, status: int | str, tag: str = "") -> None:
+    def __init__(
+        self, name: str, path: str, status: int | str, tag: str = "", *, summary: bool = True
+    ) -> None:
         self.name = name
         self.tag = tag
         self.failures = 0
@@ -35,9 +39,11 @@ class OutputCheck:
             self.lines = [_COLOUR.sub("", line) for line in handle]
         status = int(status)
         self.check("example exited with status 0", status == 0, f"got {status}")
+        self.summary: dict[str, Any] = {}
+        if not summary:
+            return
         summaries = [line[len("SUMMARY ") :] for line in self.lines if line.startswith("SUMMARY ")]
         self.check("exactly one SUMMARY line", len(summaries) == 1, f"got {len(summaries)}")
-        self.summary: dict[str, Any] = {}
         try:
             self.summary = json.loads(summaries[-1])
         except (IndexError, ValueError) as error:
@@ -55,6 +61,22 @@ class OutputCheck:
     def within(self, label: str, value: Any, low: int, high: int) -> bool:
         ok = isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
         return self.check(f"{label} in {low}..{high}", ok, f"got {value!r}")
+
+    def matching(self, pattern: str) -> list[str]:
+        """The lines (without their newline) in which the regular expression `pattern` occurs."""
+        regex = re.compile(pattern)
+        return [line.rstrip("\n") for line in self.lines if regex.search(line)]
+
+    def has_lines(self, label: str, expected: list[str]) -> bool:
+        """Every line of `expected` was printed exactly, in this order (other lines between)."""
+        printed = [line.rstrip("\n") for line in self.lines]
+        position = 0
+        for want in expected:
+            try:
+                position = printed.index(want, position) + 1
+            except ValueError:
+                return self.check(label, False, f"missing or out of order: {want!r}")
+        return self.check(label, True)
 
     def finish(self) -> NoReturn:
         """Print the verdict and exit: 0 if every check passed, 1 otherwise."""

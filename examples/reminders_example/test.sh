@@ -3,9 +3,11 @@
 #   1. the child is SIGKILLed 5 s after registering, between fires;
 #   2. the child is SIGKILLed inside a handler (--crash-in-handler), before the fire is
 #      acknowledged, so that fire must be delivered again after the restart.
-# The checks read the SUMMARY line (the fire counts each process handled, what the store held after
-# the crash, what is listed at the end) and the log. Prints PASS or FAIL per check and exits
-# non-zero if any check fails. Run from anywhere; creates or reuses .venv.
+# Checked from the printed lines: fire counts run 1, 2, 3, ... across the kill (billing goes on
+# counting, a repeat only at the crash), sla-check fires exactly 3 times and is then gone, every
+# fire is due exactly on its reminder's 2-second grid, the store holds the child's counts after
+# the kill, and fires activate the deactivated account in both processes. Prints PASS or FAIL per
+# check and exits non-zero if any check fails. Run from anywhere; creates or reuses .venv.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
@@ -27,118 +29,70 @@ run_and_check() {
 
 import re
 import sys
+from datetime import datetime
 
 from examples.output_check import OutputCheck
 
 mode = sys.argv[3]
-out = OutputCheck(f"reminders_example ({mode})", sys.argv[1], sys.argv[2], tag=f"[{mode}] ")
-check, lines, summary = out.check, out.lines, out.summary
-
-child = summary.get("child") or {}
-parent = summary.get("parent") or {}
-check("child ended by SIGKILL (return code -9)", child.get("returncode") == -9, f"got {child.get('returncode')!r}")
-check("two different processes", child.get("pid") not in (None, parent.get("pid")))
-check("the run was in the expected mode", summary.get("mode") == mode, f"got {summary.get('mode')!r}")
+out = OutputCheck(f"reminders_example ({mode})", sys.argv[1], sys.argv[2], tag=f"[{mode}] ", summary=False)
+check, equal = out.check, out.equal
+NAMES = ("billing", "sla-check")
 
 
-def fires(phase, name):
-    return list(((phase.get("fires") or {}).get(name)) or [])
+def seconds(text):
+    moment = datetime.strptime(text, "%H:%M:%S.%f")
+    return moment.hour * 3600 + moment.minute * 60 + moment.second + moment.microsecond / 1e6
 
 
-for name in ("billing", "sla-check"):
-    before, after = fires(child, name), fires(parent, name)
-    every = before + after
-    distinct = sorted(set(every))
-    check(
-        f"{name}: fire counts contiguous from 1, no gaps",
-        bool(distinct) and distinct == list(range(1, max(distinct) + 1)),
-        f"child {before}, parent {after}",
-    )
-    check(f"{name}: fired in the child before the crash", bool(before), f"got {before}")
-    check(f"{name}: fired in the new process after the crash", bool(after), f"got {after}")
-    # At-least-once: a count may be handled twice, only at the crash boundary: the child's last
-    # fire delivered again, once, to the new process.
-    check(
-        f"{name}: no repeat inside one process",
-        len(set(before)) == len(before) and len(set(after)) == len(after),
-    )
-    repeated = sorted(set(before) & set(after))
-    check(
-        f"{name}: only the child's last fire may repeat after the restart",
-        all(count == max(before) for count in repeated),
-        f"repeated {repeated}",
-    )
-    check(
-        f"{name}: the new process never goes back before the crash",
-        bool(after) and bool(before) and min(after) >= max(before),
-        f"child {before}, parent {after}",
-    )
-    check(f"{name}: handled in order", every == sorted(every), f"got {every}")
+first_due = {}
+for line in out.matching(r"^child   registered "):
+    name, due = re.search(r"registered (\S+)\s+first due (\S+),", line).groups()
+    first_due[name] = seconds(due)
+equal("both reminders registered by the child", sorted(first_due), sorted(NAMES))
 
-billing_child, billing_parent = fires(child, "billing"), fires(parent, "billing")
-check(
-    "billing: count kept growing across the crash (no reset to 1)",
-    bool(billing_parent) and max(billing_parent) > max(billing_child or [0]) and 1 not in billing_parent,
-    f"child {billing_child}, parent {billing_parent}",
-)
-billing_max = max(billing_child + billing_parent or [0])
-check("billing: 4 to 5 fires in 11.5 s (ticks at 2, 4, ... 10 s)", 4 <= billing_max <= 5, f"got {billing_max}")
+fires = []  # (process, name, count, due in seconds of the day)
+for line in out.matching(r"^(child|parent)\s+\S+ #\d+ due "):
+    process, name, count, due = re.match(r"^(\S+)\s+(\S+) #(\d+) due (\S+)", line).groups()
+    fires.append((process, name, int(count), seconds(due)))
 
-sla = fires(child, "sla-check") + fires(parent, "sla-check")
-check("sla-check: exactly fire counts 1, 2, 3 in total", sorted(set(sla)) == [1, 2, 3], f"got {sla}")
-check("sla-check: never above max_count 3", all(count <= 3 for count in sla), f"got {sla}")
 
-# The store kept both reminders, with their counts, through the SIGKILL...
-persisted = summary.get("persisted_at_restart") or {}
-for name in ("billing", "sla-check"):
-    kept = persisted.get(name) or {}
-    check(
-        f"{name}: found in the store after the crash with the child's count",
-        kept.get("fire_count", -1) >= max(fires(child, name) or [0]) > 0,
-        f"stored {kept!r}, child handled {fires(child, name)}",
-    )
-check("sla-check: stored with max_count 3", (persisted.get("sla-check") or {}).get("max_count") == 3)
-# ...and the new process fired them without registering them again: a registration at restart
-# would have moved them off the 2-second grid of the child's registration.
-due = summary.get("due_s") or {}
-grid = all(isinstance(t, (int, float)) and t > 0 and t % 2 == 0 for ts in due.values() for t in ts)
-check("every fire due on the child's 2 s grid (never re-registered)", grid and bool(due), f"got {due}")
-check("example confirms the grid", summary.get("on_phase") is True)
+def counts(name, process=None):
+    return [c for p, n, c, _ in fires if n == name and process in (None, p)]
 
-final = summary.get("final_reminders") or {}
-check("at the end only billing is listed (sla-check deleted)", sorted(final) == ["billing"], f"got {sorted(final)}")
-check(
-    "billing listed with its last fire count",
-    (final.get("billing") or {}).get("fire_count") == billing_max,
-    f"got {final.get('billing')!r}, last fire {billing_max}",
-)
 
-# Deactivation between fires, and activation by a fire, in both processes.
-check("child: the account deactivated between fires", child.get("deactivations", 0) >= 1)
-check("child: a fire activated the deactivated account", child.get("woken_by_fire", 0) >= 1)
-check("parent: a fire activated the account", parent.get("woken_by_fire", 0) >= 1)
+check("the child was killed by SIGKILL", bool(out.matching(r"^parent  killed the child with SIGKILL; its exit status: -9$")))
+for name in NAMES:
+    child, parent = counts(name, "child"), counts(name, "parent")
+    distinct = set(counts(name))
+    check(f"{name}: fire counts 1..n without a gap", bool(distinct) and distinct == set(range(1, max(distinct) + 1)), f"got {counts(name)}")
+    check(f"{name}: fired in the child before the kill", bool(child), f"got {child}")
+    # At-least-once: a count may be handled twice, only the child's last one, again after the kill.
+    repeats = sorted(c for c in distinct if counts(name).count(c) > 1)
+    check(f"{name}: a repeat only at the kill", repeats in ([], [max(child, default=0)]) and len(repeats) <= 1 and all(counts(name).count(c) == 2 for c in repeats), f"repeats {repeats}")
+    check(f"{name}: the new process never goes back before the kill", all(c >= max(child, default=0) for c in parent), f"child {child}, parent {parent}")
+    stored = out.matching(rf"^parent  found in the store: {name} fire_count ")
+    equal(f"{name}: found in the store after the kill with the child's count", [int(re.search(r"fire_count (\d+),", line)[1]) for line in stored], [max(child, default=0)])
+    late = [c for p, n, c, due in fires if n == name and abs(due - (first_due.get(name, 0) + 2 * (c - 1))) > 1e-6]
+    equal(f"{name}: every fire due exactly on its 2-second grid", late, [])
 
-duplicates = summary.get("duplicates")
-if mode == "crash-in-handler":
-    check(
-        "the fire killed in its handler was delivered again with the same count",
-        duplicates == [{"name": "billing", "fire_count": 2, "phases": ["child", "parent"]}],
-        f"got {duplicates!r}",
-    )
-    check("the child died in the handler of billing fire 2", fires(child, "billing")[-1:] == [2])
+equal("billing: counting went on after the kill (no reset to 1)", counts("billing", "parent")[-1:], [5])
+equal("sla-check: exactly 3 distinct fires (max_count 3 across the kill)", sorted(set(counts("sla-check"))), [1, 2, 3])
+check("at the end: billing listed with fire_count 5", bool(out.matching(r"^parent  at the end: billing fire_count 5, ")))
+check("at the end: sla-check is no longer listed", bool(out.matching(r"^parent  at the end: not listed: sla-check$")))
+for process in ("child", "parent"):
+    check(f"{process}: a fire activated the deactivated account", bool(out.matching(rf"^{process}\s+\S+ #\d+ due .*\(it activated the account\)")))
+check("child: the account deactivated between fires", bool(out.matching(r"^child   deactivated$")))
+
+if mode == "timed":
+    equal("child: billing fires", counts("billing", "child"), [1, 2])
+    equal("child: sla-check fires", counts("sla-check", "child"), [1, 2])
+    equal("parent: billing fires", counts("billing", "parent"), [3, 4, 5])
+    equal("parent: sla-check fires", counts("sla-check", "parent"), [3])
 else:
-    check(
-        "child killed about 5 s after registering",
-        isinstance(child.get("killed_after_s"), (int, float)) and 4.9 <= child["killed_after_s"] < 5.9,
-        f"got {child.get('killed_after_s')!r}",
-    )
-check("example reported no problems", summary.get("problems") == [], f"{summary.get('problems')!r}")
-
-# The log: one journal.fired line per delivery, and the kill.
-fired_lines = [line for line in lines if re.search(r"journal\.fired ", line)]
-deliveries = sum((summary.get("deliveries") or {}).values())
-check("log: one journal.fired line per delivery", len(fired_lines) == deliveries > 0, f"{len(fired_lines)} lines, {deliveries} deliveries")
-check("log: child.killed with SIGKILL", any(re.search(r"child\.killed .*signal=SIGKILL", line) for line in lines))
+    check("child: crashed inside the handler of billing #2", bool(out.matching(r"^child   crashing inside the handler of billing #2$")))
+    equal("child: billing fires", counts("billing", "child"), [1, 2])
+    equal("parent: billing #2 delivered again, then 3, 4, 5", counts("billing", "parent"), [2, 3, 4, 5])
+equal("nothing warned or failed", out.matching(r"warning|error|Traceback"), [])
 
 print()
 out.finish()
