@@ -68,14 +68,21 @@ class OutputCheck:
         return [line.rstrip("\n") for line in self.lines if regex.search(line)]
 
     def has_lines(self, label: str, expected: list[str]) -> bool:
-        """Every line of `expected` was printed exactly, in this order (other lines between)."""
+        """Every line of `expected` was printed exactly, in this order (other lines between).
+
+        Consecutive expected lines that start with the same word (the same virtual time) may
+        come in any order among themselves: they were printed by different actors' threads at
+        one instant, and those run side by side."""
         printed = [line.rstrip("\n") for line in self.lines]
         position = 0
-        for want in expected:
-            try:
-                position = printed.index(want, position) + 1
-            except ValueError:
-                return self.check(label, False, f"missing or out of order: {want!r}")
+        for group in _by_first_word(expected):
+            found = []
+            for want in group:
+                try:
+                    found.append(printed.index(want, position))
+                except ValueError:
+                    return self.check(label, False, f"missing or out of order: {want!r}")
+            position = max(found) + 1
         return self.check(label, True)
 
     def finish(self) -> NoReturn:
@@ -85,3 +92,14 @@ class OutputCheck:
             sys.exit(1)
         print(f"{self.name}: all checks passed")
         sys.exit(0)
+
+
+def _by_first_word(lines: list[str]) -> list[list[str]]:
+    groups: list[list[str]] = []
+    for line in lines:
+        word = line.split(" ", 1)[0]
+        if groups and groups[-1][0].split(" ", 1)[0] == word:
+            groups[-1].append(line)
+        else:
+            groups.append([line])
+    return groups

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -76,7 +77,9 @@ class OrderActor(Actor):
         os.replace(partial, self.path)
 
     def say(self, text: str) -> None:
-        print(f"{hhmm(self.ctx.clock.now())}  {self.ctx.actor_key}: {text}", flush=True)
+        sys.stdout.write(
+            f"{hhmm(self.ctx.clock.now())}  {self.ctx.actor_key}: {text}" + "\n"
+        )  # one write: whole lines from every thread
 
     def on_receive(self, message: Any) -> Any:
         match message:

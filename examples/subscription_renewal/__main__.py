@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -82,7 +83,9 @@ class SubscriptionActor(Actor):
         os.replace(partial, self.path)
 
     def say(self, text: str) -> None:
-        print(f"{day(self.ctx.clock.now()):<7} {self.ctx.actor_key}: {text}", flush=True)
+        sys.stdout.write(
+            f"{day(self.ctx.clock.now()):<7} {self.ctx.actor_key}: {text}" + "\n"
+        )  # one write: whole lines from every thread
 
     def start_period(self) -> None:
         # Registering under an existing name replaces that reminder in one step, so no moment
