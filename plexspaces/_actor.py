@@ -115,6 +115,38 @@ class Actor:
         attached: Facet = cell.on_actor_thread(lambda: cell.attach(facet, priority, config))
         return attached
 
+    @overload
+    def facet_or_attach(
+        self, facet: F, *, priority: int = 0, config: Mapping[str, Any] | None = None
+    ) -> F: ...
+
+    @overload
+    def facet_or_attach(
+        self, facet: type[F], *, priority: int = 0, config: Mapping[str, Any] | None = None
+    ) -> F: ...
+
+    @overload
+    def facet_or_attach(
+        self, facet: str, *, priority: int = 0, config: Mapping[str, Any] | None = None
+    ) -> Facet: ...
+
+    def facet_or_attach(
+        self,
+        facet: FacetSpec,
+        *,
+        priority: int = 0,
+        config: Mapping[str, Any] | None = None,
+    ) -> Facet:
+        """The attached facet of the same `facet_type` as `facet`, else `facet` attached as by
+        `attach_facet` and returned: safe to call from a handler that runs more than once.
+
+        An already attached facet is returned as it is: `priority` and `config` apply only when
+        this call attaches. Raises what `attach_facet` raises when it attaches.
+        """
+        cell = self._require_cell()
+        found: Facet = cell.on_actor_thread(lambda: cell.facet_or_attach(facet, priority, config))
+        return found
+
     def detach_facet(self, facet: str | type[Facet]) -> bool:
         """Detach the facet of that type or class; False if none was attached."""
         cell = self._require_cell()
@@ -535,6 +567,19 @@ class _Cell(_pykka.FailureHookActor):
                 self.detach(kind)
                 raise
         return facet
+
+    def facet_or_attach(
+        self, spec: FacetSpec, priority: int, config: Mapping[str, Any] | None
+    ) -> Facet:
+        kind: object = None
+        if isinstance(spec, Facet):
+            kind = spec.facet_type
+        elif isinstance(spec, str):
+            kind = spec if spec in self._by_type else resolve_facet(spec).facet_type
+        elif isinstance(spec, type) and issubclass(spec, Facet):
+            kind = spec.facet_type
+        existing = self._by_type.get(kind) if isinstance(kind, str) else None
+        return existing if existing is not None else self.attach(spec, priority, config)
 
     def detach(self, spec: str | type[Facet]) -> bool:
         try:

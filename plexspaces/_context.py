@@ -99,6 +99,13 @@ class ActorContext:
         cell.actor_ref.stop(block=False)
         return True
 
+    def stop(self) -> bool:
+        """Stop this actor after its current message (messages already queued are handled
+        first); the actor's own way to do what `ref.stop()` does from outside, without waiting.
+        False if it is already stopping. For a virtual actor this ends the activation, like
+        `deactivate()`: the next message activates it again."""
+        return self.deactivate()
+
     def call_soon(self, function: Callable[[], object]) -> bool:
         """Queue `function` to run on the actor's thread, unseen by interceptors (facets use it
         to act from the scheduler thread). False if the actor is no longer running."""

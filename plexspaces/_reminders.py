@@ -502,6 +502,8 @@ class ReminderService:
                     actor_types=served,
                     include_own=include_own,
                 )
+                if page and not include_own:  # a poll claims only what no live node holds
+                    _log.info("reminder.claimed", node_id=self._node.node_id, reminders=len(page))
             else:
                 page = self._store.due(until_at, _LOAD_PAGE, after=after)
             with self._lock:

@@ -49,6 +49,51 @@ SUPPORTED_BACKENDS: Final = ("sqlite", "postgresql")
 A = TypeVar("A", bound=Actor)
 _log = structlog.get_logger("plexspaces")
 
+# Systems not shut down yet. Actor threads are not daemons, and Python joins them before it runs
+# `atexit` callbacks, so a program that forgot `shutdown()` would hang there; the hook below runs
+# at that very point (before the join) and shuts down what is left, with a warning.
+_unfinished: weakref.WeakSet[ActorSystem] = weakref.WeakSet()
+_exit_hook_lock = threading.Lock()
+_exit_hook_installed = False
+
+
+def _track_until_shutdown(system: ActorSystem) -> None:
+    global _exit_hook_installed
+    with _exit_hook_lock:
+        _unfinished.add(system)
+        if _exit_hook_installed:
+            return
+        # `threading._register_atexit` runs before non-daemon threads are joined (where
+        # `concurrent.futures` hooks in); `atexit` would run too late.
+        register = getattr(threading, "_register_atexit", None)
+        try:
+            if register is not None:
+                register(_shut_down_unfinished)
+            else:
+                import atexit
+
+                atexit.register(_shut_down_unfinished)
+        except RuntimeError:
+            return  # the interpreter is already exiting
+        _exit_hook_installed = True
+
+
+def _shut_down_unfinished() -> None:
+    for system in list(_unfinished):
+        if system.is_shut_down:
+            continue
+        _log.warning(
+            "system.not_shut_down",
+            system=system.name,
+            node_id=system.node_id,
+            actors=len(system.actor_ids()),
+            hint="use the system as a context manager or call shutdown()",
+        )
+        try:
+            system.shutdown()
+        except Exception:
+            _log.exception("system.shutdown_failed", system=system.name)
+
 
 class _Reserved:
     """Placeholder for an actor id whose actor is being constructed."""
@@ -94,7 +139,8 @@ class ActorSystem:
             it: its owner does. With `cluster=None` a store on SQLite (or any store that is not
             a `SqlReminderStore`) is taken as this process's own, any other as shared.
 
-    Use it as a context manager, or call `shutdown()`: actor threads are not daemons.
+    Use it as a context manager, or call `shutdown()`. Actor threads are not daemons; a system
+    still running at interpreter exit is shut down then, with a `system.not_shut_down` warning.
     """
 
     def __init__(
@@ -167,6 +213,7 @@ class ActorSystem:
         self._shutting_down = False
         self._closed = False  # every actor stopped and the scheduler closed
         self.scheduler.start()
+        _track_until_shutdown(self)
 
     # -- actors ----------------------------------------------------------------------------------
 
@@ -610,6 +657,7 @@ class ActorSystem:
         with self._lock:
             first = not self._shutting_down
             self._shutting_down = True
+            _unfinished.discard(self)
             cells = [cell for cell in self._actors.values() if isinstance(cell, _Cell)]
             if inside:
                 # Registered before waiting, so two actors shutting down at once never wait for

@@ -597,3 +597,39 @@ def test_actor_refs_compare_and_hash_by_actor_incarnation(system: ActorSystem) -
     assert reborn.actor_id == ref.actor_id
     assert reborn != ref
     assert len({ref, reborn}) == 2
+
+
+class ContextStopper(Actor):
+    """Stops itself with ctx.stop() when told "quit"; records what it handled and on_stop."""
+
+    def __init__(self, journal: Journal) -> None:
+        super().__init__()
+        self.journal = journal
+
+    def on_receive(self, message: Any) -> Any:
+        if message == "hold":
+            self.journal.stopped.wait(WAIT)  # the test's gate: holds until it has queued more
+            return None
+        self.journal.add(message)
+        if message == "quit":
+            return self.ctx.stop()
+        return None
+
+    def on_stop(self) -> None:
+        self.journal.add("on_stop")
+
+
+def test_ctx_stop_stops_the_actor_after_the_current_and_queued_messages(
+    system: ActorSystem,
+) -> None:
+    """ctx.stop() from a handler returns True, lets queued messages run, then on_stop; the id
+    is free again."""
+    journal = Journal()
+    ref = system.spawn(ContextStopper, journal, actor_id="quitter")
+    ref.tell("hold")
+    ref.tell("quit")
+    ref.tell("queued")
+    journal.stopped.set()
+    assert ref.wait_stopped(WAIT) is True
+    assert journal.entries == ["quit", "queued", "on_stop"]
+    assert system.lookup("quitter") is None

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+import structlog.testing
 from sqlalchemy import create_engine, text
 
 from facets.reminder import ReminderFacet
@@ -354,3 +355,24 @@ def test_a_cluster_node_on_a_new_sqlite_file_takes_over_what_another_node_left(
         ("node-b", 4),
         ("node-b", 5),
     ]
+
+
+def test_the_node_that_takes_reminders_over_logs_how_many_it_claimed(
+    tmp_path: Path, make_system: Callable[..., ActorSystem], clock: ManualClock
+) -> None:
+    """After node a shuts down, node b's poll claims a's reminders and logs reminder.claimed at
+    info with its node id and the count; node b's own reminders are never counted."""
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    a, b, _ = _two_nodes(make_system, url, clock, cluster=True, poll_interval="500ms")
+    for key in ("x", "y"):
+        a.virtual("dev", key).ask(("register", "tick", {"due": "1s", "period": "1s"}))
+    b.virtual("dev", "z").ask(("register", "tick", {"due": "1s", "period": "1s"}))
+    with structlog.testing.capture_logs() as logs:
+        clock.advance("2s")
+        assert [e for e in logs if e["event"] == "reminder.claimed"] == []
+        a.shutdown()  # releases its claims
+        clock.advance("1s")
+        assert b.virtual("dev", "x").ask("ping") == "node-b"
+    claimed = [e for e in logs if e["event"] == "reminder.claimed"]
+    assert [(e["log_level"], e["node_id"]) for e in claimed] == [("info", "node-b")] * len(claimed)
+    assert sum(e["reminders"] for e in claimed) == 2

@@ -244,6 +244,8 @@ class Host(Actor):
                 attached = self.attach_facet(facet, priority=priority)
                 self.journal.add("actor", "attached")
                 return attached
+            case ("get or attach", facet, priority):
+                return self.facet_or_attach(facet, priority=priority)
             case ("detach", spec):
                 return self.detach_facet(spec)
             case ("facet", spec):
@@ -403,6 +405,21 @@ def test_attaching_a_second_facet_of_the_same_type_is_an_error(system: ActorSyst
     assert system.facet_service.list_facets("host") == [first]
     assert second.facet_ctx is None
     assert journal.of("tracer") == ["attach", "activate"]
+
+
+@pytest.mark.parametrize("spec", ["timer", TimerFacet, "instance"])
+def test_facet_or_attach_attaches_once_then_returns_the_attached_facet(
+    system: ActorSystem, spec: Any
+) -> None:
+    """facet_or_attach from a handler that runs twice attaches on the first call (with its
+    priority) and returns that same facet on the second, by name, class or instance."""
+    ref = system.spawn(Host, actor_id="host")
+    first = ref.ask(("get or attach", TimerFacet() if spec == "instance" else spec, 7))
+    again = ref.ask(("get or attach", TimerFacet() if spec == "instance" else spec, 1))
+    assert isinstance(first, TimerFacet)
+    assert again is first
+    assert first.facet_priority == 7
+    assert system.facet_service.list_facets("host") == [first]
 
 
 def test_a_facet_instance_cannot_be_attached_to_two_actors(system: ActorSystem) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
 import threading
 from collections.abc import Callable
 from datetime import timedelta
@@ -466,3 +469,34 @@ def test_a_lease_that_is_not_a_positive_duration_is_a_value_error(lease: Any) ->
     with pytest.raises(ValueError, match=r"lease|duration") as raised:
         ActorSystem(storage_url="sqlite://", clock=ManualClock(), lease=lease)
     assert repr(lease) in str(raised.value)
+
+
+FORGOTTEN = textwrap.dedent(
+    """
+    from plexspaces import Actor, ActorSystem
+
+    class Idle(Actor):
+        def on_stop(self) -> None:
+            print("idle stopped", flush=True)
+
+    system = ActorSystem(name="forgotten")
+    system.spawn(Idle, actor_id="idle")
+    """
+)
+
+
+def test_a_program_that_forgets_shutdown_exits_with_a_warning(tmp_path: Path) -> None:
+    """A program that spawns an actor and ends without shutdown() exits: the system is shut
+    down at interpreter exit (on_stop runs) with a system.not_shut_down warning naming it."""
+    done = subprocess.run(
+        [sys.executable, "-c", FORGOTTEN],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "system.not_shut_down" in done.stderr
+    assert "forgotten" in done.stderr
+    assert "idle stopped" in done.stdout

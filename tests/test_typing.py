@@ -25,6 +25,8 @@ TYPED = textwrap.dedent(
             match message:
                 case TimerFired(timer_name="heartbeat"):
                     return self.facet(TimerFacet).list_timers()
+                case "poll":
+                    self.facet_or_attach(TimerFacet).register_periodic("poll", "1s")
             return None
 
 
