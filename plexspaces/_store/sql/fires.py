@@ -47,7 +47,7 @@ from sqlalchemy.exc import DBAPIError
 from ..codec import json_text
 from ..records import FireChange, StoredReminder, StoreUnavailableError, to_micros
 from .engine import REMINDERS_TABLE, _KeyText
-from .reminders import SqlReminderRecords
+from .reminders import SqlReminderRecords, _fence_guard, _fence_values
 
 __all__ = ["SqlFires"]
 
@@ -358,20 +358,8 @@ def _fire_guard(fenced: bool) -> list[ColumnElement[bool]]:
         or_(r.max_count.is_(None), r.max_count > _big("g_fire_count")),
     ]
     if fenced:
-        guard.append(
-            or_(
-                r.claimed_by.is_(None),
-                r.claimed_until_us < _big("p_now"),
-                r.claimed_by == bindparam("p_node", type_=String),
-            )
-        )
+        guard.append(_fence_guard())
     return guard
-
-
-def _fence_values(fenced: bool) -> dict[str, Any]:
-    if not fenced:
-        return {}
-    return {"claimed_by": bindparam("p_node", type_=String), "claimed_until_us": _big("p_lease")}
 
 
 @cache

@@ -396,14 +396,17 @@ def _fire_guard(with_due_guard: bool, fenced: bool) -> list[ColumnElement[bool]]
     if with_due_guard:
         guard.append(_r.due_us == _param("p_expected_due"))
     if fenced:
-        guard.append(
-            or_(
-                _r.claimed_by.is_(None),
-                _r.claimed_until_us < _param("p_now"),
-                _r.claimed_by == bindparam("p_node", type_=String),
-            )
-        )
+        guard.append(_fence_guard())
     return guard
+
+
+def _fence_guard() -> ColumnElement[bool]:
+    """No other node holds a live claim on the row (parameters `p_now`, `p_node`)."""
+    return or_(
+        _r.claimed_by.is_(None),
+        _r.claimed_until_us < _param("p_now"),
+        _r.claimed_by == bindparam("p_node", type_=String),
+    )
 
 
 def _fence_values(fenced: bool) -> dict[str, Any]:
