@@ -92,15 +92,24 @@ def _run(url: str, nodes: int, total: int, lead: float) -> dict[str, Any]:
     }
 
 
-def fire_rate(config: Config) -> ScenarioResult:
+def _durable_server() -> tuple[Any, Any] | ScenarioResult:
+    """A throwaway durable PostgreSQL server and the function that makes a scratch database
+    on it, or the result that says why the scenario was skipped."""
     try:
         from tests.pgserver import PostgresServer, scratch_database
     except ImportError as error:
         return ScenarioResult(notes=[f"skipped: the PostgreSQL test helpers need {error.name}"])
     try:
-        server = PostgresServer(durable=True)
+        return PostgresServer(durable=True), scratch_database
     except RuntimeError as error:
         return ScenarioResult(notes=[f"skipped: no PostgreSQL server could be started: {error}"])
+
+
+def fire_rate(config: Config) -> ScenarioResult:
+    started = _durable_server()
+    if isinstance(started, ScenarioResult):
+        return started
+    server, scratch_database = started
     total = config.pick(quick=600, full=2_400)
     # Node processes need about 2 s to start and activate their actors, then register at more
     # than 1,000 reminders a second each.
@@ -169,14 +178,10 @@ def _burst_run(url: str, count: int) -> FireRun:
 
 
 def burst(config: Config) -> ScenarioResult:
-    try:
-        from tests.pgserver import PostgresServer, scratch_database
-    except ImportError as error:
-        return ScenarioResult(notes=[f"skipped: the PostgreSQL test helpers need {error.name}"])
-    try:
-        server = PostgresServer(durable=True)
-    except RuntimeError as error:
-        return ScenarioResult(notes=[f"skipped: no PostgreSQL server could be started: {error}"])
+    started = _durable_server()
+    if isinstance(started, ScenarioResult):
+        return started
+    server, scratch_database = started
     count = config.pick(quick=1_000, full=10_000)
     rounds = config.fewer_rounds
 

@@ -529,10 +529,6 @@ class ReminderService:
         `ClusterNode.claim_activation`)."""
         return self._node.claim_activation(ref)
 
-    def release_activation(self, ref: VirtualActorRef, activation_id: str) -> None:
-        """Drop an activation lease (see `ClusterNode.release_activation`)."""
-        self._node.release_activation(ref, activation_id)
-
     def _backoff(self, attempt: int) -> float:
         return float(min(self._max_retry_delay, self._retry_delay * 2 ** (attempt - 1)))
 
@@ -1168,14 +1164,6 @@ def _positive_int(value: int, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{what} {value!r} must be an int of at least 1")
     return value
-
-
-def _take(queued: deque[Any], limit: int) -> list[Any]:
-    if len(queued) <= limit:
-        taken = list(queued)
-        queued.clear()
-        return taken
-    return [queued.popleft() for _ in range(limit)]
 
 
 def _replace_pending(record: StoredReminder) -> StoredReminder:

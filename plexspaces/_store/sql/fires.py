@@ -23,10 +23,9 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from functools import cache
 from operator import itemgetter
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 from sqlalchemy import (
-    BigInteger,
     ColumnElement,
     Delete,
     String,
@@ -42,17 +41,22 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Connection, Dialect
-from sqlalchemy.exc import DBAPIError
 
 from ..codec import json_text
-from ..records import FireChange, StoredReminder, StoreUnavailableError, to_micros
-from .engine import REMINDERS_TABLE, _KeyText
-from .reminders import SqlReminderRecords, _fence_guard, _fence_values
+from ..records import FireChange, StoredReminder, to_micros
+from .engine import REMINDERS_TABLE, _reconnecting
+from .reminders import (
+    _KEY_MATCH,
+    SqlReminderRecords,
+    _fence_guard,
+    _fence_values,
+    _key_params,
+    _param,
+)
 
 __all__ = ["SqlFires"]
 
 _US: Final = timedelta(microseconds=1)
-R = TypeVar("R")
 
 
 class _GuardMissed(Exception):
@@ -132,30 +136,26 @@ class SqlFires(SqlReminderRecords):
             [(_batch_clear_statement(), clears), (_batch_delete_statement(), deletes)]
         )
 
+    @_reconnecting
     def _run_guarded(self, batches: _Batches) -> None:
         """Run each statement over its parameter sets in one transaction; roll everything back
-        (`_GuardMissed`) unless every parameter set matched exactly one row."""
+        (`_GuardMissed`) unless every parameter set matched exactly one row. (Run again on a
+        fresh connection after a dead one, as every store call is: a batch that did commit
+        then fails every guard, and each change is retried alone and found done or changed.)"""
+        with self._write() as connection:
+            for statement, params in batches:
+                if params and _execute_many(connection, statement, params) != len(params):
+                    raise _GuardMissed
 
-        def attempt() -> None:
-            with self._write() as connection:
-                for statement, params in batches:
-                    if params and _execute_many(connection, statement, params) != len(params):
-                        raise _GuardMissed
-
-        _reconnect_once(attempt)
-
+    @_reconnecting
     def _run_counted(self, batches: _Batches) -> int:
         """Run each statement over its parameter sets in one transaction; the rows changed."""
-
-        def attempt() -> int:
-            changed = 0
-            with self._write() as connection:
-                for statement, params in batches:
-                    if params:
-                        changed += _execute_many(connection, statement, params)
-            return changed
-
-        return _reconnect_once(attempt)
+        changed = 0
+        with self._write() as connection:
+            for statement, params in batches:
+                if params:
+                    changed += _execute_many(connection, statement, params)
+        return changed
 
     def _change_alone(
         self,
@@ -250,19 +250,6 @@ def _driver_sql(
     return found
 
 
-def _reconnect_once(attempt: Callable[[], R]) -> R:
-    """Run `attempt` once more when it met a pooled connection that had died (as the store's
-    single-row methods do): safe, because a batch that did commit fails every guard the
-    second time, and then each change is retried alone and found done or changed."""
-    try:
-        return attempt()
-    except StoreUnavailableError as error:
-        cause = error.__cause__
-        if not isinstance(cause, DBAPIError) or not cause.connection_invalidated:
-            raise
-        return attempt()
-
-
 def _changed(
     change: FireChange, now: datetime, node_id: str | None, lease_until: datetime | None
 ) -> StoredReminder:
@@ -310,12 +297,9 @@ def _changed(
 
 
 def _registration_params(record: StoredReminder) -> dict[str, Any]:
-    key = record.key
     period = record.period
     return {
-        "k_actor_type": key.actor_type,
-        "k_actor_key": key.actor_key,
-        "k_name": key.name,
+        **_key_params(record.key),
         "g_fire_count": record.fire_count,
         "g_due": to_micros(record.due_at),
         "g_anchor": to_micros(record.anchor_at),
@@ -327,23 +311,17 @@ def _registration_params(record: StoredReminder) -> dict[str, Any]:
     }
 
 
-def _big(name: str) -> Any:
-    return bindparam(name, type_=BigInteger)
-
-
 def _registration_guard() -> list[ColumnElement[bool]]:
     """The row still holds the registration the caller read, and is where the caller saw it."""
     r = REMINDERS_TABLE.c
     return [
-        r.actor_type == bindparam("k_actor_type", type_=_KeyText),
-        r.actor_key == bindparam("k_actor_key", type_=_KeyText),
-        r.name == bindparam("k_name", type_=_KeyText),
-        r.anchor_us == _big("g_anchor"),
-        r.period_us.is_not_distinct_from(_big("g_period")),
-        r.max_count.is_not_distinct_from(_big("g_max")),
+        _KEY_MATCH,
+        r.anchor_us == _param("g_anchor"),
+        r.period_us.is_not_distinct_from(_param("g_period")),
+        r.max_count.is_not_distinct_from(_param("g_max")),
         r.missed == bindparam("g_missed", type_=String),
         r.payload == bindparam("g_payload", type_=String),
-        r.created_us == _big("g_created"),
+        r.created_us == _param("g_created"),
     ]
 
 
@@ -351,11 +329,11 @@ def _fire_guard(fenced: bool) -> list[ColumnElement[bool]]:
     r = REMINDERS_TABLE.c
     guard = [
         *_registration_guard(),
-        r.fire_count == _big("g_fire_count"),
-        r.due_us == _big("g_due"),
+        r.fire_count == _param("g_fire_count"),
+        r.due_us == _param("g_due"),
         r.pending_fire.is_(None),
         r.finished == false(),
-        or_(r.max_count.is_(None), r.max_count > _big("g_fire_count")),
+        or_(r.max_count.is_(None), r.max_count > _param("g_fire_count")),
     ]
     if fenced:
         guard.append(_fence_guard())
@@ -365,18 +343,18 @@ def _fire_guard(fenced: bool) -> list[ColumnElement[bool]]:
 @cache
 def _batch_fire_statement(fenced: bool) -> Update:
     r = REMINDERS_TABLE.c
-    count = _big("p_count")
-    last = or_(_big("p_next").is_(None), and_(r.max_count.is_not(None), r.max_count <= count))
+    count = _param("p_count")
+    last = or_(_param("p_next").is_(None), and_(r.max_count.is_not(None), r.max_count <= count))
     return (
         update(REMINDERS_TABLE)
         .where(*_fire_guard(fenced))
         .values(
             fire_count=count,
             pending_fire=count,
-            pending_scheduled_us=_big("p_scheduled"),
+            pending_scheduled_us=_param("p_scheduled"),
             finished=case((last, true()), else_=false()),
-            due_us=case((last, r.due_us), else_=_big("p_next")),
-            updated_us=_big("p_now"),
+            due_us=case((last, r.due_us), else_=_param("p_next")),
+            updated_us=_param("p_now"),
             **_fence_values(fenced),
         )
     )
@@ -387,7 +365,7 @@ def _batch_move_statement(fenced: bool) -> Update:
     return (
         update(REMINDERS_TABLE)
         .where(*_fire_guard(fenced))
-        .values(due_us=_big("p_due"), updated_us=_big("p_now"), **_fence_values(fenced))
+        .values(due_us=_param("p_due"), updated_us=_param("p_now"), **_fence_values(fenced))
     )
 
 
@@ -395,8 +373,8 @@ def _pending_guard() -> list[ColumnElement[bool]]:
     r = REMINDERS_TABLE.c
     return [
         *_registration_guard(),
-        r.pending_fire == _big("p_fire"),
-        r.pending_scheduled_us == _big("p_scheduled"),
+        r.pending_fire == _param("p_fire"),
+        r.pending_scheduled_us == _param("p_scheduled"),
     ]
 
 
@@ -406,7 +384,7 @@ def _batch_clear_statement() -> Update:
     return (
         update(REMINDERS_TABLE)
         .where(*_pending_guard(), r.finished == false())
-        .values(pending_fire=null(), pending_scheduled_us=null(), updated_us=_big("p_now"))
+        .values(pending_fire=null(), pending_scheduled_us=null(), updated_us=_param("p_now"))
     )
 
 
