@@ -42,6 +42,8 @@ from plexspaces._store import (
     from_micros,
     to_micros,
 )
+from plexspaces._store.sql.engine import COLUMNS_ADDED
+from plexspaces._store.sql.engine import METADATA as SCHEMA_METADATA
 
 from . import pgserver
 
@@ -936,20 +938,57 @@ def test_method_arguments_are_checked(store: ReminderStore) -> None:
 
 
 def test_schema_version_is_recorded(store: ReminderStore, backend: Backend) -> None:
-    """Opening a store records ("reminders", 1) in plexspaces_schema, once."""
+    """Opening a store records ("reminders", SCHEMA_VERSION) in plexspaces_schema, once."""
     backend.store()  # a second open records nothing more
     rows = backend.raw("SELECT component, version FROM plexspaces_schema")
-    assert [tuple(row) for row in rows] == [("reminders", 1)]
-    assert SCHEMA_VERSION == 1
+    assert [tuple(row) for row in rows] == [("reminders", SCHEMA_VERSION)]
+    assert SCHEMA_VERSION == 2
 
 
 def test_a_newer_schema_version_is_refused(backend: Backend) -> None:
-    """A database of schema version 2 is refused with an error naming both versions."""
+    """A database of a newer schema version is refused with an error naming both versions."""
     backend.store().upsert(reminder())
-    backend.raw("UPDATE plexspaces_schema SET version = 2 WHERE component = 'reminders'")
-    with pytest.raises(SchemaVersionError, match=r"schema version 2, newer than version 1"):
+    newer = SCHEMA_VERSION + 1
+    backend.raw(f"UPDATE plexspaces_schema SET version = {newer} WHERE component = 'reminders'")
+    with pytest.raises(
+        SchemaVersionError, match=rf"schema version {newer}, newer than version {SCHEMA_VERSION}"
+    ):
         backend.store()
     assert backend.count() == 1
+
+
+_VERSION_1_TABLES = {"plexspaces_reminders", "plexspaces_activations", "plexspaces_schema"}
+
+
+def test_a_version_1_database_is_upgraded_in_place_and_keeps_its_reminders(
+    backend: Backend,
+) -> None:
+    """A database written by schema version 1 (its tables as they were, without the columns and
+    tables added since) is upgraded when a store opens it: the version becomes SCHEMA_VERSION,
+    the added columns and tables exist, and the reminders stored before are read back unchanged."""
+    first = backend.store()
+    stored = reminder(name="kept", payload={"amount": 7})
+    first.upsert(stored)
+    first.close()
+    for version in range(2, SCHEMA_VERSION + 1):
+        for table, column in COLUMNS_ADDED[version]:
+            backend.raw(f"ALTER TABLE {table.name} DROP COLUMN {column}")
+    for table in SCHEMA_METADATA.sorted_tables:
+        if table.name not in _VERSION_1_TABLES:
+            backend.raw(f"DROP TABLE IF EXISTS {table.name}")
+    backend.raw("UPDATE plexspaces_schema SET version = 1 WHERE component = 'reminders'")
+
+    upgraded = backend.store()
+    rows = backend.raw("SELECT component, version FROM plexspaces_schema")
+    assert [tuple(row) for row in rows] == [("reminders", SCHEMA_VERSION)]
+    inspector = inspect(backend.raw_engine)
+    for table in SCHEMA_METADATA.sorted_tables:
+        assert inspector.has_table(table.name), table.name
+        found = {column["name"] for column in inspector.get_columns(table.name)}
+        assert found == set(table.c.keys()), table.name
+    assert upgraded.get(stored.key) == stored
+    upgraded.close()
+    assert backend.store().get(stored.key) == stored  # a second open upgrades nothing more
 
 
 def test_a_handed_engine_is_never_disposed(db_url: str) -> None:

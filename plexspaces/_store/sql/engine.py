@@ -20,6 +20,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Concatenate, Final, ParamSpec, TypeVar
 
+import structlog
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -34,14 +35,16 @@ from sqlalchemy import (
     Text,
     event,
     insert,
+    inspect,
     literal,
     select,
     tuple_,
+    update,
 )
 from sqlalchemy.engine import URL, Connection, Engine, Row, create_engine, make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.pool import StaticPool
-from sqlalchemy.schema import CreateIndex, CreateTable
+from sqlalchemy.schema import CreateColumn, CreateIndex, CreateTable
 
 from ..base import BaseReminderStore
 from ..codec import _decode_row
@@ -59,6 +62,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ACTIVATIONS_TABLE",
+    "COLUMNS_ADDED",
+    "METADATA",
     "REMINDERS_TABLE",
     "SCHEMA_TABLE",
     "SCHEMA_VERSION",
@@ -66,8 +71,11 @@ __all__ = [
     "create_store_engine",
 ]
 
-SCHEMA_VERSION: Final = 1
-"""The version of the reminder tables this code reads and writes."""
+SCHEMA_VERSION: Final = 2
+"""The version of the reminder tables this code reads and writes. An older database is upgraded
+in place when a store opens it (`COLUMNS_ADDED`); a newer one is refused."""
+
+_upgrade_log = structlog.get_logger("plexspaces.store")
 
 SCHEMA_COMPONENT: Final = "reminders"
 SQLITE_BUSY_TIMEOUT_MS: Final = 30_000
@@ -80,6 +88,8 @@ newer."""
 _SCHEMA_ATTEMPTS: Final = 5
 
 _metadata = MetaData()
+METADATA: Final = _metadata
+"""Every table of the store (those of `SCHEMA_TABLE` and the ones it versions)."""
 
 # Key columns compare byte-wise on PostgreSQL too (its default collation is linguistic): the
 # database then orders keys exactly as Python orders `ReminderKey`, which the claim path relies on
@@ -134,6 +144,14 @@ ACTIVATIONS_TABLE: Final = Table(
 
 _a = ACTIVATIONS_TABLE.c
 Index("ix_plexspaces_activations_node", _a.node_id)
+
+COLUMNS_ADDED: Final[dict[int, tuple[tuple[Table, str], ...]]] = {
+    2: (),
+}
+"""The columns each schema version added to a table that existed before it, by version: opening a
+database of an older version adds them (`ALTER TABLE ... ADD COLUMN`, so each must be nullable or
+have a server default) in the same transaction that records the new version. Tables and indexes
+that are new in a version need no entry: they are created when missing."""
 
 SCHEMA_TABLE: Final = Table(
     "plexspaces_schema",
@@ -371,7 +389,7 @@ class SqlStoreBase(BaseReminderStore):
                 select(s.version).where(s.component == SCHEMA_COMPONENT)
             ).scalar_one_or_none()
             found = _schema_version(recorded, self._engine)
-            if found is not None and found != SCHEMA_VERSION:
+            if found is not None and found > SCHEMA_VERSION:
                 # Checked before anything else is created: a newer schema is left untouched.
                 url = self._engine.url.render_as_string(hide_password=True)
                 newer = "newer than" if found > SCHEMA_VERSION else "older than"
@@ -380,7 +398,11 @@ class SqlStoreBase(BaseReminderStore):
                     f"{SCHEMA_VERSION} that this version of plexspaces reads and writes; use the "
                     "plexspaces version that wrote them, or another database"
                 )
-            for table in (REMINDERS_TABLE, ACTIVATIONS_TABLE):
+            if found is not None and found < SCHEMA_VERSION:
+                self._upgrade(connection, found)
+            for table in _metadata.sorted_tables:
+                if table is SCHEMA_TABLE:
+                    continue
                 connection.execute(CreateTable(table, if_not_exists=True))
                 for index in sorted(table.indexes, key=lambda ix: str(ix.name)):
                     connection.execute(CreateIndex(index, if_not_exists=True))
@@ -388,6 +410,35 @@ class SqlStoreBase(BaseReminderStore):
                 connection.execute(
                     insert(SCHEMA_TABLE).values(component=SCHEMA_COMPONENT, version=SCHEMA_VERSION)
                 )
+            elif found < SCHEMA_VERSION:
+                connection.execute(
+                    update(SCHEMA_TABLE)
+                    .where(SCHEMA_TABLE.c.component == SCHEMA_COMPONENT)
+                    .values(version=SCHEMA_VERSION)
+                )
+
+    def _upgrade(self, connection: Connection, found: int) -> None:
+        """Add the columns of every version after `found` to the tables that lack them. Nothing
+        is dropped or rewritten: rows keep their data, and a new column starts NULL (or at its
+        server default)."""
+        present: dict[str, set[str]] = {}
+        inspector = inspect(connection)
+        for version in range(found + 1, SCHEMA_VERSION + 1):
+            for table, name in COLUMNS_ADDED.get(version, ()):
+                if table.name not in present:
+                    if not inspector.has_table(table.name):
+                        continue  # created whole, with the column, below
+                    present[table.name] = {c["name"] for c in inspector.get_columns(table.name)}
+                if name in present[table.name]:
+                    continue
+                column = table.c[name]
+                ddl = CreateColumn(column).compile(dialect=connection.dialect)
+                connection.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {ddl}")
+                present[table.name].add(name)
+        url = self._engine.url.render_as_string(hide_password=True)
+        _upgrade_log.info(
+            "store.schema_upgraded", url=url, from_version=found, to_version=SCHEMA_VERSION
+        )
 
     # -- decoding ----------------------------------------------------------------------------------
 
