@@ -16,8 +16,10 @@ __all__ = [
     "FacetConfigError",
     "FacetError",
     "FacetNotAttachedError",
+    "NoHostingNodeError",
     "NodeIdInUseError",
     "PlexSpacesError",
+    "RemoteActorError",
     "SystemShutdownError",
     "UnknownFacetError",
 ]
@@ -41,8 +43,9 @@ class ActorStoppedError(PlexSpacesError, pykka.ActorDeadError):
 
 class ActorActiveElsewhereError(PlexSpacesError, RuntimeError):
     """A virtual actor is active on another node of the cluster, so this node may not activate
-    it. Sending messages to actors on other nodes is not supported: send them on the node that
-    holds the actor, or wait until it deactivates (or its node's lease runs out).
+    it. Raised only by a system without a transport: with one (`ActorSystem(transport=...)`),
+    messages go to the node that holds the actor. Without one, send them on the node that holds
+    the actor, or wait until it deactivates (or its node's lease runs out).
 
     Attributes:
         actor_id: the actor, `"<type>/<key>"`.
@@ -52,14 +55,41 @@ class ActorActiveElsewhereError(PlexSpacesError, RuntimeError):
     def __init__(self, actor_id: str, node_id: str) -> None:
         super().__init__(
             f"virtual actor {actor_id!r} is active on node {node_id!r}; this node cannot "
-            "activate it until it deactivates there or that node's lease runs out (messages to "
-            "actors on other nodes are not supported)"
+            "activate it until it deactivates there or that node's lease runs out (give the "
+            "systems a transport, ActorSystem(transport='nats://...'), to send to it there)"
         )
         self.actor_id = actor_id
         self.node_id = node_id
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.actor_id, self.node_id))
+
+
+class RemoteActorError(PlexSpacesError, RuntimeError):
+    """The handler of a virtual actor on another node raised an exception that could not be
+    sent back as itself (the codec cannot carry it, or this process cannot rebuild it).
+
+    Attributes:
+        actor_id: the actor, `"<type>/<key>"`.
+        node_id: the node where the handler ran.
+        type_name: the name of the exception's type there.
+        text: its text (`str(exception)`).
+    """
+
+    def __init__(self, actor_id: str, node_id: str, type_name: str, text: str) -> None:
+        super().__init__(f"{type_name}: {text} (raised by actor {actor_id!r} on node {node_id!r})")
+        self.actor_id = actor_id
+        self.node_id = node_id
+        self.type_name = type_name
+        self.text = text
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.actor_id, self.node_id, self.type_name, self.text))
+
+
+class NoHostingNodeError(PlexSpacesError, RuntimeError):
+    """A client-only node (`hosts_actors=False`) found no live node that hosts actors to
+    activate a virtual actor on."""
 
 
 class NodeIdInUseError(PlexSpacesError, RuntimeError):

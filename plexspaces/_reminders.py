@@ -899,6 +899,21 @@ class ReminderService:
     def _delivery_failed(
         self, armed: _Armed, fired: ReminderFired, ref: VirtualActorRef, error: Exception
     ) -> None:
+        router = self._system._router
+        if isinstance(error, ActorActiveElsewhereError) and router is not None:
+            # The actor is active on another node: deliver the fire there. Its handler's
+            # outcome comes back as if it had run here; a fire that does not get there is
+            # retried (a fresh delivery finds where the actor is by then).
+            router.deliver_fire(
+                ref,
+                fired,
+                error.node_id,
+                timeout=self._ack_timeout,
+                # The outcome arrives on the transport's thread, which must not wait.
+                done=lambda outcome: self._handled(armed, fired, outcome, False),
+                failed=lambda why: self._delivery_failed(armed, fired, ref, why),
+            )
+            return
         self._answered(armed)  # nothing to wait for: it is retried or handed over below
         with self._lock:
             self._take_off(armed)
