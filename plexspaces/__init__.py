@@ -26,9 +26,15 @@ from ._errors import (
     FacetConfigError,
     FacetError,
     FacetNotAttachedError,
+    MessageDecodeError,
+    MessageEncodeError,
     NodeIdInUseError,
+    NoResponderError,
     PlexSpacesError,
     SystemShutdownError,
+    TransportError,
+    TransportTimeoutError,
+    TransportUnavailableError,
     UnknownFacetError,
 )
 from ._facet import ENTRY_POINT_GROUP, ConfigSpec, Facet, available_facets, resolve_facet
@@ -56,6 +62,7 @@ from ._store import (
     UndecodableReminder,
 )
 from ._system import STORAGE_URL_ENV, ActorSystem
+from ._transport.codec import Codec, codec_named
 
 __version__ = "0.1.0"
 
@@ -81,6 +88,7 @@ __all__ = [
     "ActorSystem",
     "AskTimeoutError",
     "Clock",
+    "Codec",
     "ConfigSpec",
     "DuplicateFacetError",
     "Duration",
@@ -93,9 +101,12 @@ __all__ = [
     "HistogramSnapshot",
     "LatencyHistogram",
     "ManualClock",
+    "MessageDecodeError",
+    "MessageEncodeError",
     "MetricCounter",
     "Metrics",
     "MetricsSnapshot",
+    "NoResponderError",
     "NodeIdInUseError",
     "PlexSpacesError",
     "ReminderFired",
@@ -110,11 +121,15 @@ __all__ = [
     "SystemClock",
     "SystemShutdownError",
     "TimerFired",
+    "TransportError",
+    "TransportTimeoutError",
+    "TransportUnavailableError",
     "UndecodableReminder",
     "UnknownFacetError",
     "VirtualActorRef",
     "__version__",
     "available_facets",
+    "codec_named",
     "configure_logging",
     "duration_seconds",
     "parse_duration",

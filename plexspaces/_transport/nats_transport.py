@@ -172,8 +172,8 @@ def parse_nats_url(url: str) -> NatsUrl:
         try:
             parts = urlsplit(piece)
             port = parts.port
-        except ValueError as error:
-            raise ValueError(f"{problem} ({error}); {accepted}") from None
+        except ValueError:  # its text may quote the netloc, credentials included
+            raise ValueError(f"{problem} (its port or host cannot be read); {accepted}") from None
         if parts.scheme not in _SCHEMES or not parts.hostname or parts.path not in ("", "/"):
             raise ValueError(f"{problem}; {accepted}")
         if parts.query or parts.fragment:
