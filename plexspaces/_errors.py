@@ -16,11 +16,17 @@ __all__ = [
     "FacetConfigError",
     "FacetError",
     "FacetNotAttachedError",
+    "MessageDecodeError",
+    "MessageEncodeError",
     "NoHostingNodeError",
+    "NoResponderError",
     "NodeIdInUseError",
     "PlexSpacesError",
     "RemoteActorError",
     "SystemShutdownError",
+    "TransportError",
+    "TransportTimeoutError",
+    "TransportUnavailableError",
     "UnknownFacetError",
 ]
 
@@ -123,3 +129,36 @@ class UnknownFacetError(FacetError, LookupError):
 
 class FacetNotAttachedError(FacetError, LookupError):
     """The actor has no facet of the requested type, or a facet is used while not attached."""
+
+
+class TransportError(PlexSpacesError):
+    """Base class of the errors of the transport that carries messages between nodes; raised
+    as itself when the transport is closed or the server refuses this node's credentials."""
+
+
+class TransportUnavailableError(TransportError, ConnectionError):
+    """The transport is not connected to its server (the server is down or unreachable).
+    Requests fail at once, without waiting for their timeout, until the connection is back; the
+    transport reconnects by itself. A request in flight when the connection dropped fails with
+    this error too, and may or may not have been delivered."""
+
+
+class NoResponderError(TransportError):
+    """No node serves the node id a request was sent to: that node is gone (or has not yet
+    reconnected after an outage of the server). Look the actor up again."""
+
+
+class TransportTimeoutError(TransportError, AskTimeoutError):
+    """A request got no reply within its timeout. Also an `AskTimeoutError`, so code that
+    handles a local ask timing out handles a remote one alike. The request may still have been
+    delivered and handled."""
+
+
+class MessageEncodeError(PlexSpacesError, TypeError):
+    """A message cannot be encoded by the codec in use; the message names its type and the
+    codec."""
+
+
+class MessageDecodeError(PlexSpacesError, ValueError):
+    """Bytes received from another node cannot be decoded by the codec in use (a different
+    codec, a class this process cannot import, corrupted data)."""

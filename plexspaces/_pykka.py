@@ -69,6 +69,7 @@ import pykka.messages
 
 __all__ = [
     "PYKKA_REQUIREMENT",
+    "CallbackFuture",
     "Envelope",
     "FailureHookActor",
     "answer_stop",
@@ -76,7 +77,6 @@ __all__ = [
     "inbox_empty",
     "inbox_size",
     "is_stop_request",
-    "CallbackFuture",
     "mark_stopped",
     "put_if_alive",
     "requeue",

@@ -153,7 +153,9 @@ class Router:
             self._result(ref, holder, reply)
             return
 
-    def ask(self, ref: VirtualActorRef, message: Any, seconds: float | None, timeout: object) -> Any:
+    def ask(
+        self, ref: VirtualActorRef, message: Any, seconds: float | None, timeout: object
+    ) -> Any:
         """The answer of `ref`'s actor to `message`, wherever it is active."""
         body: bytes | None = None
         deadline = time.monotonic() + (seconds if seconds is not None else 365 * 86_400.0)
@@ -162,10 +164,11 @@ class Router:
             holder = self._target(ref)
             if holder is None:
                 reply: pykka.Future[Any] = pykka.ThreadingFuture()
+                envelope = _pykka.Envelope(message, reply_to=reply)
                 future, queued, _ = self._system._route(
                     ref,
                     lambda cell: cell.actor_ref.ask(message, block=False),
-                    lambda: _pykka.Envelope(message, reply_to=reply),
+                    lambda envelope=envelope: envelope,  # type: ignore[misc]
                 )
                 if queued is not None and self._system._may_wait(ref):
                     try:
@@ -175,8 +178,7 @@ class Router:
                         continue
                     except AskTimeoutError:
                         raise AskTimeoutError(
-                            f"actor {ref.actor_id!r} did not answer {message!r} within "
-                            f"{timeout!r}"
+                            f"actor {ref.actor_id!r} did not answer {message!r} within {timeout!r}"
                         ) from None
                 left = None if seconds is None else max(0.0, deadline - time.monotonic())
                 return ref._answer(reply if future is None else future, message, left, timeout)
@@ -376,7 +378,9 @@ class Router:
             elif kind == _ASK:
                 answer = self._answer_with(ref, reply)
                 envelope = _pykka.Envelope(message, reply_to=answer)
-                if self._system._send_if_live(ref, lambda cell: _pykka.put_if_alive(cell, envelope)):
+                if self._system._send_if_live(
+                    ref, lambda cell: _pykka.put_if_alive(cell, envelope)
+                ):
                     return
                 self._pool.submit(self._serve_ask, ref, message, answer)
             elif kind == _FIRE:
@@ -400,7 +404,9 @@ class Router:
             raise PlexSpacesError(f"bad virtual actor key {actor_key!r}")
         return VirtualActorRef(self._system, actor_type, actor_key)
 
-    def _serve_tell(self, ref: VirtualActorRef, message: Any, reply: Callable[[bytes], None]) -> None:
+    def _serve_tell(
+        self, ref: VirtualActorRef, message: Any, reply: Callable[[bytes], None]
+    ) -> None:
         try:
             self._tell_here(ref, message)
         except BaseException as error:
@@ -484,9 +490,7 @@ def _placed(queued: _Queued, deadline: float | None) -> None:
 def _not_delivered(error: BaseException) -> bool:
     """Whether `error` says the message never reached a handler here (so another node may
     take it): the key is held elsewhere, or this node is closing."""
-    return isinstance(
-        error, ActorActiveElsewhereError | SystemShutdownError | pykka.ActorDeadError
-    )
+    return isinstance(error, ActorActiveElsewhereError | SystemShutdownError | pykka.ActorDeadError)
 
 
 def _always() -> bool:
@@ -511,4 +515,3 @@ def _fired(values: Any) -> ReminderFired:
     named = dict(zip(_FIRE_FIELDS, values, strict=True))
     named["scheduled_at"] = datetime.fromisoformat(named["scheduled_at"])
     return ReminderFired(**named)
-

@@ -38,8 +38,8 @@ from ._scheduler import Scheduler
 if TYPE_CHECKING:
     from ._reminders import ReminderService
     from ._router import Router
-    from ._transport import Codec, Transport
     from ._store import ReminderStore, UndecodableReminder
+    from ._transport import Codec, Transport
 
 __all__ = ["STORAGE_URL_ENV", "ActorSystem"]
 
@@ -122,8 +122,9 @@ def _check_transport(
     *,
     cluster: bool,
     hosts_actors: object,
-) -> tuple[str | Transport | None, Codec | None]:
-    """The transport and codec a system was given, checked before anything is opened."""
+) -> tuple[str | Transport | None, Codec | None, dict[str, Any]]:
+    """The transport, codec and transport options a system was given, checked before anything
+    is opened."""
     if not isinstance(hosts_actors, bool):
         raise TypeError(f"hosts_actors {hosts_actors!r} must be True or False")
     if options is not None and not isinstance(options, Mapping):
@@ -136,8 +137,8 @@ def _check_transport(
             )
         if options:
             raise ValueError("transport_options were given without a transport")
-        return None, None
-    from ._transport import Transport, codec_named
+        return None, None, {}
+    from ._transport import Codec, Transport, codec_named
 
     if not isinstance(transport, str | Transport):
         raise TypeError(
@@ -149,7 +150,9 @@ def _check_transport(
             "a transport connects the nodes of a cluster: pass cluster=True (and a store the "
             "nodes share, such as PostgreSQL)"
         )
-    return transport, codec_named(codec)
+    if not isinstance(codec, str | Codec):
+        raise TypeError(f"codec {codec!r} must be 'pickle', 'json' or a plexspaces Codec")
+    return transport, codec_named(codec), dict(options or {})
 
 
 def _check_actor_class(cls: object, caller: str) -> None:
@@ -245,13 +248,10 @@ class ActorSystem:
         if cluster is None:
             cluster = bool(self.storage_url) and not _is_sqlite(self.storage_url)
         self.cluster: bool = cluster
-        self._transport_spec, self._codec = _check_transport(
+        self._transport_spec, self._codec, self._transport_options = _check_transport(
             transport, codec, transport_options, cluster=cluster, hosts_actors=hosts_actors
         )
-        self._transport_options = dict(transport_options or {})
         self.hosts_actors: bool = hosts_actors
-        self._router: Router | None = None
-        self._transport: Transport | None = None
         if (
             isinstance(max_reminders_in_flight, bool)
             or not isinstance(max_reminders_in_flight, int)
@@ -275,6 +275,8 @@ class ActorSystem:
         self._virtual_types: dict[str, type[Actor]] = {}
         self._virtual_arguments: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {}
         self._reminder_service: ReminderService | None = None
+        self._router: Router | None = None
+        self._transport: Transport | None = None
         self._store: ReminderStore | None = None
         self._node: ClusterNode | None = None
         self._node_lock: NodeLock | None = None
@@ -462,7 +464,8 @@ class ActorSystem:
         from ._transport import open_transport
 
         spec = self._transport_spec
-        assert spec is not None and self._codec is not None
+        assert spec is not None
+        assert self._codec is not None
         transport = (
             open_transport(spec, name=self.name, options=self._transport_options)
             if isinstance(spec, str)
@@ -478,7 +481,9 @@ class ActorSystem:
             holder_of=lambda actor_type, actor_key: store.activation_holder(
                 actor_type, actor_key, now=clock.now()
             ),
-            hosting_nodes=node.hosting_nodes,
+            hosting_nodes=lambda: [
+                found.node_id for found in store.live_nodes(clock.now()) if found.hosts_actors
+            ],
         )
         self._router.start()
 

@@ -42,7 +42,6 @@ from facets.reminder import ReminderFacet
 from facets.virtual_actor import VirtualActorFacet
 from plexspaces import Actor, ActorSystem, ReminderFired, ReminderRegistration
 
-
 DEVICE = "device"
 
 

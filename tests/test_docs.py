@@ -42,6 +42,7 @@ READING_ORDER = [
     "delivery-guarantees.md",
     "writing-a-facet.md",
     "postgresql-and-clusters.md",
+    "transport.md",
     "testing.md",
     "metrics-and-logging.md",
     "cli.md",

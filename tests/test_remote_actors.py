@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -38,8 +38,8 @@ class Unpicklable(Exception):
 class Place(Actor):
     """Answers where it runs, keeps what it was sent, raises on request."""
 
-    fired: list[tuple[str, str, int]] = []
-    fired_changed = threading.Condition()
+    fired: ClassVar[list[tuple[str, str, int]]] = []
+    fired_changed: ClassVar[threading.Condition] = threading.Condition()
 
     def on_start(self) -> None:
         self.attach_facet(VirtualActorFacet(), config={"idle_timeout": "1h"})

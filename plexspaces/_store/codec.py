@@ -228,13 +228,14 @@ def _depth_of_tree(value: Any) -> int:
     return deepest
 
 
-def _find_non_json(payload: Any) -> str | None:
-    """Where `payload` stops being plain JSON, described for an error message; None if it is.
+def _find_non_json(payload: Any, root: str = "payload") -> str | None:
+    """Where `payload` stops being plain JSON, described for an error message (the value itself
+    called `root`); None if it is.
 
     Iterative, so deep nesting costs no recursion, and each container is visited once, so a
     cycle (which json.dumps reports) cannot loop.
     """
-    stack: list[tuple[str, Any]] = [("payload", payload)]
+    stack: list[tuple[str, Any]] = [(root, payload)]
     seen: set[int] = set()
     while stack:
         path, value = stack.pop()
