@@ -60,6 +60,7 @@ from ._store import (
     StoredReminder,
     UndecodableReminder,
 )
+from ._store.records import bucket_of
 
 if TYPE_CHECKING:
     from ._actor import Done
@@ -244,9 +245,10 @@ class ReminderService:
         self._activator = ThreadPoolExecutor(
             max_workers=_ACTIVATION_THREADS, thread_name_prefix=f"{system.name}-activations"
         )
+        # Joined first: a node refused by the cluster (another bucket count) leaves no thread.
+        node.start(poll=self._poll, run=self._maintain, lost=self._buckets_lost)
         self._firer.start()
         self._maintainer.start()
-        node.start(poll=self._poll, run=self._maintain)
 
     # -- registration (any thread) -----------------------------------------------------------------
 
@@ -523,6 +525,19 @@ class ReminderService:
             self._load_due(self._clock.time(), include_own=False)
         except Exception as error:
             _log.warning("reminder.poll_failed", node_id=self._node.node_id, error=repr(error))
+
+    def _buckets_lost(self, buckets: frozenset[int]) -> None:
+        """This node gave up (or lost) `buckets`: stop firing their reminders before their
+        claims are released. A fire already recorded stays pending in the store, and the
+        bucket's next holder delivers it again (at-least-once)."""
+        with self._lock:
+            gone = [
+                key for key in self._armed if bucket_of(key.actor_type, key.actor_key) in buckets
+            ]
+            for key in gone:
+                self._disarm(key)
+        if gone:
+            _log.info("reminder.buckets_lost", buckets=len(buckets), reminders=len(gone))
 
     def claim_activation(self, ref: VirtualActorRef) -> str | None:
         """Take the cluster-wide activation lease of a virtual actor (see
@@ -899,6 +914,15 @@ class ReminderService:
     def _delivery_failed(
         self, armed: _Armed, fired: ReminderFired, ref: VirtualActorRef, error: Exception
     ) -> None:
+        route = self._node.route_remote
+        if isinstance(error, ActorActiveElsewhereError) and route is not None:
+            # A transport reaches the node holding the actor: deliver there, acknowledged as a
+            # local fire is (the watchdog redelivers one that gets no answer).
+            try:
+                route(ref, fired, error.node_id, self._done(armed, fired))
+                return
+            except Exception as routing_error:
+                error = routing_error
         self._answered(armed)  # nothing to wait for: it is retried or handed over below
         with self._lock:
             self._take_off(armed)
