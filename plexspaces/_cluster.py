@@ -284,6 +284,7 @@ class ClusterNode:
         self._owned: frozenset[int] = frozenset()
         self._live: tuple[NodeInfo, ...] = ()
         self._lost: Callable[[frozenset[int]], None] | None = None
+        self._actor_left: Callable[[str, str], None] | None = None
 
     # -- timers ------------------------------------------------------------------------------------
 
@@ -293,12 +294,15 @@ class ClusterNode:
         poll: Callable[[], None],
         run: Callable[[Callable[[], None]], None],
         lost: Callable[[frozenset[int]], None] | None = None,
+        actor_left: Callable[[str, str], None] | None = None,
     ) -> None:
         """Join the cluster: check the bucket count, heartbeat and take a fair share of the
         buckets at once; then every poll interval run a round (`balance`) and `poll`, and renew
         this node's leases every third of the lease, each handed to `run` (which runs it on a
         thread that may wait for the store). `lost` is told which buckets this node gave up or
-        lost, before their reminder claims are released. Nothing when the cluster is off.
+        lost, before their reminder claims are released; `actor_left` that an actor this node
+        held (and so fired the reminders of) deactivated while its bucket is another node's.
+        Nothing when the cluster is off.
 
         Raises:
             BucketCountError: the cluster on the store uses another number of buckets.
@@ -307,6 +311,7 @@ class ClusterNode:
         if not self.enabled:
             return
         self._lost = lost
+        self._actor_left = actor_left
         self.store.prepare_buckets(self.buckets)
         self.balance()
         with self._lock:
@@ -614,6 +619,25 @@ class ClusterNode:
             _log.warning(
                 "actor.activation_release_failed", actor_id=ref.actor_id, error=repr(error)
             )
+        left = self._actor_left
+        if (
+            left is not None
+            and self.follows_activations
+            and bucket_of(ref.actor_type, ref.actor_key) not in self._owned
+        ):
+            # Holding the actor was what let this node fire its reminders: the bucket's
+            # holder fires them from now on.
+            left(ref.actor_type, ref.actor_key)
+
+    def release_claims(self, keys: Collection[ReminderKey]) -> None:
+        """Give up this node's claims on `keys` (reminders it no longer fires); a failure is
+        logged, and the claims then run out after the lease."""
+        if not self.enabled or not keys:
+            return
+        try:
+            self.store.release_claims(self.node_id, keys)
+        except Exception as error:
+            _log.warning("reminder.release_failed", reminders=len(keys), error=repr(error))
 
     def __repr__(self) -> str:
         mode = ("cluster" if self.hosts_actors else "cluster client") if self.enabled else "single"

@@ -246,7 +246,12 @@ class ReminderService:
             max_workers=_ACTIVATION_THREADS, thread_name_prefix=f"{system.name}-activations"
         )
         # Joined first: a node refused by the cluster (another bucket count) leaves no thread.
-        node.start(poll=self._poll, run=self._maintain, lost=self._buckets_lost)
+        node.start(
+            poll=self._poll,
+            run=self._maintain,
+            lost=self._buckets_lost,
+            actor_left=self._actor_left,
+        )
         self._firer.start()
         self._maintainer.start()
 
@@ -538,6 +543,25 @@ class ReminderService:
                 self._disarm(key)
         if gone:
             _log.info("reminder.buckets_lost", buckets=len(buckets), reminders=len(gone))
+
+    def _actor_left(self, actor_type: str, actor_key: str) -> None:
+        """An actor this node held, in a bucket of another node, deactivated: stop firing its
+        reminders and release their claims, so the bucket's holder fires them from its next
+        poll. Runs on the deactivating thread, which may wait for the store."""
+        if not self._firing:
+            return  # shutting down: every claim of this node is released at once
+        try:
+            keys = [record.key for record in self._store.list_actor(actor_type, actor_key)]
+        except Exception as error:
+            # They stay armed here, and fire here (their claims stay this node's): nothing lost.
+            _log.warning(
+                "reminder.reload_failed", actor_id=f"{actor_type}/{actor_key}", error=repr(error)
+            )
+            return
+        with self._lock:
+            for key in keys:
+                self._disarm(key)
+        self._node.release_claims(keys)
 
     def claim_activation(self, ref: VirtualActorRef) -> str | None:
         """Take the cluster-wide activation lease of a virtual actor (see
