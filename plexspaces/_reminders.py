@@ -60,6 +60,7 @@ from ._store import (
     StoredReminder,
     UndecodableReminder,
 )
+from ._store.records import bucket_of
 
 if TYPE_CHECKING:
     from ._actor import Done
@@ -244,9 +245,15 @@ class ReminderService:
         self._activator = ThreadPoolExecutor(
             max_workers=_ACTIVATION_THREADS, thread_name_prefix=f"{system.name}-activations"
         )
+        # Joined first: a node refused by the cluster (another bucket count) leaves no thread.
+        node.start(
+            poll=self._poll,
+            run=self._maintain,
+            lost=self._buckets_lost,
+            actor_left=self._actor_left,
+        )
         self._firer.start()
         self._maintainer.start()
-        node.start(poll=self._poll, run=self._maintain)
 
     # -- registration (any thread) -----------------------------------------------------------------
 
@@ -523,6 +530,38 @@ class ReminderService:
             self._load_due(self._clock.time(), include_own=False)
         except Exception as error:
             _log.warning("reminder.poll_failed", node_id=self._node.node_id, error=repr(error))
+
+    def _buckets_lost(self, buckets: frozenset[int]) -> None:
+        """This node gave up (or lost) `buckets`: stop firing their reminders before their
+        claims are released. A fire already recorded stays pending in the store, and the
+        bucket's next holder delivers it again (at-least-once)."""
+        with self._lock:
+            gone = [
+                key for key in self._armed if bucket_of(key.actor_type, key.actor_key) in buckets
+            ]
+            for key in gone:
+                self._disarm(key)
+        if gone:
+            _log.info("reminder.buckets_lost", buckets=len(buckets), reminders=len(gone))
+
+    def _actor_left(self, actor_type: str, actor_key: str) -> None:
+        """An actor this node held, in a bucket of another node, deactivated: stop firing its
+        reminders and release their claims, so the bucket's holder fires them from its next
+        poll. Runs on the deactivating thread, which may wait for the store."""
+        if not self._firing:
+            return  # shutting down: every claim of this node is released at once
+        try:
+            keys = [record.key for record in self._store.list_actor(actor_type, actor_key)]
+        except Exception as error:
+            # They stay armed here, and fire here (their claims stay this node's): nothing lost.
+            _log.warning(
+                "reminder.reload_failed", actor_id=f"{actor_type}/{actor_key}", error=repr(error)
+            )
+            return
+        with self._lock:
+            for key in keys:
+                self._disarm(key)
+        self._node.release_claims(keys)
 
     def claim_activation(self, ref: VirtualActorRef) -> str | None:
         """Take the cluster-wide activation lease of a virtual actor (see
@@ -899,19 +938,17 @@ class ReminderService:
     def _delivery_failed(
         self, armed: _Armed, fired: ReminderFired, ref: VirtualActorRef, error: Exception
     ) -> None:
-        router = self._system._router
-        if isinstance(error, ActorActiveElsewhereError) and router is not None:
-            # The actor is active on another node: deliver the fire there. Its handler's
-            # outcome comes back as if it had run here; a fire that does not get there is
-            # retried (a fresh delivery finds where the actor is by then).
-            router.deliver_fire(
+        route = self._node.route_remote
+        if isinstance(error, ActorActiveElsewhereError) and route is not None:
+            # A transport reaches the node holding the actor: deliver there. The handler's
+            # outcome comes back on the transport's thread, which must not wait; a fire that
+            # does not get there is retried (a fresh delivery finds where the actor is by then).
+            route(
                 ref,
                 fired,
                 error.node_id,
-                timeout=self._ack_timeout,
-                # The outcome arrives on the transport's thread, which must not wait.
-                done=lambda outcome: self._handled(armed, fired, outcome, False),
-                failed=lambda why: self._delivery_failed(armed, fired, ref, why),
+                lambda outcome: self._handled(armed, fired, outcome, False),
+                lambda why: self._delivery_failed(armed, fired, ref, why),
             )
             return
         self._answered(armed)  # nothing to wait for: it is retried or handed over below

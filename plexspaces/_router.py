@@ -67,6 +67,10 @@ _MAX_BACKOFF: Final = 0.5
 _TELL_TIMEOUT: Final = 30.0
 """How long a `tell` to a remote actor waits for the hosting node to enqueue it."""
 
+_FIRE_TIMEOUT: Final = 60.0
+"""How long a reminder fire sent to another node waits for its handler's outcome (the reminder
+service's watchdog redelivers a fire that gets none within its acknowledgement timeout)."""
+
 _MAX_HOPS: Final = 8
 """`moved` replies a fire follows before it is retried later."""
 
@@ -202,9 +206,9 @@ class Router:
         fired: ReminderFired,
         holder: str,
         *,
-        timeout: float,
-        done: Done,
+        done: Callable[[BaseException | None], object],
         failed: Callable[[Exception], None],
+        timeout: float = _FIRE_TIMEOUT,
     ) -> None:
         """Deliver a reminder fire to `ref`'s activation on node `holder` without waiting: `done`
         gets the handler's outcome once it has run there (None, or what it raised), `failed`

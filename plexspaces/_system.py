@@ -448,15 +448,18 @@ class ActorSystem:
                     lease=self.lease,
                     poll_interval=self.poll_interval,
                     enabled=self.cluster,
+                    hosts_actors=self.hosts_actors,
                 )
+                if self._transport_spec is not None:
+                    # Before the service starts, so the node's first round knows that fires
+                    # reach actors on other nodes.
+                    self._start_router(store, self._node)
                 service = ReminderService(
                     self, store, self._node, max_in_flight=self._max_reminders_in_flight
                 )
                 for type_name in self.virtual_types():
                     service.serve_type(type_name)
                 self._reminder_service = service
-                if self._transport_spec is not None:
-                    self._start_router(store, self._node)
             return self._reminder_service
 
     def _start_router(self, store: ReminderStore, node: ClusterNode) -> None:
@@ -486,6 +489,10 @@ class ActorSystem:
             ],
         )
         self._router.start()
+        router = self._router
+        node.route_remote = lambda ref, fired, holder, done, failed: router.deliver_fire(
+            ref, fired, holder, done=done, failed=failed
+        )
 
     def _routing(self) -> Router | None:
         """The router of a system with a transport (started on first use), else None."""

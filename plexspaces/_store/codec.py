@@ -25,6 +25,7 @@ from .records import (
     ReminderKey,
     StoredReminder,
     UndecodableReminder,
+    bucket_of,
     from_micros,
     to_micros,
     validate_reminder,
@@ -289,6 +290,7 @@ def _row_values(record: StoredReminder, payload: str) -> dict[str, Any]:
         "claimed_until_us": micros(record.claimed_until),
         "created_us": to_micros(record.created_at),
         "updated_us": to_micros(record.updated_at),
+        "bucket": bucket_of(record.key.actor_type, record.key.actor_key),
     }
 
 

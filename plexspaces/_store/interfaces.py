@@ -29,7 +29,14 @@ from datetime import datetime
 from types import TracebackType
 from typing import Self
 
-from .records import FireChange, NodeLeases, ReminderKey, StoredReminder, UndecodableReminder
+from .records import (
+    FireChange,
+    NodeInfo,
+    NodeLeases,
+    ReminderKey,
+    StoredReminder,
+    UndecodableReminder,
+)
 
 __all__ = ["AdminScans", "LeaseStore", "ReminderRecords", "ReminderStore"]
 
@@ -242,9 +249,83 @@ class ReminderRecords(ABC):
 
 
 class LeaseStore(ABC):
-    """Leases of nodes that share one database: a node claims the due reminders it fires, and
-    holds an activation lease on every virtual actor it hosts. A lease lasts until the time its
-    node passed and is renewed by that node; one that ran out can be taken by another node."""
+    """Leases of nodes that share one database: a node heartbeats its membership, holds the
+    hash buckets it fires the reminders of, claims the due reminders it fires, and holds an
+    activation lease on every virtual actor it hosts. A lease lasts until the time its node
+    passed and is renewed by that node; one that ran out can be taken by another node. A node is
+    dead when its lease ran out, never because a connection dropped."""
+
+    # -- membership ----------------------------------------------------------------------------
+
+    @abstractmethod
+    def heartbeat(
+        self, node_id: str, *, hosts_actors: bool, lease_until: datetime, now: datetime
+    ) -> None:
+        """Record that node `node_id` is alive until `lease_until` (and whether it hosts actors).
+
+        A node without a row, or whose last lease ended before `now` (it was counted dead
+        meanwhile), joins anew: its `started_at` becomes `now`. Otherwise only the lease and
+        `hosts_actors` change.
+
+        Raises:
+            ValueError: `node_id` is not a non-empty str, a datetime is naive, or `lease_until`
+                is not later than `now`. Nothing is stored.
+        """
+
+    @abstractmethod
+    def live_nodes(self, now: datetime) -> list[NodeInfo]:
+        """Every node whose lease holds at `now` (`lease_until >= now`), ordered by node id."""
+
+    @abstractmethod
+    def leave(self, node_id: str) -> int:
+        """Node `node_id` leaves the cluster (a clean shutdown): its row is deleted and every
+        bucket it holds is released at once, with its reminder claims in them, so the other
+        nodes take them over on their next round instead of after the lease. Returns how many
+        buckets were released."""
+
+    # -- buckets -------------------------------------------------------------------------------
+
+    @abstractmethod
+    def prepare_buckets(self, buckets: int) -> None:
+        """Make sure the store holds the cluster's `buckets` bucket rows, creating them (unowned)
+        when it holds none. Idempotent, and safe for nodes starting at once.
+
+        Raises:
+            BucketCountError: the store holds another number of buckets (a node of another
+                version divides reminders differently); the message names both numbers.
+            ValueError: `buckets` is not an int of at least 1.
+        """
+
+    @abstractmethod
+    def bucket_owners(self, now: datetime) -> dict[int, str]:
+        """The node holding each bucket whose lease holds at `now` (`lease_until >= now`);
+        buckets nobody holds, or whose lease ran out, are absent."""
+
+    @abstractmethod
+    def claim_buckets(
+        self, node_id: str, *, count: int, lease_until: datetime, now: datetime
+    ) -> list[int]:
+        """Take up to `count` buckets that nobody holds or whose lease ran out (`lease_until <
+        now`) for `node_id` until `lease_until`, lowest first, atomically: nodes claiming at once
+        get disjoint sets (on PostgreSQL rows another node is taking are skipped, not waited
+        for). Returns the buckets taken, ascending; fewer than `count` when not enough are free.
+
+        Raises:
+            ValueError: `count` is not an int >= 0, a datetime is naive, or `lease_until` is not
+                later than `now`.
+        """
+
+    @abstractmethod
+    def renew_buckets(self, node_id: str, *, lease_until: datetime, now: datetime) -> list[int]:
+        """Extend to `lease_until` every bucket lease `node_id` still holds (`lease_until >=
+        now`); returns those buckets, ascending. A lease that ran out is not renewed: another
+        node may have taken the bucket meanwhile."""
+
+    @abstractmethod
+    def release_buckets(self, node_id: str, buckets: Collection[int] | None = None) -> int:
+        """Drop the leases of `node_id` on `buckets` (all of its buckets when None), and in the
+        same transaction its claims on the reminders of those buckets, so the bucket's next
+        holder claims them at once. Returns how many bucket leases were dropped."""
 
     @abstractmethod
     def claim_due(
@@ -258,14 +339,19 @@ class LeaseStore(ABC):
         after: tuple[datetime, ReminderKey] | None = None,
         actor_types: Collection[str] | None = None,
         include_own: bool = True,
+        buckets: Collection[int] | None = None,
+        follow_activations: bool = True,
     ) -> list[StoredReminder]:
         """Claim up to `limit` reminders that `due` would return, for node `node_id`.
 
         A reminder is claimable when it is unclaimed, its claim expired (`claimed_until < now`),
-        or (with `include_own`) `node_id` holds it already; and when its actor has no live
-        activation lease held by another node (see `claim_activation`): the node that holds an
-        actor's activation is the one that fires its reminders. `actor_types`, when given,
-        limits the claim to those actor types (the ones this node serves). Claimed reminders get
+        or (with `include_own`) `node_id` holds it already; and, with `follow_activations`, when
+        its actor has no live activation lease held by another node (see `claim_activation`):
+        the node that holds an actor's activation is then the one that fires its reminders.
+        `buckets`, when given, limits the claim to reminders in those buckets (see `bucket_of`)
+        and, with `follow_activations`, to those of actors `node_id` holds a live activation
+        of. `actor_types`, when given, limits the claim to those actor types (the ones this node
+        serves). Claimed reminders get
         `claimed_by = node_id` and `claimed_until = lease_until`, atomically: two nodes claiming
         at once get disjoint sets. Returns the claimed records in position order, each strictly
         after `after` when given (pass the last record's `position` for the next page). A node
@@ -274,8 +360,18 @@ class LeaseStore(ABC):
         """
 
     @abstractmethod
-    def renew_claims(self, node_id: str, *, lease_until: datetime, now: datetime) -> int:
-        """Extend to `lease_until` every claim `node_id` still holds (`claimed_until >= now`).
+    def renew_claims(
+        self,
+        node_id: str,
+        *,
+        lease_until: datetime,
+        now: datetime,
+        buckets: Collection[int] | None = None,
+        follow_activations: bool = True,
+    ) -> int:
+        """Extend to `lease_until` every claim `node_id` still holds (`claimed_until >= now`);
+        with `buckets`, only its claims in those buckets (and, with `follow_activations`, on the
+        actors it holds a live activation of): a claim left in a bucket the node lost runs out.
 
         A claim that expired is not renewed: another node may have taken the reminder over
         meanwhile. The node takes it back, if nobody did, through `claim_due`. Returns how many

@@ -8,6 +8,7 @@ it, and reports a stored row that breaks it as an `UndecodableReminder`.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -15,9 +16,12 @@ from typing import Any, Final
 from .._errors import PlexSpacesError
 
 __all__ = [
+    "BUCKETS",
     "MAX_STORED_INT",
     "MISSED_POLICIES",
+    "BucketCountError",
     "FireChange",
+    "NodeInfo",
     "NodeLeases",
     "ReminderKey",
     "SchemaVersionError",
@@ -25,6 +29,7 @@ __all__ = [
     "StoreUnavailableError",
     "StoredReminder",
     "UndecodableReminder",
+    "bucket_of",
     "from_micros",
     "to_micros",
     "validate_reminder",
@@ -43,6 +48,29 @@ _ONE_MICROSECOND: Final = timedelta(microseconds=1)
 # datetime.max with a negative offset, say) can be given but never read back.
 _MIN_MICROS: Final = (datetime.min.replace(tzinfo=UTC) - _EPOCH) // _ONE_MICROSECOND
 _MAX_MICROS: Final = (datetime.max.replace(tzinfo=UTC) - _EPOCH) // _ONE_MICROSECOND
+
+
+BUCKETS: Final = 256
+"""How many hash buckets the reminders of a cluster fall into (`bucket_of`). The live nodes that
+host actors share the buckets out between them, and each node fires the reminders of the buckets
+it holds. Every node of one cluster must use the same number: the store records it, and a node
+with another number is refused (`BucketCountError`). 256 buckets keep each node's share within a
+few percent of an even split for clusters of up to about 25 nodes."""
+
+
+def bucket_of(actor_type: str, actor_key: str, buckets: int = BUCKETS) -> int:
+    """The bucket of the actor `(actor_type, actor_key)`, from 0 to `buckets - 1`: the same on
+    every node, process and Python version (a BLAKE2b digest; Python's `hash()` of a str changes
+    from process to process). Every reminder of one actor falls into one bucket."""
+    digest = hashlib.blake2b(
+        f"{actor_type}\0{actor_key}".encode(errors="surrogatepass"), digest_size=8
+    ).digest()
+    return int.from_bytes(digest, "big") % buckets
+
+
+class BucketCountError(PlexSpacesError, RuntimeError):
+    """This node divides reminders into another number of buckets than the cluster sharing the
+    store: the two would disagree on which node fires which reminder."""
 
 
 class SchemaVersionError(PlexSpacesError, RuntimeError):
@@ -222,6 +250,24 @@ class NodeLeases:
     expired_claims: int
     live_activations: int
     expired_activations: int
+    lease_until: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    """One live node of a cluster, as its last heartbeat left it (`ReminderStore.live_nodes`).
+
+    Attributes:
+        node_id: the node.
+        hosts_actors: whether it hosts virtual actors (and so holds buckets and fires
+            reminders); a client-only node only sends to them.
+        started_at: when it joined (its first heartbeat since it last left).
+        lease_until: until when it counts as alive without another heartbeat.
+    """
+
+    node_id: str
+    hosts_actors: bool
+    started_at: datetime
     lease_until: datetime
 
 

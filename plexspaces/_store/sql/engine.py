@@ -33,6 +33,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     event,
     insert,
     inspect,
@@ -55,6 +56,7 @@ from ..records import (
     StoredReminder,
     StoreUnavailableError,
     UndecodableReminder,
+    bucket_of,
 )
 
 if TYPE_CHECKING:
@@ -62,8 +64,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ACTIVATIONS_TABLE",
+    "BUCKETS_TABLE",
     "COLUMNS_ADDED",
     "METADATA",
+    "NODES_TABLE",
     "REMINDERS_TABLE",
     "SCHEMA_TABLE",
     "SCHEMA_VERSION",
@@ -116,6 +120,10 @@ REMINDERS_TABLE: Final = Table(
     Column("claimed_until_us", BigInteger, nullable=True),
     Column("created_us", BigInteger, nullable=False),
     Column("updated_us", BigInteger, nullable=False),
+    # `bucket_of(actor_type, actor_key)`, written with every row, so a node claims the reminders
+    # of the buckets it holds in one indexed query. Nullable because version 1 had no such
+    # column: opening the store fills it in (`_fill_buckets`).
+    Column("bucket", Integer, nullable=True),
 )
 """One row per reminder, keyed by (actor_type, actor_key, name)."""
 
@@ -129,6 +137,8 @@ Index("ix_plexspaces_reminders_due", _r.finished, _r.due_us, *_KEY_COLUMNS)
 Index("ix_plexspaces_reminders_pending", _r.pending_scheduled_us, *_KEY_COLUMNS)
 # Lease renewal and release touch one node's claims.
 Index("ix_plexspaces_reminders_claimed_by", _r.claimed_by)
+# A node's claim of due reminders in the buckets it holds: per bucket, the due scan's order.
+Index("ix_plexspaces_reminders_bucket_due", _r.bucket, _r.finished, _r.due_us, *_KEY_COLUMNS)
 
 ACTIVATIONS_TABLE: Final = Table(
     "plexspaces_activations",
@@ -145,8 +155,34 @@ ACTIVATIONS_TABLE: Final = Table(
 _a = ACTIVATIONS_TABLE.c
 Index("ix_plexspaces_activations_node", _a.node_id)
 
+NODES_TABLE: Final = Table(
+    "plexspaces_nodes",
+    _metadata,
+    Column("node_id", String, primary_key=True),
+    Column("hosts_actors", Boolean, nullable=False),
+    Column("started_us", BigInteger, nullable=False),
+    Column("heartbeat_us", BigInteger, nullable=False),
+    Column("lease_until_us", BigInteger, nullable=False),
+)
+"""One row per node of a cluster that joined and has not left: alive while its lease holds."""
+
+_n = NODES_TABLE.c
+
+BUCKETS_TABLE: Final = Table(
+    "plexspaces_buckets",
+    _metadata,
+    Column("bucket", Integer, primary_key=True),
+    Column("owner", String, nullable=True),
+    Column("lease_until_us", BigInteger, nullable=True),
+)
+"""One row per hash bucket of the cluster (so the row count is the cluster's bucket count): the
+node holding it, and until when; both NULL when nobody does."""
+
+_b = BUCKETS_TABLE.c
+Index("ix_plexspaces_buckets_owner", _b.owner)
+
 COLUMNS_ADDED: Final[dict[int, tuple[tuple[Table, str], ...]]] = {
-    2: (),
+    2: ((REMINDERS_TABLE, "bucket"),),
 }
 """The columns each schema version added to a table that existed before it, by version: opening a
 database of an older version adds them (`ALTER TABLE ... ADD COLUMN`, so each must be nullable or
@@ -406,6 +442,7 @@ class SqlStoreBase(BaseReminderStore):
                 connection.execute(CreateTable(table, if_not_exists=True))
                 for index in sorted(table.indexes, key=lambda ix: str(ix.name)):
                     connection.execute(CreateIndex(index, if_not_exists=True))
+            _fill_buckets(connection)
             if found is None:
                 connection.execute(
                     insert(SCHEMA_TABLE).values(component=SCHEMA_COMPONENT, version=SCHEMA_VERSION)
@@ -477,6 +514,30 @@ class SqlStoreBase(BaseReminderStore):
         self._closed = True
         if self._owns_engine:
             self._engine.dispose()
+
+
+def _fill_buckets(connection: Connection) -> None:
+    """Give every reminder row without a bucket its bucket: the rows of a database upgraded from
+    version 1, or written meanwhile by a process of that version. One indexed query finds none
+    on every later open; each actor's rows are then updated by its primary key."""
+    actors = connection.execute(
+        select(_r.actor_type, _r.actor_key).where(_r.bucket.is_(None)).distinct()
+    ).all()
+    if not actors:
+        return
+    statement = (
+        update(REMINDERS_TABLE)
+        .where(_r.actor_type == bindparam("t"), _r.actor_key == bindparam("k"), _r.bucket.is_(None))
+        .values(bucket=bindparam("b"))
+    )
+    params = [
+        {"t": row.actor_type, "k": row.actor_key, "b": bucket_of(row.actor_type, row.actor_key)}
+        for row in actors
+        if isinstance(row.actor_type, str) and isinstance(row.actor_key, str)
+    ]
+    if params:
+        connection.execute(statement, params)
+    _upgrade_log.info("store.buckets_filled", actors=len(params))
 
 
 def _schema_version(recorded: Any, engine: Engine) -> int | None:
