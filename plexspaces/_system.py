@@ -470,7 +470,7 @@ class ActorSystem:
         assert spec is not None
         assert self._codec is not None
         transport = (
-            open_transport(spec, name=self.name, options=self._transport_options)
+            open_transport(spec, name=store.cluster_id(), options=self._transport_options)
             if isinstance(spec, str)
             else spec
         )

@@ -76,7 +76,7 @@ Nodes = Callable[..., ActorSystem]
 
 
 @pytest.fixture
-def node(make_system: Callable[..., ActorSystem], pg_url: str, nats_url: str) -> Nodes:
+def node(pg_url: str, nats_url: str, make_system: Callable[..., ActorSystem]) -> Nodes:
     """A factory of cluster nodes on one PostgreSQL database and one nats-server; each hosts
     the `place` type unless `hosts_actors=False`."""
 
@@ -213,42 +213,44 @@ def test_a_reminder_fires_into_its_actor_on_the_node_that_holds_it(node: Nodes) 
 
 
 def test_asks_fail_clearly_while_nats_is_down_and_succeed_after_it_restarts(
-    make_system: Callable[..., ActorSystem], pg_url: str
+    pg_url: str,
+    make_nats_server: Callable[..., natsserver.NatsServer],
+    make_system: Callable[..., ActorSystem],
 ) -> None:
     """While the nats-server is down, an ask to an actor on another node fails at once with
     TransportUnavailableError; once it is back, asks succeed again without any action."""
-    with natsserver.NatsServer() as server:
-        common: dict[str, Any] = {
-            "storage_url": pg_url,
-            "cluster": True,
-            "transport": server.url,
-            "lease": "2s",
-            "poll_interval": "200ms",
-        }
-        a = make_system(node_id="node-a", name="node-a", **common)
-        b = make_system(node_id="node-b", name="node-b", **common)
-        for system in (a, b):
-            system.register_virtual("place", Place)
-        a.virtual("place", "k5").ask("where", timeout=10)
-        remote = b.virtual("place", "k5")
-        assert remote.ask("where", timeout=10) == "node-a"
-        server.stop()
-        with pytest.raises(TransportUnavailableError):
-            remote.ask("where", timeout=10)
-        assert a.virtual("place", "k5").ask("where", timeout=10) == "node-a"  # local: fine
-        server.start()
-        answered = None
-        for _ in range(100):
-            try:
-                answered = remote.ask("where", timeout=10)
-                break
-            except TransportUnavailableError:
-                threading.Event().wait(0.1)  # reconnecting: a bounded poll, not a sleep
-        assert answered == "node-a"
+    server = make_nats_server()
+    common: dict[str, Any] = {
+        "storage_url": pg_url,
+        "cluster": True,
+        "transport": server.url,
+        "lease": "2s",
+        "poll_interval": "200ms",
+    }
+    a = make_system(node_id="node-a", name="node-a", **common)
+    b = make_system(node_id="node-b", name="node-b", **common)
+    for system in (a, b):
+        system.register_virtual("place", Place)
+    a.virtual("place", "k5").ask("where", timeout=10)
+    remote = b.virtual("place", "k5")
+    assert remote.ask("where", timeout=10) == "node-a"
+    server.stop()
+    with pytest.raises(TransportUnavailableError):
+        remote.ask("where", timeout=10)
+    assert a.virtual("place", "k5").ask("where", timeout=10) == "node-a"  # local: fine
+    server.start()
+    answered = None
+    for _ in range(100):
+        try:
+            answered = remote.ask("where", timeout=10)
+            break
+        except TransportUnavailableError:
+            threading.Event().wait(0.1)  # reconnecting: a bounded poll, not a sleep
+    assert answered == "node-a"
 
 
 def test_without_a_transport_another_nodes_actor_is_still_refused(
-    make_system: Callable[..., ActorSystem], pg_url: str
+    pg_url: str, make_system: Callable[..., ActorSystem]
 ) -> None:
     """Without a transport nothing changes: an actor active on another node raises
     ActorActiveElsewhereError naming the node (and the message says how to reach it)."""

@@ -258,6 +258,12 @@ class LeaseStore(ABC):
     # -- membership ----------------------------------------------------------------------------
 
     @abstractmethod
+    def cluster_id(self) -> str:
+        """The id of the cluster of nodes that share this store: made once, with the store's
+        tables, and the same for every node that opens it. Nodes find each other on a
+        transport by it, apart from the nodes of any other store."""
+
+    @abstractmethod
     def heartbeat(
         self, node_id: str, *, hosts_actors: bool, lease_until: datetime, now: datetime
     ) -> None:

@@ -14,6 +14,7 @@ import os
 import sqlite3
 import threading
 import time
+import uuid
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -64,6 +65,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ACTIVATIONS_TABLE",
+    "CLUSTER_TABLE",
     "BUCKETS_TABLE",
     "COLUMNS_ADDED",
     "METADATA",
@@ -188,6 +190,17 @@ COLUMNS_ADDED: Final[dict[int, tuple[tuple[Table, str], ...]]] = {
 database of an older version adds them (`ALTER TABLE ... ADD COLUMN`, so each must be nullable or
 have a server default) in the same transaction that records the new version. Tables and indexes
 that are new in a version need no entry: they are created when missing."""
+
+CLUSTER_TABLE: Final = Table(
+    "plexspaces_cluster",
+    _metadata,
+    Column("singleton", Integer, primary_key=True),
+    Column("cluster_id", String(64), nullable=False),
+    Column("created_us", BigInteger, nullable=False),
+)
+"""One row: the id of the cluster of nodes that share this database, made when the tables are
+created. Nodes use it to find each other on a transport without mixing with the nodes of
+another database."""
 
 SCHEMA_TABLE: Final = Table(
     "plexspaces_schema",
@@ -347,6 +360,7 @@ class SqlStoreBase(BaseReminderStore):
             engine, self._owns_engine = create_store_engine(url_or_engine), True
         self._engine = engine
         self._closed = False
+        self._cluster_id: str | None = None
         self._dialect = engine.dialect.name
         # Only PostgreSQL is relied on for row locks; elsewhere the guarded update alone decides.
         self._locks_rows = self._dialect == "postgresql"
@@ -443,6 +457,14 @@ class SqlStoreBase(BaseReminderStore):
                 for index in sorted(table.indexes, key=lambda ix: str(ix.name)):
                     connection.execute(CreateIndex(index, if_not_exists=True))
             _fill_buckets(connection)
+            if connection.execute(select(CLUSTER_TABLE.c.cluster_id)).first() is None:
+                connection.execute(
+                    insert(CLUSTER_TABLE).values(
+                        singleton=1,
+                        cluster_id=uuid.uuid4().hex,
+                        created_us=time.time_ns() // 1000,
+                    )
+                )
             if found is None:
                 connection.execute(
                     insert(SCHEMA_TABLE).values(component=SCHEMA_COMPONENT, version=SCHEMA_VERSION)
@@ -476,6 +498,14 @@ class SqlStoreBase(BaseReminderStore):
         _upgrade_log.info(
             "store.schema_upgraded", url=url, from_version=found, to_version=SCHEMA_VERSION
         )
+
+    def cluster_id(self) -> str:
+        cached = self._cluster_id
+        if cached is None:
+            with self._connection() as connection:
+                found = connection.execute(select(CLUSTER_TABLE.c.cluster_id)).scalar_one()
+            cached = self._cluster_id = str(found)
+        return cached
 
     # -- decoding ----------------------------------------------------------------------------------
 
