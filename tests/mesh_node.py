@@ -28,6 +28,7 @@ Commands:
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -78,6 +79,9 @@ class Device(Actor):
         raise ValueError(f"unexpected message {message!r}")
 
 
+_runs = itertools.count()
+
+
 def _write(line: str) -> None:
     os.write(Device.journal, f"{line}\n".encode())
 
@@ -90,13 +94,13 @@ def _traffic(system: ActorSystem, command: dict[str, Any]) -> dict[str, Any]:
     results: list[dict[str, Any]] = []
     lock = threading.Lock()
 
+    run = next(_runs)
+
     def send(index: int) -> None:
-        sender = f"{system.node_id}.{index}"
+        sender = f"{system.node_id}.{run}.{index}"
         seqs: Counter[str] = Counter()
         latencies: list[float] = []
         errors: Counter[str] = Counter()
-        first: dict[str, float] = {}
-        last: dict[str, float] = {}
         acked_tells = 0
         position = index
         while time.monotonic() < until:
@@ -112,9 +116,6 @@ def _traffic(system: ActorSystem, command: dict[str, Any]) -> dict[str, Any]:
                 started = time.perf_counter()
                 ref.ask(("seq", sender, seqs[key]), timeout=30)
                 latencies.append(time.perf_counter() - started)
-                now = time.time()
-                first.setdefault(key, now)
-                last[key] = now
             except Exception as error:
                 errors[type(error).__name__] += 1
         with lock:
@@ -125,8 +126,6 @@ def _traffic(system: ActorSystem, command: dict[str, Any]) -> dict[str, Any]:
                     "errors": dict(errors),
                     "acked_tells": acked_tells,
                     "sent": dict(seqs),
-                    "first": first,
-                    "last": last,
                 }
             )
 
