@@ -891,6 +891,13 @@ class ReminderService:
             return
         if delivered:
             return
+        router = self._system._router
+        if router is not None and not handoff:
+            holder = router.holder_elsewhere(ref, look_up=False)
+            if holder is not None:
+                # Known to be active on another node: no activation attempt here.
+                self._route_fire(armed, fired, ref, holder)
+                return
         if handoff:
             # Inside ManualClock.advance: activate here, so the fire is in the mailbox when the
             # step ends.
@@ -928,6 +935,16 @@ class ReminderService:
     def _activate_and_deliver(
         self, armed: _Armed, fired: ReminderFired, ref: VirtualActorRef
     ) -> None:
+        router = self._system._router
+        if router is not None:
+            try:
+                holder = router.holder_elsewhere(ref, look_up=True)
+            except Exception as error:
+                self._delivery_failed(armed, fired, ref, error)
+                return
+            if holder is not None:
+                self._route_fire(armed, fired, ref, holder)
+                return
         try:
             self._system._deliver_virtual(
                 ref, fired, guard=lambda: self._current(armed), done=self._done(armed, fired)
@@ -938,18 +955,8 @@ class ReminderService:
     def _delivery_failed(
         self, armed: _Armed, fired: ReminderFired, ref: VirtualActorRef, error: Exception
     ) -> None:
-        route = self._node.route_remote
-        if isinstance(error, ActorActiveElsewhereError) and route is not None:
-            # A transport reaches the node holding the actor: deliver there. The handler's
-            # outcome comes back on the transport's thread, which must not wait; a fire that
-            # does not get there is retried (a fresh delivery finds where the actor is by then).
-            route(
-                ref,
-                fired,
-                error.node_id,
-                lambda outcome: self._handled(armed, fired, outcome, False),
-                lambda why: self._delivery_failed(armed, fired, ref, why),
-            )
+        if isinstance(error, ActorActiveElsewhereError) and self._node.route_remote is not None:
+            self._route_fire(armed, fired, ref, error.node_id)
             return
         self._answered(armed)  # nothing to wait for: it is retried or handed over below
         with self._lock:
@@ -970,6 +977,22 @@ class ReminderService:
             error=repr(error),
         )
         self._retry(armed)
+
+    def _route_fire(
+        self, armed: _Armed, fired: ReminderFired, ref: VirtualActorRef, holder: str
+    ) -> None:
+        """Deliver a fire to its actor on node `holder` through the transport. The handler's
+        outcome comes back on the transport's thread, which must not wait; a fire that does not
+        get there is retried (a fresh delivery finds where the actor is by then)."""
+        route = self._node.route_remote
+        assert route is not None
+        route(
+            ref,
+            fired,
+            holder,
+            lambda outcome: self._handled(armed, fired, outcome, False),
+            lambda why: self._delivery_failed(armed, fired, ref, why),
+        )
 
     def _done(self, armed: _Armed, fired: ReminderFired) -> Done:
         # A fire delivered inside ManualClock.advance is acknowledged before its hand-off is

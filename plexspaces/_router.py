@@ -232,7 +232,12 @@ class Router:
                 target = value if isinstance(value, str) and value != self.node_id else None
                 if target is None or len(hops) >= _MAX_HOPS:
                     self._forget(ref)
-                    failed(ActorActiveElsewhereError(ref.actor_id, str(value)))
+                    failed(
+                        PlexSpacesError(
+                            f"no node took the fire for actor {ref.actor_id!r} (asked "
+                            f"{', '.join(hops)}); it is delivered again after a backoff"
+                        )
+                    )
                     return
                 self._remember(ref, target)
                 hops.append(target)
@@ -244,6 +249,19 @@ class Router:
                 done(self._remote_error(ref, hops[-1], kind, value))
 
         self._transport.request_async(holder, body, timeout, answered)
+
+    def holder_elsewhere(self, ref: VirtualActorRef, *, look_up: bool) -> str | None:
+        """The other node that holds `ref`'s key as far as this node knows: from its cache, and
+        with `look_up` from the store too (which waits for it). None when the key is active
+        here, active nowhere, or (without `look_up`) not known."""
+        if self._system._is_local(ref):
+            return None
+        holder = self._holders.get(ref.actor_id)
+        if holder is None and look_up:
+            holder = self._holder_of(ref.actor_type, ref.actor_key)
+            if holder is not None:
+                self._remember(ref, holder)
+        return None if holder == self.node_id else holder
 
     def _target(self, ref: VirtualActorRef) -> str | None:
         """The node to send to: None for this one (the key is active or starting here, or

@@ -200,6 +200,7 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_three_nodes_route_asks_and_tells_survive_a_kill_and_a_nats_restart(
     nodes: tuple[list[Node], natsserver.NatsServer, str], tmp_path: Path
 ) -> None:

@@ -65,8 +65,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ACTIVATIONS_TABLE",
-    "CLUSTER_TABLE",
     "BUCKETS_TABLE",
+    "CLUSTER_TABLE",
     "COLUMNS_ADDED",
     "METADATA",
     "NODES_TABLE",
