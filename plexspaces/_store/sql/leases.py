@@ -151,13 +151,21 @@ class SqlLeaseStore(SqlStoreBase):
         lease_us = self._check_time(lease_until, "lease_until")
         now_us = self._check_time(now, "now")
         chosen = _check_buckets(buckets)
-        statement = update(REMINDERS_TABLE).where(
-            _r.claimed_by == node_id, _r.claimed_until_us >= now_us
-        )
+        held = and_(_r.claimed_by == node_id, _r.claimed_until_us >= now_us)
         if chosen is not None:
-            statement = statement.where(_in_buckets(node_id, now_us, chosen, follow_activations))
+            held = and_(held, _in_buckets(node_id, now_us, chosen, follow_activations))
+        if self._locks_rows:
+            # Skip the rows a fire or an acknowledgement of this node holds locked right now
+            # (their fire renews the claim itself; the next renewal takes the others): a
+            # renewal then never waits for a batch, so the two cannot deadlock, whatever order
+            # each takes its rows in.
+            held = tuple_(*_KEY_COLUMNS).in_(
+                select(*_KEY_COLUMNS).where(held).with_for_update(skip_locked=True)
+            )
         with self._write() as connection:
-            result = connection.execute(statement.values(claimed_until_us=lease_us))
+            result = connection.execute(
+                update(REMINDERS_TABLE).where(held).values(claimed_until_us=lease_us)
+            )
         return result.rowcount
 
     @_reconnecting
