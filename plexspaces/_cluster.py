@@ -304,6 +304,7 @@ class ClusterNode:
         run: Callable[[Callable[[], None]], None],
         lost: Callable[[frozenset[int]], None] | None = None,
         actor_left: Callable[[str, str], None] | None = None,
+        renew_run: Callable[[Callable[[], None]], None] | None = None,
     ) -> None:
         """Join the cluster: check the bucket count, heartbeat and take a fair share of the
         buckets at once; then every poll interval run a round (`balance`) and `poll`, and renew
@@ -330,8 +331,16 @@ class ClusterNode:
             self.balance()
             poll()
 
-        self._every(self._poll_interval, round_then_poll, run)
-        self._every(self._lease / 3, self.renew, run)
+        if renew_run is None:
+            self._every(self._poll_interval, round_then_poll, run)
+            self._every(self._lease / 3, self.renew, run)
+        else:
+            # Rounds and renewals on a thread of their own, so a long poll or load (claiming
+            # thousands of reminders after a failover) never holds up a lease renewal: a late
+            # one would lose this node its buckets and start a cycle of release and re-claim.
+            self._every(self._poll_interval, self.balance, renew_run)
+            self._every(self._poll_interval, poll, run)
+            self._every(self._lease / 3, self.renew, renew_run)
 
     def stop(self) -> None:
         """Stop polling and renewing (the node is shutting down)."""

@@ -241,6 +241,11 @@ class ReminderService:
         self._maintainer = threading.Thread(
             target=self._serve_work, name=f"{system.name}-reminder-loads", daemon=True
         )
+        # Membership, bucket and lease renewals of a cluster node, apart from the long work.
+        self._leases: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._leaser = threading.Thread(
+            target=self._serve_leases, name=f"{system.name}-reminder-leases", daemon=True
+        )
         # Activating a virtual actor for a fire runs its on_start: never on the fire thread.
         self._activator = ThreadPoolExecutor(
             max_workers=_ACTIVATION_THREADS, thread_name_prefix=f"{system.name}-activations"
@@ -251,9 +256,12 @@ class ReminderService:
             run=self._maintain,
             lost=self._buckets_lost,
             actor_left=self._actor_left,
+            renew_run=self._renew,
         )
         self._firer.start()
         self._maintainer.start()
+        if node.enabled:
+            self._leaser.start()
 
     # -- registration (any thread) -----------------------------------------------------------------
 
@@ -427,9 +435,10 @@ class ReminderService:
             self._parked_any.clear()
         self._inbox.put(_STOP)
         self._work.put(None)
+        self._leases.put(None)
         current = threading.current_thread()
-        for thread in (self._firer, self._maintainer):
-            if thread is not current:
+        for thread in (self._firer, self._maintainer, self._leaser):
+            if thread is not current and thread.ident is not None:
                 thread.join()
         self._activator.shutdown(wait=True)
         self._node.release_all()
@@ -443,6 +452,24 @@ class ReminderService:
             work()
         else:
             self._work.put(work)
+
+    def _renew(self, work: Callable[[], None]) -> None:
+        """Run lease work (membership, buckets, renewals) on the lease thread, which nothing
+        else uses, so it is never late behind a long poll; inline inside `ManualClock.advance`."""
+        if current_handoff() is not None:
+            work()
+        else:
+            self._leases.put(work)
+
+    def _serve_leases(self) -> None:
+        while True:
+            work = self._leases.get()
+            if work is None:
+                return
+            try:
+                work()
+            except Exception as error:  # a renewal logs its own failures; this is a bug
+                _log.error("reminder.lease_work_failed", error=repr(error), exc_info=error)
 
     def _serve_work(self) -> None:
         while True:
