@@ -336,6 +336,37 @@ def test_a_closed_transport_fails_requests_and_ends_its_thread(
     assert threads.count("plexspaces-transport-other") == 1  # the server's; the client's ended
 
 
+def test_close_from_a_callback_ends_the_transport_without_deadlock(
+    nats_url: str, open_nats: Opener
+) -> None:
+    """close() called on the transport's own thread (in a callback) returns, and the transport
+    winds down and ends its thread."""
+    client, server = open_nats(nats_url, name="selfclose"), open_nats(nats_url)
+    server.start("n1", echo_upper)
+    done = threading.Event()
+
+    def callback(result: bytes | BaseException) -> None:
+        client.close()
+        done.set()
+
+    client.request_async("n1", b"x", WAIT, callback)
+    assert done.wait(WAIT)
+    assert until(
+        lambda: all(t.name != "plexspaces-transport-selfclose" for t in threading.enumerate())
+    )
+    with pytest.raises(TransportError, match="closed"):
+        client.request("n1", b"", WAIT)
+
+
+def test_a_transport_serves_one_node_id(nats_url: str, open_nats: Opener) -> None:
+    """A second start() on one transport raises RuntimeError; the first node id stays served."""
+    client, server = open_nats(nats_url), open_nats(nats_url)
+    server.start("n1", echo_upper)
+    with pytest.raises(RuntimeError, match="open one transport per node"):
+        server.start("n2", echo_upper)
+    assert client.request("n1", b"x", WAIT) == b"X"
+
+
 # -- the server goes away and comes back ---------------------------------------------------------
 
 
