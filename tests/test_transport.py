@@ -290,9 +290,23 @@ def test_a_body_larger_than_the_server_accepts_fails_clearly(
     """A request bigger than the server's max_payload raises TransportError naming both sizes."""
     client, server = open_nats(nats_url), open_nats(nats_url)
     server.start("n1", echo_upper)
+    assert client.max_payload == 1024 * 1024  # nats-server's default
     with pytest.raises(TransportError, match=r"2000000 bytes .* larger than .*1048576 bytes"):
         client.request("n1", b"x" * 2_000_000, WAIT)
     assert client.request("n1", b"ok", WAIT) == b"OK"
+
+
+def test_a_reply_larger_than_the_server_accepts_is_logged_and_times_out(
+    nats_url: str, open_nats: Opener
+) -> None:
+    """A reply bigger than max_payload is dropped with a transport.reply_dropped warning; the
+    requester times out and the transport goes on."""
+    client, server = open_nats(nats_url), open_nats(nats_url)
+    server.start("n1", lambda body, reply: reply(body * 2_000_000 if body == b"x" else body))
+    with capture_logs() as logs, pytest.raises(TransportTimeoutError):
+        client.request("n1", b"x", 0.5)
+    assert [e["bytes"] for e in logs if e["event"] == "transport.reply_dropped"] == [2_000_000]
+    assert client.request("n1", b"ok", WAIT) == b"ok"
 
 
 def test_bad_arguments_are_refused_naming_the_value(nats_url: str, open_nats: Opener) -> None:

@@ -398,6 +398,12 @@ class NatsTransport(Transport):
     def connected(self) -> bool:
         return self._up.is_set() and not self._closed
 
+    @property
+    def max_payload(self) -> int:
+        """The largest body, in bytes, the server accepts in one message (a request or a
+        reply): nats-server's `max_payload`, 1 MiB by default."""
+        return int(self._nc.max_payload)
+
     def wait_until_connected(self, timeout: float) -> bool:
         """Wait up to `timeout` seconds for the connection (back after an outage of the
         server); whether it is connected."""
@@ -659,10 +665,15 @@ class NatsTransport(Transport):
             outbox = self._outbox
             while outbox:
                 item = outbox.popleft()
-                if isinstance(item, _Request):
-                    await self._send_request(item)
-                else:
-                    await self._send_reply(item)
+                try:
+                    if isinstance(item, _Request):
+                        await self._send_request(item)
+                    else:
+                        await self._send_reply(item)
+                except Exception:
+                    # Never expected; but a sender that died would leave every later request
+                    # to wait out its timeout.
+                    self._log.exception("transport.send_failed")
 
     async def _send_request(self, request: _Request) -> None:
         if self._closed:
