@@ -4,6 +4,7 @@ logs, and the codecs."""
 
 from __future__ import annotations
 
+import logging
 import math
 import pickle
 import threading
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+import structlog
 from structlog.testing import capture_logs
 
 from plexspaces import (
@@ -46,6 +48,19 @@ PASSWORD = "Sw0rdfish-nats-51d2"
 TOKEN = "T0ken-nats-9c3e77"
 
 Opener = Callable[..., NatsTransport]
+
+
+@pytest.fixture(autouse=True)
+def every_log_level() -> Iterator[None]:
+    """Events of every level reach `capture_logs`, whatever an earlier test configured; the
+    configuration is put back afterwards."""
+    saved = structlog.get_config() if structlog.is_configured() else None
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
+    yield
+    if saved is None:
+        structlog.reset_defaults()
+    else:
+        structlog.configure(**saved)
 
 
 @pytest.fixture
@@ -275,9 +290,23 @@ def test_a_body_larger_than_the_server_accepts_fails_clearly(
     """A request bigger than the server's max_payload raises TransportError naming both sizes."""
     client, server = open_nats(nats_url), open_nats(nats_url)
     server.start("n1", echo_upper)
+    assert client.max_payload == 1024 * 1024  # nats-server's default
     with pytest.raises(TransportError, match=r"2000000 bytes .* larger than .*1048576 bytes"):
         client.request("n1", b"x" * 2_000_000, WAIT)
     assert client.request("n1", b"ok", WAIT) == b"OK"
+
+
+def test_a_reply_larger_than_the_server_accepts_is_logged_and_times_out(
+    nats_url: str, open_nats: Opener
+) -> None:
+    """A reply bigger than max_payload is dropped with a transport.reply_dropped warning; the
+    requester times out and the transport goes on."""
+    client, server = open_nats(nats_url), open_nats(nats_url)
+    server.start("n1", lambda body, reply: reply(body * 2_000_000 if body == b"x" else body))
+    with capture_logs() as logs, pytest.raises(TransportTimeoutError):
+        client.request("n1", b"x", 0.5)
+    assert [e["bytes"] for e in logs if e["event"] == "transport.reply_dropped"] == [2_000_000]
+    assert client.request("n1", b"ok", WAIT) == b"ok"
 
 
 def test_bad_arguments_are_refused_naming_the_value(nats_url: str, open_nats: Opener) -> None:
@@ -321,6 +350,37 @@ def test_a_closed_transport_fails_requests_and_ends_its_thread(
     assert threads.count("plexspaces-transport-other") == 1  # the server's; the client's ended
 
 
+def test_close_from_a_callback_ends_the_transport_without_deadlock(
+    nats_url: str, open_nats: Opener
+) -> None:
+    """close() called on the transport's own thread (in a callback) returns, and the transport
+    winds down and ends its thread."""
+    client, server = open_nats(nats_url, name="selfclose"), open_nats(nats_url)
+    server.start("n1", echo_upper)
+    done = threading.Event()
+
+    def callback(result: bytes | BaseException) -> None:
+        client.close()
+        done.set()
+
+    client.request_async("n1", b"x", WAIT, callback)
+    assert done.wait(WAIT)
+    assert until(
+        lambda: all(t.name != "plexspaces-transport-selfclose" for t in threading.enumerate())
+    )
+    with pytest.raises(TransportError, match="closed"):
+        client.request("n1", b"", WAIT)
+
+
+def test_a_transport_serves_one_node_id(nats_url: str, open_nats: Opener) -> None:
+    """A second start() on one transport raises RuntimeError; the first node id stays served."""
+    client, server = open_nats(nats_url), open_nats(nats_url)
+    server.start("n1", echo_upper)
+    with pytest.raises(RuntimeError, match="open one transport per node"):
+        server.start("n2", echo_upper)
+    assert client.request("n1", b"x", WAIT) == b"X"
+
+
 # -- the server goes away and comes back ---------------------------------------------------------
 
 
@@ -355,8 +415,9 @@ def test_a_stopped_server_fails_requests_at_once_and_a_restarted_one_serves_agai
         assert time.monotonic() - started < FAST
         assert nats.url in str(raised.value)
         assert isinstance(raised.value, ConnectionError)
-        # Keep it down across several reconnect attempts: reconnecting never gives up.
-        assert until(lambda: sum(e["event"] == "transport.error" for e in logs) >= 6)
+        # Keep it down across several failed reconnect attempts: reconnecting never gives up.
+        errors_before = client._errors_seen
+        assert until(lambda: client._errors_seen >= errors_before + 5)
         nats.start()
         assert client.wait_until_connected(WAIT)
         assert server.wait_until_connected(WAIT)

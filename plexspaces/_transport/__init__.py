@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CODECS",
     "Codec",
+    "Handler",
     "JsonCodec",
     "PickleCodec",
     "Transport",
@@ -48,7 +49,9 @@ class Transport(ABC):
         Requests from one thread to one node reach `handler` in the order they were made.
         Returns once the server knows this node serves `node_id`. A handler that raises is
         logged (`transport.handler_failed`) and its requester gets no reply; a second call of
-        `reply` raises `RuntimeError`.
+        `reply` raises `RuntimeError`. A reply that cannot be sent (larger than the server
+        accepts, or the connection is down) is logged (`transport.reply_dropped`) and its
+        requester times out.
 
         Raises:
             TransportUnavailableError: not connected.

@@ -42,6 +42,7 @@ from .._errors import (
     TransportTimeoutError,
     TransportUnavailableError,
 )
+from .._logging import ensure_logging_configured
 from .._redact import HIDDEN, redact_text
 from . import Handler, Transport
 
@@ -353,6 +354,7 @@ class NatsTransport(Transport):
     def __init__(self, url: str, *, name: str, options: Mapping[str, Any] | None = None) -> None:
         parsed = parse_nats_url(url)
         encode_token(name)  # checks the name before anything starts
+        ensure_logging_configured()  # as an ActorSystem does: levels, and the log redaction
         self._options = _connect_options(parsed, options)
         self._servers = parsed.servers
         self.url = parsed.shown
@@ -374,6 +376,7 @@ class NatsTransport(Transport):
         self._closed = False
         self._close_lock = threading.Lock()
         self._last_error: BaseException | None = None
+        self._errors_seen = 0  # connection errors so far (failed reconnect attempts among them)
         self._log = _log.bind(transport=name, url=self.url)
         self._nc = Client()
         self._loop = asyncio.new_event_loop()
@@ -394,6 +397,12 @@ class NatsTransport(Transport):
     @property
     def connected(self) -> bool:
         return self._up.is_set() and not self._closed
+
+    @property
+    def max_payload(self) -> int:
+        """The largest body, in bytes, the server accepts in one message (a request or a
+        reply): nats-server's `max_payload`, 1 MiB by default."""
+        return int(self._nc.max_payload)
 
     def wait_until_connected(self, timeout: float) -> bool:
         """Wait up to `timeout` seconds for the connection (back after an outage of the
@@ -656,10 +665,15 @@ class NatsTransport(Transport):
             outbox = self._outbox
             while outbox:
                 item = outbox.popleft()
-                if isinstance(item, _Request):
-                    await self._send_request(item)
-                else:
-                    await self._send_reply(item)
+                try:
+                    if isinstance(item, _Request):
+                        await self._send_request(item)
+                    else:
+                        await self._send_reply(item)
+                except Exception:
+                    # Never expected; but a sender that died would leave every later request
+                    # to wait out its timeout.
+                    self._log.exception("transport.send_failed")
 
     async def _send_request(self, request: _Request) -> None:
         if self._closed:
@@ -776,6 +790,7 @@ class NatsTransport(Transport):
 
     async def _on_error(self, error: Exception) -> None:
         self._last_error = error
+        self._errors_seen += 1
         reason = self._reason(error)
         if _AUTHORIZATION_VIOLATION in reason.lower():
             self._log.warning("transport.error", error=reason)
