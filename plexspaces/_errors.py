@@ -21,6 +21,7 @@ __all__ = [
     "NoHostingNodeError",
     "NoResponderError",
     "NodeIdInUseError",
+    "NodeLostError",
     "PlexSpacesError",
     "RemoteActorError",
     "SystemShutdownError",
@@ -91,6 +92,12 @@ class RemoteActorError(PlexSpacesError, RuntimeError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.actor_id, self.node_id, self.type_name, self.text))
+
+
+class NodeLostError(PlexSpacesError, RuntimeError):
+    """The node holding a virtual actor died (its membership lease ran out) while a message
+    to the actor was in flight. The message may or may not have been handled there; a new one
+    reaches the actor on the node that activates it next."""
 
 
 class NoHostingNodeError(PlexSpacesError, RuntimeError):

@@ -21,6 +21,7 @@ messages one thread sends to one actor arrive in the order it sent them, whereve
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +36,7 @@ from . import _pykka
 from ._errors import (
     ActorActiveElsewhereError,
     AskTimeoutError,
+    NodeLostError,
     NoHostingNodeError,
     NoResponderError,
     PlexSpacesError,
@@ -95,7 +97,9 @@ class Router:
         codec: encodes requests and replies.
         hosts_actors: False for a client-only node, which activates nothing.
         holder_of: the node holding a key's activation, from the store (None: nobody).
-        hosting_nodes: the live nodes that host actors, for placement from a client-only node.
+        hosting_nodes: the live nodes that host actors, from the store: where a client-only
+            node places a key, and whether a node that is slow to answer is still alive.
+        liveness_check: seconds between those checks while a request waits for its answer.
     """
 
     def __init__(
@@ -107,6 +111,7 @@ class Router:
         hosts_actors: bool,
         holder_of: Callable[[str, str], str | None],
         hosting_nodes: Callable[[], Sequence[str]],
+        liveness_check: float = 1.0,
     ) -> None:
         self._system = system
         self._transport = transport
@@ -115,6 +120,7 @@ class Router:
         self.hosts_actors = hosts_actors
         self._holder_of = holder_of
         self._hosting_nodes = hosting_nodes
+        self._liveness_check = liveness_check
         self._holders: dict[str, str] = {}
         self._pool = ThreadPoolExecutor(
             max_workers=_SERVE_THREADS, thread_name_prefix=f"{system.name}-router"
@@ -309,14 +315,38 @@ class Router:
             raise TransportTimeoutError(
                 f"no node took {type(message).__name__} for actor {ref.actor_id!r} in time"
             )
-        try:
-            reply = self._transport.request(holder, body, left)
-        except NoResponderError:
+        done = threading.Event()
+        outcome: list[bytes | BaseException] = []
+
+        def answered(result: bytes | BaseException) -> None:
+            outcome.append(result)
+            done.set()
+
+        self._transport.request_async(holder, body, left, answered)
+        # A node that dies with the message in flight never answers: while waiting, check now
+        # and then that it is still a member, and give up once its lease has run out.
+        while not done.wait(min(self._liveness_check, max(0.0, deadline - time.monotonic()))):
+            if time.monotonic() >= deadline:
+                raise TransportTimeoutError(
+                    f"node {holder!r} did not answer {type(message).__name__} for actor "
+                    f"{ref.actor_id!r} in time"
+                )
+            if holder not in self._hosting_nodes():
+                self._forget(ref)
+                raise NodeLostError(
+                    f"node {holder!r}, which held actor {ref.actor_id!r}, died (its lease ran "
+                    f"out) with {type(message).__name__} in flight: it may or may not have been "
+                    "handled there; a new message reaches the actor where it is activated next"
+                )
+        result = outcome[0]
+        if isinstance(result, NoResponderError):
             # Nobody serves that node's subject: it died or shut down. Its activation lease
             # runs out (or was released), and a fresh lookup then finds the key free.
             self._forget(ref)
             return None
-        kind, value = self._decode_reply(reply)
+        if isinstance(result, BaseException):
+            raise result
+        kind, value = self._decode_reply(result)
         if kind == _MOVED:
             if isinstance(value, str) and value != holder:
                 self._remember(ref, value)

@@ -487,6 +487,7 @@ class ActorSystem:
             hosting_nodes=lambda: [
                 found.node_id for found in store.live_nodes(clock.now()) if found.hosts_actors
             ],
+            liveness_check=min(1.0, self.lease.total_seconds() / 3),
         )
         self._router.start()
         router = self._router

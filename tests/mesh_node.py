@@ -102,22 +102,29 @@ def _traffic(system: ActorSystem, command: dict[str, Any]) -> dict[str, Any]:
         latencies: list[float] = []
         errors: Counter[str] = Counter()
         acked_tells = 0
+        failed: list[tuple[str, int]] = []  # (key, seq) of the sends that raised
         position = index
         while time.monotonic() < until:
             key = keys[position % len(keys)]
             position += threads
             ref = system.virtual(DEVICE, key)
-            try:
-                if tells:
-                    seqs[key] += 1
+            if tells:
+                seqs[key] += 1
+                try:
                     ref.tell(("seq", sender, seqs[key]))
                     acked_tells += 1
-                seqs[key] += 1
-                started = time.perf_counter()
+                except Exception as error:
+                    errors[type(error).__name__] += 1
+                    failed.append((key, seqs[key]))
+                    continue
+            seqs[key] += 1
+            started = time.perf_counter()
+            try:
                 ref.ask(("seq", sender, seqs[key]), timeout=30)
                 latencies.append(time.perf_counter() - started)
             except Exception as error:
                 errors[type(error).__name__] += 1
+                failed.append((key, seqs[key]))
         with lock:
             results.append(
                 {
@@ -126,6 +133,7 @@ def _traffic(system: ActorSystem, command: dict[str, Any]) -> dict[str, Any]:
                     "errors": dict(errors),
                     "acked_tells": acked_tells,
                     "sent": dict(seqs),
+                    "failed": failed,
                 }
             )
 

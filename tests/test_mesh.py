@@ -247,7 +247,11 @@ def test_three_nodes_route_asks_and_tells_survive_a_kill_and_a_nats_restart(
     victim.process.send_signal(signal.SIGKILL)
     victim.process.wait(timeout=10)
     during = [node.reply(180) for node in survivors]
-    assert sum((errors(report) for report in during), Counter()) == Counter()
+    # A message in flight to node-0 when it died may or may not have been handled: its sender
+    # gets NodeLostError (at most one per sender thread); every other message is answered.
+    kill_errors = sum((errors(report) for report in during), Counter())
+    assert set(kill_errors) <= {"NodeLostError"}, kill_errors
+    assert kill_errors["NodeLostError"] <= len(survivors) * SENDERS
     slowest = max(x for report in during for x in latencies(report))
     after = survivors[0].call({"op": "ask", "keys": keys, "timeout": 30}, timeout=600)
     assert {answer for answer in after.values()} <= {"node-1", "node-2"}, [
@@ -333,7 +337,8 @@ def test_three_nodes_route_asks_and_tells_survive_a_kill_and_a_nats_restart(
                         per_node[label].append(seq)
                     if any(found != sorted(found) for found in per_node.values()):
                         problems.append(f"{name} -> {key}: out of order: {seen}")
-                    missing = set(range(1, last + 1)) - set(seqs)
+                    failed = {seq for failed_key, seq in sender["failed"] if failed_key == key}
+                    missing = set(range(1, last + 1)) - set(seqs) - failed
                     if not missing:
                         continue
                     if phase == "kill" and key in held_by_victim:
@@ -351,7 +356,8 @@ def test_three_nodes_route_asks_and_tells_survive_a_kill_and_a_nats_restart(
         f"{PERIOD}; healthy: {asks} asks in {max(r['elapsed'] for r in healthy):.1f}s "
         f"({rate:.0f}/s), p50 {percentile(healthy_latencies, 0.5) * 1e3:.1f} ms, p99 "
         f"{percentile(healthy_latencies, 0.99) * 1e3:.1f} ms; kill: slowest ask "
-        f"{slowest:.2f}s (bound {FAILOVER_BOUND_S:.0f}s); outage errors {dict(outage_errors)}; "
+        f"{slowest:.2f}s (bound {FAILOVER_BOUND_S:.0f}s), in flight at the kill "
+        f"{kill_errors['NodeLostError']}; outage errors {dict(outage_errors)}; "
         f"tells lost with the killed node {lost_tells}; reminders fired "
         f"{len(reminders_fired)}, fires {sum(fires.values())}, duplicate fires "
         f"{sum(duplicates.values())}"
