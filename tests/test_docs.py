@@ -43,6 +43,7 @@ READING_ORDER = [
     "writing-a-facet.md",
     "postgresql-and-clusters.md",
     "transport.md",
+    "several-nodes.md",
     "testing.md",
     "metrics-and-logging.md",
     "cli.md",
