@@ -15,8 +15,9 @@ journal with a single write (a SIGKILL may cut the last line short, never mix tw
     fire <key> <name> <count> <epoch s>     a reminder fire
 
 Commands:
-    {"op": "register", "keys": [...], "reminders": R, "period": "5s", "anchor": epoch s}
-        register R periodic reminders on each key (through its ref: wherever it is active)
+    {"op": "register", "keys": [...], "reminders": R, "period": "5s"}
+        register R periodic reminders on each key, first due one period after (through its
+        ref: wherever it is active)
     {"op": "traffic", "keys": [...], "seconds": S, "threads": T, "tells": bool}
         T sender threads, each sending to keys picked in turn for S seconds: a tell (when
         "tells") then an ask, each with the next sequence number of that sender and key. Answers
@@ -36,7 +37,6 @@ import sys
 import threading
 import time
 from collections import Counter
-from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from facets.reminder import ReminderFacet
@@ -68,9 +68,9 @@ class Device(Actor):
             case ReminderFired(reminder_name=name, fire_count=count):
                 _write(f"fire {self.ctx.actor_key} {name} {count} {time.time():.6f}")
                 return None
-            case ("register", count, period, anchor):
+            case ("register", count, period):
                 self.facet(ReminderFacet).register_reminders(
-                    ReminderRegistration(f"r{index}", due=anchor, period=period, missed="all")
+                    ReminderRegistration(f"r{index}", due=period, period=period)
                     for index in range(count)
                 )
                 return None
@@ -147,6 +147,25 @@ def _traffic(system: ActorSystem, command: dict[str, Any]) -> dict[str, Any]:
     return {"elapsed": elapsed, "senders": results}
 
 
+def _register(system: ActorSystem, command: dict[str, Any]) -> dict[str, Any]:
+    """Register the reminders of `command["keys"]`, from a few threads."""
+    keys: list[str] = command["keys"]
+    message = ("register", command["reminders"], command["period"])
+    threads = [
+        threading.Thread(
+            target=lambda part=part: [
+                system.virtual(DEVICE, key).ask(message, timeout=60) for key in part
+            ]
+        )
+        for part in (keys[index::4] for index in range(4))
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return {"registered": len(keys)}
+
+
 def main(config_text: str) -> None:
     config = json.loads(config_text)
     Device.journal = os.open(config["journal"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -173,13 +192,7 @@ def main(config_text: str) -> None:
             if op == "quit":
                 break
             if op == "register":
-                anchor = datetime.fromtimestamp(command["anchor"], UTC)
-                for key in command["keys"]:
-                    system.virtual(DEVICE, key).ask(
-                        ("register", command["reminders"], command["period"], anchor),
-                        timeout=60,
-                    )
-                answer: dict[str, Any] = {"registered": len(command["keys"])}
+                answer = _register(system, command)
             elif op == "traffic":
                 answer = _traffic(system, command)
             elif op == "ask":

@@ -210,7 +210,6 @@ def test_three_nodes_route_asks_and_tells_survive_a_kill_and_a_nats_restart(
     activations of a key never overlap."""
     started, server, pg_url = nodes
     keys = [f"d{index:04d}" for index in range(ACTORS)]
-    anchor = time.time() + 20.0
     for n, node in enumerate(started):
         node.send(
             {
@@ -218,7 +217,6 @@ def test_three_nodes_route_asks_and_tells_survive_a_kill_and_a_nats_restart(
                 "keys": keys[n::NODES],
                 "reminders": REMINDERS_PER_ACTOR,
                 "period": PERIOD,
-                "anchor": anchor,
             }
         )
     for node in started:
