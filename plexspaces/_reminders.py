@@ -318,7 +318,9 @@ class ReminderService:
                     self._disarm(record.key)
                     due = record.due_at.timestamp()
                     if due <= horizon:
-                        self._arm(record, due)
+                        if not self._node.enabled or record.claimed_by == self._node.node_id:
+                            self._arm(record, due)
+                        # Else another node fires it (it holds the bucket): its poll claims it.
                     else:
                         # Loaded in time by a batch load, like every reminder beyond the horizon.
                         self._schedule_loader(due - self._horizon / 2)
