@@ -321,18 +321,17 @@ class ReminderService:
                 self._store.upsert(records[0])
             elif records:
                 self._store.upsert_many(records)
-            mine = not self._node.enabled
             with self._lock:
                 for record in records:
                     self._disarm(record.key)
                     due = record.due_at.timestamp()
-                    if due > horizon:
+                    if due <= horizon:
+                        if not self._node.enabled or record.claimed_by == self._node.node_id:
+                            self._arm(record, due)
+                        # Else another node fires it (it holds the bucket): its poll claims it.
+                    else:
                         # Loaded in time by a batch load, like every reminder beyond the horizon.
                         self._schedule_loader(due - self._horizon / 2)
-                    elif mine or record.claimed_by == self._node.node_id:
-                        self._arm(record, due)
-                    # Otherwise another node fires it (the holder of its bucket): it claims
-                    # it at its next poll. Armed here too, it would race that node for it.
         return [info_of(record) for record in records]
 
     def _registering(self, actor_type: str, actor_key: str) -> threading.Lock:

@@ -262,6 +262,8 @@ class Device(Actor):
             case ("register", kwargs):
                 self.facet(ReminderFacet).register_reminder("tick", **kwargs)
                 return None
+            case "ping":
+                return self.ctx.system.node_id
         raise AssertionError(f"unexpected message {message!r}")
 
 
@@ -317,3 +319,66 @@ def test_every_tick_fires_exactly_once_across_nodes_that_join_and_leave(
     last = {key: node_id for node_id, key, count in fires if count == ticks}
     assert last == {key: owners[bucket_of("dev", key)] for key in keys}
     assert set(last.values()) == {"n1", "n3", "n4"}
+    # And no node keeps a reminder of a bucket it gave up armed.
+    for system in systems.values():
+        service = system.reminders
+        owned = service._node.owned_buckets()
+        assert {bucket_of(k.actor_type, k.actor_key) for k in service._armed} <= owned
+
+
+def test_with_a_transport_the_bucket_holder_fires_and_routes_to_the_actors_node(
+    pg_url: str, make_system: Callable[..., ActorSystem], clock: ManualClock
+) -> None:
+    """Given a `route_remote` (a transport), the node holding a reminder's bucket claims it even
+    while the actor is active on another node, and hands each fire to `route_remote` with that
+    node's id; the fire is acknowledged once `done` is called, so the count goes on."""
+    fires: list[tuple[str, str, int]] = []
+    cls = type("Device", (Device,), {"fires": fires})
+    a = make_system(storage_url=pg_url, clock=clock, node_id="node-a", lease="3s")
+    a.register_virtual("dev", cls)
+    b = make_system(storage_url=pg_url, clock=clock, node_id="node-b", lease="3s")
+    b.register_virtual("dev", cls)
+    clock.advance("2s")
+    routed: list[tuple[str, int, str]] = []
+
+    def route(ref: Any, fired: ReminderFired, node_id: str, done: Any, failed: Any) -> None:
+        routed.append((ref.actor_id, fired.fire_count, node_id))
+        done(None)
+
+    for system in (a, b):
+        system.reminders._node.route_remote = route
+    owned_by_b = b.reminders._node.owned_buckets()
+    key = next(f"k{i}" for i in range(1000) if bucket_of("dev", f"k{i}") in owned_by_b)
+    # Active on node a (idle_timeout 500ms: kept active by a message every 250ms below).
+    a.virtual("dev", key).ask(("register", {"due": "1s", "period": "1s"}))
+    for _ in range(12):
+        clock.advance("250ms")
+        assert a.virtual("dev", key).ask("ping") == "node-a"
+    assert routed == [(f"dev/{key}", count, "node-a") for count in (1, 2, 3)]
+    assert fires == []  # nothing reached the actor locally: the route was the only way
+    stored = b.reminders._store.list_actor("dev", key)
+    assert [record.pending_fire for record in stored] == [None]  # acknowledged
+
+
+def test_a_node_that_gives_a_bucket_up_disarms_its_reminders_and_the_new_holder_arms_them(
+    pg_url: str, make_system: Callable[..., ActorSystem], clock: ManualClock
+) -> None:
+    """When a joining node takes a bucket, the node that gave it up stops firing the bucket's
+    reminders in that same round (before they come due), and the new holder arms them."""
+    fires: list[tuple[str, str, int]] = []
+    cls = type("Device", (Device,), {"fires": fires})
+    a = make_system(storage_url=pg_url, clock=clock, node_id="node-a", lease="3s")
+    a.register_virtual("dev", cls)
+    # Node a holds every bucket; a joining node gets the upper half (a gives up its highest).
+    key = next(f"k{i}" for i in range(1000) if bucket_of("dev", f"k{i}") >= BUCKETS // 2)
+    a.virtual("dev", key).ask(("register", {"due": "10s"}))
+    a.virtual("dev", key).stop()  # inactive: only its bucket decides who fires it
+    assert [k.actor_key for k in a.reminders._armed] == [key]
+    b = make_system(storage_url=pg_url, clock=clock, node_id="node-b", lease="3s")
+    b.register_virtual("dev", cls)
+    clock.advance("2s")  # a round of each node: a releases, b takes
+    assert bucket_of("dev", key) in b.reminders._node.owned_buckets()
+    assert list(a.reminders._armed) == []
+    assert [k.actor_key for k in b.reminders._armed] == [key]
+    clock.advance("8s")
+    assert fires == [("node-b", key, 1)]

@@ -32,9 +32,12 @@ from .codec import (
 )
 from .interfaces import AdminScans, LeaseStore, ReminderRecords, ReminderStore
 from .records import (
+    BUCKETS,
     MAX_STORED_INT,
     MISSED_POLICIES,
+    BucketCountError,
     FireChange,
+    NodeInfo,
     NodeLeases,
     ReminderKey,
     SchemaVersionError,
@@ -42,6 +45,7 @@ from .records import (
     StoredReminder,
     StoreUnavailableError,
     UndecodableReminder,
+    bucket_of,
     from_micros,
     to_micros,
     validate_reminder,
@@ -50,6 +54,8 @@ from .records import (
 if TYPE_CHECKING:
     from .sql import (
         ACTIVATIONS_TABLE,
+        BUCKETS_TABLE,
+        NODES_TABLE,
         REMINDERS_TABLE,
         SCHEMA_TABLE,
         SCHEMA_VERSION,
@@ -59,17 +65,22 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ACTIVATIONS_TABLE",
+    "BUCKETS",
+    "BUCKETS_TABLE",
     "MAX_PAYLOAD_BYTES",
     "MAX_PAYLOAD_DEPTH",
     "MAX_STORED_INT",
     "MISSED_POLICIES",
+    "NODES_TABLE",
     "REMINDERS_TABLE",
     "SCHEMA_TABLE",
     "SCHEMA_VERSION",
     "AdminScans",
     "BaseReminderStore",
+    "BucketCountError",
     "FireChange",
     "LeaseStore",
+    "NodeInfo",
     "NodeLeases",
     "ReminderKey",
     "ReminderRecords",
@@ -80,6 +91,7 @@ __all__ = [
     "StoreUnavailableError",
     "StoredReminder",
     "UndecodableReminder",
+    "bucket_of",
     "create_store_engine",
     "decode_payload",
     "encode_payload",

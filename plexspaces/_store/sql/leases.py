@@ -251,8 +251,9 @@ class SqlLeaseStore(SqlStoreBase):
             if found == 0:
                 # Nodes starting at once insert the same rows: the first one wins, the others'
                 # inserts do nothing, and all of them then count the same rows.
-                for bucket in range(buckets):
-                    self._insert_ignoring_conflict(connection, BUCKETS_TABLE, {"bucket": bucket})
+                self._insert_ignoring_conflict(
+                    connection, BUCKETS_TABLE, [{"bucket": bucket} for bucket in range(buckets)]
+                )
                 found = connection.execute(
                     select(func.count()).select_from(BUCKETS_TABLE)
                 ).scalar_one()
@@ -324,19 +325,22 @@ class SqlLeaseStore(SqlStoreBase):
             return _release_buckets(connection, node_id, chosen)
 
     def _insert_ignoring_conflict(
-        self, connection: Any, table: Any, values: dict[str, Any]
+        self, connection: Any, table: Any, values: dict[str, Any] | list[dict[str, Any]]
     ) -> None:
-        """Insert a row unless one with its primary key exists (another node was first)."""
+        """Insert rows (in one statement) except those whose primary key exists (another node
+        was first)."""
+        rows = values if isinstance(values, list) else [values]
         if self._dialect in ("sqlite", "postgresql"):
             dialect = sqlite_dialect if self._dialect == "sqlite" else pg_dialect
-            connection.execute(dialect.insert(table).values(values).on_conflict_do_nothing())
+            connection.execute(dialect.insert(table).values(rows).on_conflict_do_nothing())
             return
-        primary = [column for column in table.primary_key.columns]
-        present = connection.execute(
-            select(*primary).where(*(column == values[column.name] for column in primary))
-        ).first()
-        if present is None:
-            connection.execute(insert(table).values(values))
+        primary = list(table.primary_key.columns)
+        for row in rows:
+            present = connection.execute(
+                select(*primary).where(*(column == row[column.name] for column in primary))
+            ).first()
+            if present is None:
+                connection.execute(insert(table).values(row))
 
     # -- activation leases -------------------------------------------------------------------------
 
