@@ -252,6 +252,8 @@ class ClusterNode:
             (`BUCKETS`; another number only to test that a mismatch is refused).
 
     Attributes:
+        activations_renewed: told after each renewal how many activation leases it renewed,
+            so the system can find an activation whose lease it lost (see `hold_activation`).
         route_remote: how to deliver a reminder fire to an actor active on another node, or
             None without a transport between nodes. None keeps the hand-over: the node that
             holds an actor's activation fires its reminders.
@@ -280,6 +282,7 @@ class ClusterNode:
         self.hosts_actors = hosts_actors
         self.buckets = buckets
         self.route_remote: RouteRemote | None = None
+        self.activations_renewed: Callable[[int], None] | None = None
         self._clock = clock
         self._scheduler = scheduler
         self._lease = lease.total_seconds()
@@ -460,9 +463,12 @@ class ClusterNode:
                 buckets=self._owned,
                 follow_activations=self.follows_activations,
             )
-            self.store.renew_activations(self.node_id, lease_until=until, now=now)
+            renewed = self.store.renew_activations(self.node_id, lease_until=until, now=now)
         except Exception as error:
             _log.warning("reminder.renew_failed", node_id=self.node_id, error=repr(error))
+            return
+        if self.activations_renewed is not None:
+            self.activations_renewed(renewed)
 
     # -- membership and buckets --------------------------------------------------------------------
 
@@ -596,6 +602,23 @@ class ClusterNode:
             _log.warning("reminder.release_failed", node_id=self.node_id, error=repr(error))
 
     # -- activations -------------------------------------------------------------------------------
+
+    def hold_activation(self, ref: VirtualActorRef, activation_id: str) -> str | None:
+        """Take the activation lease of `ref` back for the activation `activation_id` this node
+        runs (its lease ran out unrenewed: the node was paused, or the store away): None when
+        this node holds it again, else the node that holds it now.
+
+        Raises:
+            StoreUnavailableError: the store cannot be reached.
+        """
+        return self.store.claim_activation(
+            ref.actor_type,
+            ref.actor_key,
+            self.node_id,
+            activation_id=activation_id,
+            lease_until=self.lease_end(),
+            now=self._clock.now(),
+        )
 
     def claim_activation(self, ref: VirtualActorRef) -> str | None:
         """Take the cluster-wide activation lease of a virtual actor for this node; its

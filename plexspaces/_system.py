@@ -450,6 +450,7 @@ class ActorSystem:
                     enabled=self.cluster,
                     hosts_actors=self.hosts_actors,
                 )
+                self._node.activations_renewed = self._check_activations
                 if self._transport_spec is not None:
                     # Before the service starts, so the node's first round knows that fires
                     # reach actors on other nodes.
@@ -721,6 +722,36 @@ class ActorSystem:
         with self._lock:
             if self._slots.get(slot.ref.actor_id) is slot:
                 del self._slots[slot.ref.actor_id]
+
+    def _check_activations(self, renewed: int) -> None:
+        """After a lease renewal (on the lease thread): when fewer activation leases were
+        renewed than this node runs activations, some ran out unrenewed (the node was paused or
+        the store away). Each is taken back for its activation id, or, when another node has
+        taken the actor meanwhile, this node's activation is stopped: one key never stays active
+        on two nodes longer than until this node's next renewal."""
+        node = self._node
+        with self._lock:
+            running = [
+                (slot, slot.cell, slot.activation_id)
+                for slot in self._slots.values()
+                if slot.activation_id is not None and slot.cell is not None
+            ]
+        if node is None or renewed >= len(running):
+            return
+        for slot, cell, activation_id in running:
+            if cell is None or activation_id is None or slot.activation_id != activation_id:
+                continue  # ended meanwhile
+            try:
+                holder = node.hold_activation(slot.ref, activation_id)
+            except Exception as error:
+                self.log.warning(
+                    "actor.activation_check_failed", actor_id=slot.ref.actor_id, error=repr(error)
+                )
+                return
+            if holder is not None and holder != self.node_id:
+                self.log.warning("actor.fenced", actor_id=slot.ref.actor_id, holder=holder)
+                slot.activation_id = None  # that lease is another node's now: not ours to drop
+                self._deactivate(cell, only_if_idle=False)
 
     def _release_activation(self, slot: _Slot) -> None:
         activation_id, slot.activation_id = slot.activation_id, None

@@ -376,3 +376,34 @@ def test_the_node_that_takes_reminders_over_logs_how_many_it_claimed(
     claimed = [e for e in logs if e["event"] == "reminder.claimed"]
     assert [(e["log_level"], e["node_id"]) for e in claimed] == [("info", "node-b")] * len(claimed)
     assert sum(e["reminders"] for e in claimed) == 2
+
+
+def test_a_paused_node_that_lost_an_activation_stops_its_copy_at_its_next_renewal(
+    tmp_path: Path, make_system: Callable[..., ActorSystem]
+) -> None:
+    """A node whose activation lease ran out unrenewed (its clock stood still, as a paused
+    process's does) while another node activated the actor stops its own copy at its next
+    renewal, logging actor.fenced; one it still holds is taken back instead."""
+    url = f"sqlite:///{tmp_path / 'cluster.db'}"
+    clock_a, clock_b = ManualClock(), ManualClock()
+    fires: list[tuple[str, str, int]] = []
+    cls = type("Counter", (Counter_,), {"fires": fires})
+    a = make_system(storage_url=url, clock=clock_a, node_id="node-a", cluster=True, lease="3s")
+    b = make_system(storage_url=url, clock=clock_b, node_id="node-b", cluster=True, lease="3s")
+    for node in (a, b):
+        node.register_virtual("dev", cls)
+    assert a.virtual("dev", "moved").ask("ping") == "node-a"
+    assert a.virtual("dev", "kept").ask("ping") == "node-a"
+    clock_b.advance("5s")  # node a stands still; its leases run out on node b's clock
+    assert b.virtual("dev", "moved").ask("ping") == "node-b"
+    assert a.virtual("dev", "moved").is_alive()  # a has not noticed yet
+    with structlog.testing.capture_logs() as logs:
+        clock_a.advance("5s")  # node a renews: "moved" is node b's now, "kept" nobody's
+    assert a.virtual("dev", "moved").wait_stopped(timeout=5)
+    assert not a.virtual("dev", "moved").is_alive()
+    assert a.virtual("dev", "kept").is_alive()
+    fenced = [event for event in logs if event["event"] == "actor.fenced"]
+    assert [(event["actor_id"], event["holder"]) for event in fenced] == [("dev/moved", "node-b")]
+    # node a holds "kept" again: node b is refused it.
+    with pytest.raises(ActorActiveElsewhereError, match="'node-a'"):
+        b.virtual("dev", "kept").ask("ping")
