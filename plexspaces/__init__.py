@@ -14,6 +14,7 @@ from ._duration import (
     Duration,
     duration_seconds,
     parse_duration,
+    parse_period,
     positive_duration,
 )
 from ._errors import (
@@ -28,6 +29,7 @@ from ._errors import (
     FacetNotAttachedError,
     NodeIdInUseError,
     PlexSpacesError,
+    ReminderExistsError,
     SystemShutdownError,
     UnknownFacetError,
 )
@@ -98,6 +100,7 @@ __all__ = [
     "MetricsSnapshot",
     "NodeIdInUseError",
     "PlexSpacesError",
+    "ReminderExistsError",
     "ReminderFired",
     "ReminderInfo",
     "ReminderRegistration",
@@ -118,6 +121,7 @@ __all__ = [
     "configure_logging",
     "duration_seconds",
     "parse_duration",
+    "parse_period",
     "positive_duration",
     "resolve_facet",
 ]

@@ -116,6 +116,10 @@ REMINDERS_TABLE: Final = Table(
     Column("claimed_until_us", BigInteger, nullable=True),
     Column("created_us", BigInteger, nullable=False),
     Column("updated_us", BigInteger, nullable=False),
+    # Added in schema version 2 (COLUMNS_ADDED): calendar schedules and expiry.
+    Column("cron", String, nullable=True),
+    Column("tz", String, nullable=True),
+    Column("expires_us", BigInteger, nullable=True),
 )
 """One row per reminder, keyed by (actor_type, actor_key, name)."""
 
@@ -146,7 +150,11 @@ _a = ACTIVATIONS_TABLE.c
 Index("ix_plexspaces_activations_node", _a.node_id)
 
 COLUMNS_ADDED: Final[dict[int, tuple[tuple[Table, str], ...]]] = {
-    2: (),
+    2: (
+        (REMINDERS_TABLE, "cron"),
+        (REMINDERS_TABLE, "tz"),
+        (REMINDERS_TABLE, "expires_us"),
+    ),
 }
 """The columns each schema version added to a table that existed before it, by version: opening a
 database of an older version adds them (`ALTER TABLE ... ADD COLUMN`, so each must be nullable or

@@ -82,6 +82,7 @@ class SqlFires(SqlReminderRecords):
         fenced = lease_us is not None
         fires: list[dict[str, Any]] = []
         moves: list[dict[str, Any]] = []
+        expiries: list[dict[str, Any]] = []
         for change in changes:
             params = _registration_params(change.record)
             params["p_now"] = now_us
@@ -93,7 +94,9 @@ class SqlFires(SqlReminderRecords):
                 if change.next_due_at is None
                 else self._check_time(change.next_due_at, "next_due_at")
             )
-            if change.scheduled_at is None:
+            if change.scheduled_at is None and next_us is None:
+                expiries.append(params)
+            elif change.scheduled_at is None:
                 params["p_due"] = next_us
                 moves.append(params)
             else:
@@ -103,7 +106,11 @@ class SqlFires(SqlReminderRecords):
                 fires.append(params)
         try:
             self._run_guarded(
-                [(_batch_fire_statement(fenced), fires), (_batch_move_statement(fenced), moves)],
+                [
+                    (_batch_fire_statement(fenced), fires),
+                    (_batch_move_statement(fenced), moves),
+                    (_expire_statement(fenced, returning=False), expiries),
+                ],
             )
         except _GuardMissed:
             return [self._change_alone(change, now, node_id, lease_until) for change in changes]
@@ -165,6 +172,14 @@ class SqlFires(SqlReminderRecords):
         lease_until: datetime | None,
     ) -> StoredReminder | None:
         record = change.record
+        if change.scheduled_at is None and change.next_due_at is None:
+            params = _registration_params(record)
+            params["p_now"] = self._check_time(now, "now")
+            lease_us = self._check_fence(node_id, lease_until, params["p_now"])
+            if lease_us is not None:
+                params["p_node"] = node_id
+                params["p_lease"] = lease_us
+            return self._change_one(_expire_statement(lease_us is not None, returning=True), params)
         if change.scheduled_at is None:
             assert change.next_due_at is not None
             return self.reschedule(
@@ -198,10 +213,14 @@ def _check_changes(changes: Sequence[FireChange]) -> list[FireChange]:
             raise ValueError(f"{change!r} is not a FireChange")
         if not isinstance(change.record, StoredReminder):
             raise ValueError(f"{change.record!r} is not a StoredReminder")
-        if change.scheduled_at is None and change.next_due_at is None:
+        if (
+            change.scheduled_at is None
+            and change.next_due_at is None
+            and change.record.expires_at is None
+        ):
             raise ValueError(
                 f"reminder {change.record.key}: a change without a fire must move the next "
-                "fire, but next_due_at is None"
+                "fire, but next_due_at is None (only an expiring reminder can be deleted so)"
             )
         if change.record.key in seen:
             raise ValueError(f"reminder {change.record.key} is changed twice in one batch")
@@ -257,6 +276,8 @@ def _changed(
     caller's record with the statement's changes). Built field by field: this runs once per
     fire, and `dataclasses.replace` costs several times as much."""
     r = change.record
+    if change.scheduled_at is None and change.next_due_at is None:
+        return r  # expired: deleted, as it was
     claimed_by, claimed_until = (
         (r.claimed_by, r.claimed_until) if node_id is None else (node_id, lease_until)
     )
@@ -290,6 +311,9 @@ def _changed(
         claimed_until,
         r.created_at,
         now,
+        r.cron,
+        r.tz,
+        r.expires_at,
     )
 
 
@@ -308,6 +332,9 @@ def _registration_params(record: StoredReminder) -> dict[str, Any]:
         "g_missed": record.missed,
         "g_payload": json_text(record.payload),  # exactly as the store writes payloads
         "g_created": to_micros(record.created_at),
+        "g_cron": record.cron,
+        "g_tz": record.tz,
+        "g_expires": None if record.expires_at is None else to_micros(record.expires_at),
     }
 
 
@@ -322,6 +349,9 @@ def _registration_guard() -> list[ColumnElement[bool]]:
         r.missed == bindparam("g_missed", type_=String),
         r.payload == bindparam("g_payload", type_=String),
         r.created_us == _param("g_created"),
+        r.cron.is_not_distinct_from(bindparam("g_cron", type_=String)),
+        r.tz.is_not_distinct_from(bindparam("g_tz", type_=String)),
+        r.expires_us.is_not_distinct_from(_param("g_expires")),
     ]
 
 
@@ -367,6 +397,14 @@ def _batch_move_statement(fenced: bool) -> Update:
         .where(*_fire_guard(fenced))
         .values(due_us=_param("p_due"), updated_us=_param("p_now"), **_fence_values(fenced))
     )
+
+
+@cache
+def _expire_statement(fenced: bool, *, returning: bool) -> Any:
+    """Delete an expired reminder: the same compare-and-set as a fire (the row is as the caller
+    saw it, can fire, and no other node holds it), so a re-registration is never deleted."""
+    statement = delete(REMINDERS_TABLE).where(*_fire_guard(fenced))
+    return statement.returning(*REMINDERS_TABLE.c) if returning else statement
 
 
 def _pending_guard() -> list[ColumnElement[bool]]:
