@@ -103,7 +103,7 @@ class ReminderFacet(Facet):
                 missed when it is more than one period late (for a calendar reminder: when the
                 tick after it is past too).
             cron: five cron fields ("0 9 * * MON-FRI"), read in `tz`; it first fires at the
-                first tick from now. See the guide for clock changes and month ends.
+                first tick after now. See the guide for clock changes and month ends.
             tz: the IANA zone of `cron` ("Europe/Prague"); default "UTC". Only with `cron`.
             expires_at: an aware datetime: no fire at or after it, and the reminder is then
                 deleted. Must come after the first fire.

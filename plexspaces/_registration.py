@@ -147,7 +147,9 @@ def new_record(
             )
         schedule = calendar_schedule(cron, "UTC" if tz is None else tz)
         cron, tz = schedule.cron, schedule.tz
-        first = schedule.at_or_after(now)
+        # Strictly after: a reminder registered at 09:00:00 on "0 9 * * *" first fires
+        # tomorrow, as a crontab line added at that instant would.
+        first = schedule.next_after(now)
         if first is None:
             raise ValueError(f"cron {cron!r} has no tick after {now.isoformat()} within 50 years")
         due_at, period_td = first, None

@@ -134,7 +134,9 @@ class SqlReminderRecords(SqlStoreBase):
         finished one (its last fire being handled) is replaced: it is as good as gone."""
         statement = _create_statement(self._dialect)
         if statement is not None:
-            return bool(connection.execute(statement, values).rowcount == 1)
+            # A row comes back when one was written (rowcount is not reliable for an upsert on
+            # every driver: psycopg reports -1).
+            return connection.execute(statement, values).first() is not None
         existing = connection.execute(_SELECT_ONE, _key_params(key)).first()
         if existing is not None and not existing.finished:
             return False
@@ -412,7 +414,7 @@ def _create_statement(dialect: str) -> Any:
     }
     return statement.on_conflict_do_update(
         index_elements=list(_KEY_COLUMNS), set_=replaced, where=_r.finished == true()
-    )
+    ).returning(_r.name)
 
 
 # Statements used on every fire are built once, with parameters: building a SQLAlchemy statement
