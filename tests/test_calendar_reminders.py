@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (the fixtures db, journal and rem of test_reminder_facet are imported by name)
 """Calendar (cron) reminders, expiry, `overwrite=False` and repeating-interval periods, through
 `ReminderFacet` on a ManualClock.
 
@@ -27,18 +28,18 @@ from plexspaces import (
     ReminderInfo,
 )
 from tests.conftest import START
-from tests.test_reminder_facet import (  # the fixtures db, journal and rem are used here too
+from tests.test_reminder_facet import (  # noqa: F401
     WAIT,
     Journal,
     Reminding,
     bound,
     db,
     journal,
-    rem,
     listed,
     names,
     raw_count,
     register,
+    rem,
     restart,
 )
 
@@ -81,7 +82,7 @@ def advance_to(clock: ManualClock, when: datetime) -> None:
 def test_a_weekday_cron_in_prague_fires_at_nine_local_on_weekdays_only(
     at: Callable[[datetime], tuple[ActorSystem, ManualClock]], journal: Journal
 ) -> None:
-    """"0 9 * * MON-FRI" in Europe/Prague fires at 09:00 Prague time (08:00 UTC in winter) on
+    """ "0 9 * * MON-FRI" in Europe/Prague fires at 09:00 Prague time (08:00 UTC in winter) on
     Monday to Friday, never at the weekend, and its info shows the schedule and the next fire in
     UTC and in Prague."""
     system, clock = at(utc(2026, 1, 9, 12))  # a Friday, after 09:00
@@ -89,7 +90,8 @@ def test_a_weekday_cron_in_prague_fires_at_nine_local_on_weekdays_only(
     assert (info.cron, info.tz, info.period) == ("0 9 * * MON-FRI", "Europe/Prague", None)
     assert info.next_fire_at == utc(2026, 1, 12, 8)  # Monday
     assert info.next_fire_local == datetime(2026, 1, 12, 9, tzinfo=PRAGUE)
-    assert info.next_fire_local is not None and info.next_fire_local.tzinfo == PRAGUE
+    assert info.next_fire_local is not None
+    assert info.next_fire_local.tzinfo == PRAGUE
     advance_to(clock, utc(2026, 1, 19, 12))
     assert fired_at(journal) == [utc(2026, 1, d, 8) for d in (12, 13, 14, 15, 16, 19)]
     assert [f.scheduled_at for f in journal.fired("cal")] == fired_at(journal)
@@ -152,7 +154,7 @@ def test_prague_fall_back_a_0230_schedule_fires_once_not_twice(
 def test_a_schedule_more_often_than_hourly_follows_the_wall_clock_through_fall_back(
     at: Callable[[datetime], tuple[ActorSystem, ManualClock]], journal: Journal
 ) -> None:
-    """"*/30 * * * *" in Prague on 25 October 2026 fires every 30 real minutes through the
+    """ "*/30 * * * *" in Prague on 25 October 2026 fires every 30 real minutes through the
     repeated hour (02:00 and 02:30 come twice, and each fires), no more and no fewer."""
     system, clock = at(utc(2026, 10, 24, 23, 45))
     register(system.virtual("rem", "k"), "cal", cron="*/30 * * * *", tz="Europe/Prague")
@@ -192,7 +194,7 @@ def test_new_york_spring_forward_and_fall_back(
 def test_day_31_fires_only_in_months_that_have_one(
     at: Callable[[datetime], tuple[ActorSystem, ManualClock]], journal: Journal
 ) -> None:
-    """"0 0 31 * *" fires on the 31st of the seven months that have one in 2026, and on no other
+    """ "0 0 31 * *" fires on the 31st of the seven months that have one in 2026, and on no other
     day (standard cron: no "last day" fallback)."""
     system, clock = at(utc(2026, 1, 1))
     register(system.virtual("rem", "k"), "cal", cron="0 0 31 * *")
@@ -203,7 +205,7 @@ def test_day_31_fires_only_in_months_that_have_one(
 def test_l_is_the_last_day_of_each_month_leap_february_included(
     at: Callable[[datetime], tuple[ActorSystem, ManualClock]], journal: Journal
 ) -> None:
-    """"0 0 L * *" fires on the last day of every month: 28 February in 2027, 29 in 2028."""
+    """ "0 0 L * *" fires on the last day of every month: 28 February in 2027, 29 in 2028."""
     system, clock = at(utc(2027, 1, 15))
     register(system.virtual("rem", "k"), "cal", cron="0 0 L * *", max_count=15)
     advance_to(clock, utc(2028, 4, 1))
@@ -216,7 +218,7 @@ def test_l_is_the_last_day_of_each_month_leap_february_included(
 def test_a_leap_day_schedule_waits_for_the_next_leap_year(
     at: Callable[[datetime], tuple[ActorSystem, ManualClock]], journal: Journal
 ) -> None:
-    """"0 12 29 2 *" registered in 2026 first fires on 29 February 2028, then 2032."""
+    """ "0 12 29 2 *" registered in 2026 first fires on 29 February 2028, then 2032."""
     system, clock = at(utc(2026, 1, 1))
     info = register(system.virtual("rem", "k"), "cal", cron="0 12 29 2 *")
     assert info.next_fire_at == utc(2028, 2, 29, 12)
@@ -290,9 +292,7 @@ def test_restart_with_missed_calendar_ticks_all_up_to_max_count(
     max_count 4 the 04:00 tick is the last."""
     second, clock = _hourly_down(at, make_system, missed="all", max_count=4)
     clock.advance(0)
-    assert [f.scheduled_at for f in journal.fired("cal")] == [
-        utc(2026, 1, 1, h) for h in (1, 2, 3)
-    ]
+    assert [f.scheduled_at for f in journal.fired("cal")] == [utc(2026, 1, 1, h) for h in (1, 2, 3)]
     clock.advance("3h")
     assert [f.fire_count for f in journal.fired("cal")] == [1, 2, 3, 4]
     assert names(second.virtual("rem", "k")) == []
@@ -461,7 +461,8 @@ def test_overwrite_false_refuses_an_existing_reminder_and_keeps_it(
     register(ref, "r", due="1m", payload="first")
     with pytest.raises(ReminderExistsError, match=r"actor 'rem/k' already has a reminder 'r'") as e:
         register(ref, "r", due="5m", payload="second", overwrite=False)
-    assert isinstance(e.value, PlexSpacesError) and isinstance(e.value, ValueError)
+    assert isinstance(e.value, PlexSpacesError)
+    assert isinstance(e.value, ValueError)
     assert (e.value.actor_id, e.value.reminder) == ("rem/k", "r")
     [info] = listed(ref)
     assert (info.payload, info.next_fire_at) == ("first", START + timedelta(minutes=1))
@@ -559,11 +560,12 @@ def test_period_forms_set_the_period_and_the_count(
     rem: ActorSystem,
     clock: ManualClock,
     journal: Journal,
+    *,
     period: str,
     max_count: int | None,
     expected: int,
 ) -> None:
-    """"R3/PT1M" is every minute, 3 times (max_count 3); "@every 1m", ISO-8601 and unit words
+    """ "R3/PT1M" is every minute, 3 times (max_count 3); "@every 1m", ISO-8601 and unit words
     are every minute; each fires `expected` times, a minute apart."""
     ref = rem.virtual("rem", "k")
     info = register(ref, "tick", due="1m", period=period, max_count=max_count)
@@ -575,7 +577,7 @@ def test_period_forms_set_the_period_and_the_count(
 
 
 def test_r_without_a_count_repeats_without_a_limit(rem: ActorSystem) -> None:
-    """"R/PT1M" is every minute with no max_count."""
+    """ "R/PT1M" is every minute with no max_count."""
     info = register(rem.virtual("rem", "k"), "tick", due="1m", period="R/PT1M")
     assert (info.period, info.max_count) == (timedelta(minutes=1), None)
 

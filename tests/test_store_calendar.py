@@ -137,9 +137,7 @@ def test_create_only_refuses_an_existing_unfinished_reminder(store: ReminderStor
     with pytest.raises(ReminderExistsError, match="'order/ord-1' already has a reminder 'r'"):
         store.upsert(replace(first, payload=2), create_only=True)
     assert store.get(first.key) == first
-    finished = replace(
-        first, fire_count=1, pending_fire=1, pending_scheduled_at=T0, finished=True
-    )
+    finished = replace(first, fire_count=1, pending_fire=1, pending_scheduled_at=T0, finished=True)
     store.upsert(finished)
     store.upsert(replace(first, payload=3), create_only=True)
     assert store.get(first.key) == replace(first, payload=3)
@@ -185,9 +183,11 @@ def test_concurrent_create_only_writes_from_two_stores_let_exactly_one_win(
         thread.start()
     for thread in threads:
         thread.join(30)
-    assert len(won) == 1 and len(refused) == 7
+    assert len(won) == 1
+    assert len(refused) == 7
     found = stores[0].get(reminder("race").key)
-    assert found is not None and found.payload == won[0]
+    assert found is not None
+    assert found.payload == won[0]
 
 
 def test_a_version_1_database_gains_the_calendar_columns_and_takes_calendar_reminders(
