@@ -61,10 +61,6 @@ class CalendarSchedule:
             return None
         return tick.astimezone(UTC)
 
-    def at_or_after(self, when: datetime) -> datetime | None:
-        """The first tick at or after `when` (aware UTC), or None."""
-        return self.next_after(when - _ONE_MICROSECOND)
-
     def latest_at_or_before(self, when: datetime, *, not_before: datetime) -> datetime:
         """The last tick at or before `when`, and not before `not_before` (a tick known to be at
         or before `when`, which is returned when nothing later is)."""
