@@ -1215,16 +1215,17 @@ def _plan_calendar(record: StoredReminder, now_s: float) -> FireChange:
     following = ticks(scheduled) if ticks is not None else None
     late = following is not None and following < now
     scheduled_at = scheduled
-    if late and record.missed == "skip":
-        assert ticks is not None
+    upcoming = None
+    if late and record.missed == "skip" and ticks is not None:
         upcoming = ticks(now - _ONE_MICROSECOND)
-        if upcoming is None or (expires is not None and upcoming >= expires):
+    if upcoming is not None:
+        if expires is not None and upcoming >= expires:
             return FireChange(record, scheduled_at=None, next_due_at=None)
         return FireChange(record, scheduled_at=None, next_due_at=upcoming)
     if late and record.missed == "once":
         assert ticks is not None
         # The one fire stands for every missed tick; it carries the latest of them.
-        scheduled_at = _latest_tick(record, ticks, now)
+        scheduled_at = _latest_tick(record, now)
         following = ticks(now)
     if record.max_count is not None and record.fire_count + 1 >= record.max_count:
         following = None
@@ -1249,9 +1250,7 @@ def _ticks(record: StoredReminder) -> Callable[[datetime], datetime | None] | No
     )
 
 
-def _latest_tick(
-    record: StoredReminder, ticks: Callable[[datetime], datetime | None], now: datetime
-) -> datetime:
+def _latest_tick(record: StoredReminder, now: datetime) -> datetime:
     """The last tick at or before `now` (and after the reminder's due time)."""
     if record.cron is not None:
         assert record.tz is not None

@@ -611,3 +611,25 @@ def test_a_due_datetime_in_a_zone_still_needs_no_tz(rem: ActorSystem) -> None:
     assert info.next_fire_at == utc(2026, 1, 1, 8)
     assert (info.cron, info.tz, info.expires_at) == (None, None, None)
     assert info.next_fire_local == info.next_fire_at
+
+
+@pytest.mark.parametrize(
+    ("ttl", "expected"),
+    [("12m", [11]), ("11m", [])],
+)
+def test_skip_after_downtime_respects_the_expiry_of_the_next_tick(
+    rem: ActorSystem,
+    make_system: Callable[..., ActorSystem],
+    journal: Journal,
+    db: Path,
+    ttl: str,
+    expected: list[int],
+) -> None:
+    """missed="skip" after 10.5 minutes down moves to the 11-minute tick only if that tick is
+    before the expiry (then it is the last fire); at or after it, the reminder is deleted."""
+    register(rem.virtual("rem", "k"), "tick", due="1m", period="1m", missed="skip", ttl=ttl)
+    second = restart(rem, make_system, "10m30s")
+    second.clock.advance(0)  # type: ignore[attr-defined]
+    second.clock.advance("5m")  # type: ignore[attr-defined]
+    assert [round((f.handled_at - START).total_seconds() / 60) for f in journal.fired()] == expected
+    assert raw_count(db) == 0
