@@ -622,6 +622,7 @@ def test_skip_after_downtime_respects_the_expiry_of_the_next_tick(
     make_system: Callable[..., ActorSystem],
     journal: Journal,
     db: Path,
+    *,
     ttl: str,
     expected: list[int],
 ) -> None:
