@@ -14,6 +14,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from ._calendar import calendar_schedule
+from ._duration import _ACCEPTED as _DURATION_ACCEPTED
 from ._duration import Duration, parse_duration, parse_period, positive_duration
 from ._store import MISSED_POLICIES, ReminderKey, StoredReminder, encode_payload
 
@@ -127,8 +128,9 @@ def new_record(
             )
         if due is None:
             raise ValueError(
-                f"reminder {name!r} has neither due nor cron; give exactly one: due (a duration "
-                "or an aware datetime, with an optional period) or cron (with an optional tz)"
+                f"reminder {name!r} has neither due nor cron (due None, cron None); give "
+                "exactly one: cron (with an optional tz) or due (with an optional period), "
+                f"where due is an aware datetime or a duration: expected {_DURATION_ACCEPTED}"
             )
         due_at = _due_at(due, now)
         period_td, repeats = _period(registration.period, min_period)
