@@ -213,3 +213,20 @@ def test_a_version_1_database_gains_the_calendar_columns_and_takes_calendar_remi
     calendar = reminder("cal", **CALENDAR, expires_at=T0 + timedelta(days=3))
     upgraded.upsert(calendar)
     assert upgraded.get(calendar.key) == calendar
+
+
+def test_one_batch_fires_and_acknowledges_plain_and_calendar_reminders_together(
+    store: ReminderStore,
+) -> None:
+    """record_fires and acknowledge_fires take plain, calendar and expiring reminders in one
+    batch (each kind under its own guard): every fire is recorded, and acknowledged."""
+    plain = reminder("plain", period=SECOND)
+    calendar = reminder("cal", **CALENDAR)
+    expiring = reminder("exp", period=SECOND, expires_at=T0 + 10 * SECOND)
+    store.upsert_many([plain, calendar, expiring])
+    changes = [FireChange(r, r.due_at, r.due_at + SECOND) for r in (plain, calendar, expiring)]
+    fired = store.record_fires(changes, now=T0)
+    assert [r.pending_fire if r is not None else None for r in fired] == [1, 1, 1]
+    assert [store.get(r.key) for r in (plain, calendar, expiring)] == fired
+    assert store.acknowledge_fires([r for r in fired if r is not None], now=T0) == 3
+    assert [r.pending_fire for r in store.list_actor("order", "ord-1")] == [None] * 3
