@@ -4,12 +4,13 @@ The cron language and its evaluation are cronsim's (it follows Debian's cron, Vi
 Debian's changes); the zone data is `zoneinfo`'s, with the `tzdata` package as the source where
 the operating system has none. So:
 
-- A time that does not exist locally (a spring-forward gap) is not lost: a schedule with a fixed
-  hour fires once, at the first local time after the gap ("30 2 * * *" fires at 03:00 on the day
-  Europe/Prague goes from 02:00 to 03:00).
-- A time that exists twice (a fall-back overlap) fires once, at its first occurrence, for a
-  schedule with a fixed hour. A schedule that runs more often than hourly ("*/30 * * * *") is
-  run by the clock on the wall: it fires at both 02:00 and both 02:30 of the repeated hour.
+- For a schedule at fixed times (its minute and hour fields both name values, not `*` or
+  `*/n`), a time that does not exist locally (a spring-forward gap) is not lost: it fires once,
+  at the first local time after the gap ("30 2 * * *" fires at 03:00 on the day Europe/Prague
+  goes from 02:00 to 03:00); and a time that exists twice (a fall-back overlap) fires once, at
+  its first occurrence.
+- A schedule whose minute or hour field is `*` or `*/n` ("*/30 * * * *") runs by the clock on
+  the wall: it fires at both 02:00 and both 02:30 of the repeated hour.
 - A day that a month lacks is skipped, as in every cron: "0 0 31 * *" fires only in months with
   a 31st. "L" says the last day of the month ("0 0 L * *"), "LW" its last weekday, "5L" its
   last Friday, "MON#2" its second Monday.
