@@ -14,6 +14,7 @@ from ._duration import (
     Duration,
     duration_seconds,
     parse_duration,
+    parse_period,
     positive_duration,
 )
 from ._errors import (
@@ -33,6 +34,7 @@ from ._errors import (
     NoHostingNodeError,
     NoResponderError,
     PlexSpacesError,
+    ReminderExistsError,
     RemoteActorError,
     SystemShutdownError,
     TransportError,
@@ -116,6 +118,7 @@ __all__ = [
     "NodeIdInUseError",
     "NodeLostError",
     "PlexSpacesError",
+    "ReminderExistsError",
     "ReminderFired",
     "ReminderInfo",
     "ReminderRegistration",
@@ -141,6 +144,7 @@ __all__ = [
     "configure_logging",
     "duration_seconds",
     "parse_duration",
+    "parse_period",
     "positive_duration",
     "resolve_facet",
 ]

@@ -23,6 +23,7 @@ __all__ = [
     "NodeIdInUseError",
     "NodeLostError",
     "PlexSpacesError",
+    "ReminderExistsError",
     "RemoteActorError",
     "SystemShutdownError",
     "TransportError",
@@ -38,6 +39,27 @@ class PlexSpacesError(Exception):
 
 class ActorIdInUseError(PlexSpacesError, ValueError):
     """`spawn` was given the id of an actor that is still alive."""
+
+
+class ReminderExistsError(PlexSpacesError, ValueError):
+    """A reminder registered with `overwrite=False` exists already (like `ActorIdInUseError`, a
+    `ValueError`: the name given is not one that can be used). Nothing was stored.
+
+    Attributes:
+        actor_id: the actor, `"<type>/<key>"`.
+        reminder: the reminder's name.
+    """
+
+    def __init__(self, actor_id: str, reminder: str) -> None:
+        super().__init__(
+            f"actor {actor_id!r} already has a reminder {reminder!r}; register with "
+            "overwrite=True (the default) to replace it, or unregister it first"
+        )
+        self.actor_id = actor_id
+        self.reminder = reminder
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.actor_id, self.reminder))
 
 
 class ActorNotFoundError(PlexSpacesError, LookupError):
