@@ -80,6 +80,7 @@ _MAX_HOPS: Final = 8
 _TELL: Final = "t"
 _ASK: Final = "a"
 _FIRE: Final = "f"
+_PING: Final = "p"
 _OK: Final = "ok"
 _RAISE: Final = "raise"
 _ERROR: Final = "error"
@@ -331,7 +332,7 @@ class Router:
                     f"node {holder!r} did not answer {type(message).__name__} for actor "
                     f"{ref.actor_id!r} in time"
                 )
-            if holder not in self._hosting_nodes():
+            if holder not in self._hosting_nodes() and not self._answers(holder):
                 self._forget(ref)
                 raise NodeLostError(
                     f"node {holder!r}, which held actor {ref.actor_id!r}, died (its lease ran "
@@ -354,6 +355,18 @@ class Router:
                 self._forget(ref)
             return None
         return kind, value
+
+    def _answers(self, node_id: str) -> bool:
+        """Whether `node_id` still serves its subject (a node that died serves none: its
+        connection to NATS is gone). Asked only when its membership lease has run out, so a
+        node that is merely late to heartbeat is not given up while it answers."""
+        try:
+            self._transport.request(node_id, self._codec.encode([_PING, "", "", None]), 1.0)
+        except (NoResponderError, TransportTimeoutError):
+            return False
+        except Exception:
+            return True  # the transport is down, not the node: the request fails by itself
+        return True
 
     def _wait_before_retry(
         self,
@@ -415,6 +428,9 @@ class Router:
         the serving threads; a message for a live activation goes into its mailbox at once."""
         try:
             kind, actor_type, actor_key, message = self._codec.decode(body)
+            if kind == _PING:
+                reply(self._encode_reply(_OK, None))
+                return
             ref = self._ref(actor_type, actor_key)
             if kind == _FIRE:
                 message = _fired(message)
