@@ -29,6 +29,7 @@ from ._errors import (
     NodeIdInUseError,
     PlexSpacesError,
     SystemShutdownError,
+    TimerExistsError,
     UnknownFacetError,
 )
 from ._facet import ENTRY_POINT_GROUP, ConfigSpec, Facet, available_facets, resolve_facet
@@ -109,6 +110,7 @@ __all__ = [
     "StoreUnavailableError",
     "SystemClock",
     "SystemShutdownError",
+    "TimerExistsError",
     "TimerFired",
     "UndecodableReminder",
     "UnknownFacetError",

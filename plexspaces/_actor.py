@@ -184,7 +184,7 @@ next message sees the outcome, while a run of fires is not held up by one write 
 class _Delivery:
     """Envelope for a message put into the mailbox by the runtime (a timer or reminder fire)."""
 
-    __slots__ = ("done", "guard", "message", "picked_up")
+    __slots__ = ("done", "guard", "handled", "message", "picked_up")
 
     def __init__(
         self,
@@ -192,11 +192,13 @@ class _Delivery:
         guard: Callable[[], object] | None,
         picked_up: threading.Event | None,
         done: Done | None = None,
+        handled: Callable[[], object] | None = None,
     ) -> None:
         self.message = message
         self.guard = guard
         self.picked_up = picked_up
         self.done = done
+        self.handled = handled
 
 
 class _Control:
@@ -430,6 +432,8 @@ class _Cell(_pykka.FailureHookActor):
         if self._unsettled is not None:
             settle, self._unsettled = self._unsettled, None
             settle()
+        if kind is _Delivery and message.handled is not None:
+            return self._handle_then_report(message)
         if kind is _Delivery:
             guard = message.guard
             try:
@@ -461,6 +465,26 @@ class _Cell(_pykka.FailureHookActor):
             after(message, result)
         return result
 
+    def _handle_then_report(self, delivery: _Delivery) -> Any:
+        # A delivery whose sender acts once it was handled (a fixed-delay timer arms its next
+        # tick): `handled` runs after the handler returns, and a ManualClock hand-off is released
+        # only then, so that tick is armed at the time of the step, before time moves on. A
+        # failing handler ends the actor as for any tell; `handled` is not called.
+        try:
+            guard = delivery.guard
+            verdict = True if guard is None else guard()
+            if not verdict:
+                return None
+            message = delivery.message if verdict is True else verdict
+            result = self._dispatch(message)
+            handled = delivery.handled
+            assert handled is not None
+            handled()
+            return result
+        finally:
+            if delivery.picked_up is not None:
+                delivery.picked_up.set()
+
     def _handle_acknowledged(self, delivery: _Delivery) -> None:
         # A delivery whose sender needs to know it was handled (a reminder fire, acknowledged
         # in the store): a failing handler is reported to the sender instead of ending the
@@ -483,7 +507,11 @@ class _Cell(_pykka.FailureHookActor):
     # -- delivery (any thread) ---------------------------------------------------------------------
 
     def deliver(
-        self, message: Any, guard: Callable[[], object] | None, done: Done | None = None
+        self,
+        message: Any,
+        guard: Callable[[], object] | None,
+        done: Done | None = None,
+        handled: Callable[[], object] | None = None,
     ) -> bool:
         handoff = current_handoff()
         picked_up = None
@@ -498,7 +526,7 @@ class _Cell(_pykka.FailureHookActor):
             # armed before time moves on.
             picked_up = threading.Event()
         try:
-            self.actor_ref.tell(_Delivery(message, guard, picked_up, done))
+            self.actor_ref.tell(_Delivery(message, guard, picked_up, done, handled))
         except pykka.ActorDeadError:
             return False
         if handoff is not None and picked_up is not None:

@@ -19,6 +19,7 @@ __all__ = [
     "NodeIdInUseError",
     "PlexSpacesError",
     "SystemShutdownError",
+    "TimerExistsError",
     "UnknownFacetError",
 ]
 
@@ -93,3 +94,8 @@ class UnknownFacetError(FacetError, LookupError):
 
 class FacetNotAttachedError(FacetError, LookupError):
     """The actor has no facet of the requested type, or a facet is used while not attached."""
+
+
+class TimerExistsError(PlexSpacesError):
+    """A timer was registered with `overwrite=False` under a name the actor's `TimerFacet`
+    already has; the message names the actor and the timer."""
