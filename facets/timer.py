@@ -166,7 +166,19 @@ class _Timer(ScheduledCall):
         facet = self.facet
         period = self.period
         options = self.options
-        tick = self.ticks = self.ticks + 1
+        if self.ticks == 0:
+            with facet._lock:
+                if self.first > self.when:
+                    # Registered again for later while it waited in the heap (a sliding
+                    # timeout): back into the heap at the new time, and nothing fires now.
+                    facet._scheduler.schedule(self, self.first)
+                    return
+                # Committed to this first tick: from here a registration of the name replaces
+                # the timer instead of moving it (see TimerFacet._arm).
+                self.ticks = 1
+            tick = 1
+        else:
+            tick = self.ticks = self.ticks + 1
         following: float | None = None
         skipped = 0
         last = period is None
@@ -191,7 +203,10 @@ class _Timer(ScheduledCall):
                     last = True
         with facet._lock:
             if self.waiting is not None:
-                self.coalesced += 1
+                # This tick, and those the scheduler skipped since the last one (when it fell
+                # behind), fell due while the fire waited: it stands for all of them.
+                self.coalesced += 1 + self.missed
+                self.missed = 0
                 self.latest = (tick, self.when)
                 fired = None
             else:
@@ -271,11 +286,13 @@ class _Timer(ScheduledCall):
     def info(self) -> TimerInfo:
         period = self.period
         fixed_delay, max_count, expiry = self.options or (False, None, None)
+        # Before its first tick a timer may have been moved later than its place in the heap.
+        due = self.first if self.ticks == 0 else self.when
         return TimerInfo(
             name=self.name,
             periodic=period is not None,
             interval=None if period is None else timedelta(seconds=period),
-            next_fire_at=datetime.fromtimestamp(self.when, UTC),
+            next_fire_at=datetime.fromtimestamp(due, UTC),
             fire_count=self.ticks,
             payload=self.payload,
             fixed_delay=fixed_delay,
@@ -558,10 +575,14 @@ class TimerFacet(Facet):
         name = request.name
         with self._lock:
             ctx = self._attached_context()
-            timer = self._timer(request, self._clock.time())
+            now = self._clock.time()
             replaced = self._timers.get(name)
-            if replaced is not None and not request.overwrite:
-                raise self._exists(ctx, name)
+            if replaced is not None:
+                if not request.overwrite:
+                    raise self._exists(ctx, name)
+                if self._moved(replaced, request, now):
+                    return
+            timer = self._timer(request, now)
             if not self._scheduler.schedule(timer, timer.when):
                 raise SystemShutdownError(
                     f"actor system {ctx.system.name!r} is shut down; timer {name!r} "
@@ -570,6 +591,31 @@ class TimerFacet(Facet):
             self._timers[name] = timer
         if replaced is not None:
             replaced.cancel()
+
+    def _moved(self, timer: _Timer, request: _Request, now: float) -> bool:
+        """Replace `timer` by moving it, when that is the same as replacing it: a timer of the
+        same kind that has not fired yet, moved to the same time or later (under the lock).
+
+        A timeout re-armed by every message (a sliding expiration) then costs no new timer, heap
+        entry or cancellation: the entry stays where it is, and when it comes up early `run()`
+        puts it back at the new time. Nothing of the old registration can fire, as it never
+        ticked; what a listing shows is the new registration.
+        """
+        first = now + request.delay
+        if (
+            timer.ticks != 0
+            or timer.cancelled
+            or first < timer.when
+            or timer.period != request.period
+            or timer.options is not None
+            or request.options is not None
+            or self._scheduler.closed
+            or type(request.name) is not str
+        ):
+            return False
+        timer.first = first
+        timer.payload = request.payload
+        return True
 
     def _timer(self, request: _Request, now: float) -> _Timer:
         name, period, delay, payload, options, ttl, _ = request

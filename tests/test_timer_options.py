@@ -475,3 +475,66 @@ def test_timer_facet_is_importable_with_its_new_names() -> None:
     """TimerExistsError is public, and a facet never attached refuses a batch."""
     with pytest.raises(PlexSpacesError):
         TimerFacet().register_timers([TimerRegistration("a", due_time="1s")])
+
+
+# -- sliding expiration: re-registering a timer before it fires ---------------------------------
+
+
+def test_a_one_shot_pushed_later_fires_once_at_the_new_time_with_the_new_payload(
+    system: ActorSystem, clock: ManualClock
+) -> None:
+    """A one-shot registered again for later before it fired (a sliding timeout) fires only at
+    the new time, with the new payload, and keeps one scheduler entry."""
+    ref, timers = spawn_recorder(system)
+    timers.register_one_shot("idle", "2s", payload="first")
+    clock.advance("1s")
+    timers.register_one_shot("idle", "2s", payload="second")  # now due at 3 s
+    assert len(system.scheduler) == 1
+    info = timers.get_timer("idle")
+    assert info is not None
+    assert (info.next_fire_at, info.payload) == (START + 3 * S, "second")
+    clock.advance("1500ms")
+    assert fires(ref) == []  # nothing at the old time (2 s)
+    assert [i.next_fire_at for i in timers.list_timers()] == [START + 3 * S]
+    clock.advance("10s")
+    assert summary(fires(ref)) == [("idle", 1, 3 * S, "second", 0)]
+    assert len(system.scheduler) == 0
+
+
+def test_a_timer_re_registered_sooner_fires_only_at_the_sooner_time(
+    system: ActorSystem, clock: ManualClock
+) -> None:
+    """A one-shot registered again for sooner fires at the sooner time only, once."""
+    ref, timers = spawn_recorder(system)
+    timers.register_one_shot("idle", "5s", payload="late")
+    timers.register_one_shot("idle", "1s", payload="soon")
+    clock.advance("10s")
+    assert summary(fires(ref)) == [("idle", 1, 1 * S, "soon", 0)]
+
+
+def test_a_timeout_re_armed_by_every_message_never_fires_while_messages_come(
+    system: ActorSystem, clock: ManualClock
+) -> None:
+    """A timeout re-armed on each of many messages fires once, one delay after the last."""
+    ref, timers = spawn_recorder(system)
+    for _ in range(50):
+        timers.register_one_shot("idle", "1s")
+        clock.advance("500ms")
+    assert fires(ref) == []
+    clock.advance("500ms")
+    assert summary(fires(ref)) == [("idle", 1, 25500 * S / 1000, None, 0)]
+
+
+def test_a_periodic_timer_pushed_later_before_its_first_tick_starts_at_the_new_time(
+    system: ActorSystem, clock: ManualClock
+) -> None:
+    """A periodic timer registered again before its first tick starts on the new phase."""
+    ref, timers = spawn_recorder(system)
+    timers.register_periodic("p", "1s")
+    clock.advance("500ms")
+    timers.register_periodic("p", "1s")  # first tick now at 1.5 s
+    clock.advance("2500ms")
+    assert [f.scheduled_at for f in fires(ref)] == [
+        START + 1500 * S / 1000,
+        START + 2500 * S / 1000,
+    ]
