@@ -179,28 +179,10 @@ class _Timer(ScheduledCall):
             tick = 1
         else:
             tick = self.ticks = self.ticks + 1
-        following: float | None = None
-        skipped = 0
-        last = period is None
-        if not last:
-            fixed_delay, max_count, expiry = options or (False, None, None)
-            if max_count is not None and tick >= max_count:
-                last = True
-            elif not fixed_delay:
-                assert period is not None
-                following = self.first + tick * period
-                now = facet._clock.time()
-                if following < now - period:
-                    # The scheduler itself fell more than a tick behind (a stalled process):
-                    # count the ticks in between as missed instead of running them back to back.
-                    skipped = int((now - self.first) // period) - tick
-                    if max_count is not None:
-                        skipped = min(skipped, max_count - 1 - tick)
-                    skipped = max(skipped, 0)
-                    following = self.first + (tick + skipped) * period
-                if expiry is not None and following >= expiry:
-                    following = None
-                    last = True
+        if period is None:
+            following, skipped, last = None, 0, True
+        else:
+            following, skipped, last = self._next(tick, period)
         with facet._lock:
             if self.waiting is not None:
                 # This tick, and those the scheduler skipped since the last one (when it fell
@@ -234,6 +216,30 @@ class _Timer(ScheduledCall):
             self.missed += skipped
         if following is not None:
             facet._scheduler.schedule(self, following)
+
+    def _next(self, tick: int, period: float) -> tuple[float | None, int, bool]:
+        """After `tick` of a periodic timer: when the next is due on the fixed rate (None: none,
+        or one armed once this fire is handled, with a fixed delay), how many ticks the
+        scheduler skipped before it, and whether `tick` is the last."""
+        fixed_delay, max_count, expiry = self.options or (False, None, None)
+        if max_count is not None and tick >= max_count:
+            return None, 0, True
+        if fixed_delay:
+            return None, 0, False
+        skipped = 0
+        following = self.first + tick * period
+        now = self.facet._clock.time()
+        if following < now - period:
+            # The scheduler itself fell more than a tick behind (a stalled process): count the
+            # ticks in between as missed instead of running them back to back.
+            skipped = int((now - self.first) // period) - tick
+            if max_count is not None:
+                skipped = min(skipped, max_count - 1 - tick)
+            skipped = max(skipped, 0)
+            following = self.first + (tick + skipped) * period
+        if expiry is not None and following >= expiry:
+            return None, 0, True
+        return following, skipped, False
 
     def _picked_up(self) -> TimerFired | bool:
         # On the actor's thread, as the fire leaves the mailbox: a fire of a replaced or
@@ -388,7 +394,9 @@ class TimerFacet(Facet):
         first = period if due_time is None else self._seconds(due_time, "due_time")
         options, ttl_seconds = self._options(name, fixed_delay, max_count, expires_at, ttl)
         overwrite = _flag(overwrite, name)
-        self._arm(_Request(name, period, first, payload, options, ttl_seconds, overwrite))
+        self._arm(
+            name, period, first, payload, options=options, ttl=ttl_seconds, overwrite=overwrite
+        )
 
     def register_one_shot(
         self, name: str, delay: Duration, *, payload: Any = None, overwrite: bool = True
@@ -403,8 +411,13 @@ class TimerFacet(Facet):
                 100 years), or a value that is not a duration. Nothing is registered.
             TimerExistsError: `overwrite=False` and a timer of that name is registered.
         """
-        delay_seconds = self._seconds(delay, "delay")
-        self._arm(_Request(name, None, delay_seconds, payload, None, None, _flag(overwrite, name)))
+        try:
+            seconds = duration_seconds(delay)
+        except ValueError as error:
+            raise ValueError(f"timer delay: {error}") from None
+        if overwrite is not True:
+            overwrite = _flag(overwrite, name)
+        self._arm(name, None, seconds, payload, overwrite=overwrite)
 
     def register_timer(self, registration: TimerRegistration) -> None:
         """Register a timer described by a `TimerRegistration`."""
@@ -461,7 +474,9 @@ class TimerFacet(Facet):
                 if not request.overwrite and (name in self._timers or name in named):
                     raise self._exists(ctx, name)
                 named.add(name)
-                timers.append(self._timer(request, now))
+                options = _expiring(request.options, request.ttl, now)
+                first = now + request.delay
+                timers.append(self._timer(name, request.period, first, request.payload, options))
             if not self._scheduler.schedule_many(timers):
                 raise SystemShutdownError(
                     f"actor system {ctx.system.name!r} is shut down; {len(timers)} timer(s) "
@@ -486,6 +501,8 @@ class TimerFacet(Facet):
         # One item of a batch, checked and parsed, with the batch's caches of parsed strings.
         self._check_registration(registration)
         name = registration.name
+        if type(name) is not str or not name:
+            raise ValueError(f"timer name {name!r} must be a non-empty string")
         interval, due_time = registration.interval, registration.due_time
         period: float | None = None
         options: _Options | None = None
@@ -569,21 +586,50 @@ class TimerFacet(Facet):
 
     # -- internals ---------------------------------------------------------------------------------
 
-    def _arm(self, request: _Request) -> None:
+    def _arm(
+        self,
+        name: str,
+        period: float | None,
+        delay: float,
+        payload: Any,
+        *,
+        options: _Options | None = None,
+        ttl: float | None = None,
+        overwrite: bool = True,
+    ) -> None:
         # One registration: the checks, the timer and its scheduling under the facet's lock, so
-        # a concurrent replace or cancel sees either the old timer or the new one.
-        name = request.name
+        # a concurrent replace or cancel sees either the old timer or the new one. A hot path
+        # (a timeout re-armed by every message), hence the inlined checks.
+        if type(name) is not str or not name:
+            raise ValueError(f"timer name {name!r} must be a non-empty string")
         with self._lock:
-            ctx = self._attached_context()
+            ctx = self._ctx
+            if ctx is None or not self._attached:
+                ctx = self._attached_context()
             now = self._clock.time()
+            first = now + delay
             replaced = self._timers.get(name)
             if replaced is not None:
-                if not request.overwrite:
+                if not overwrite:
                     raise self._exists(ctx, name)
-                if self._moved(replaced, request, now):
+                if (
+                    replaced.ticks == 0
+                    and first >= replaced.when
+                    and replaced.period == period
+                    and options is None
+                    and replaced.options is None
+                    and not replaced.cancelled
+                    and not self._scheduler.closed
+                ):
+                    # Moved rather than replaced, which is the same for a timer of the same
+                    # kind that never ticked, moved later: no new timer, heap entry or
+                    # cancellation. Its entry stays where it is, and when it comes up early
+                    # run() puts it back at the new time (see _Timer.run).
+                    replaced.first = first
+                    replaced.payload = payload
                     return
-            timer = self._timer(request, now)
-            if not self._scheduler.schedule(timer, timer.when):
+            timer = self._timer(name, period, first, payload, _expiring(options, ttl, now))
+            if not self._scheduler.schedule(timer, first):
                 raise SystemShutdownError(
                     f"actor system {ctx.system.name!r} is shut down; timer {name!r} "
                     "was not registered"
@@ -592,48 +638,18 @@ class TimerFacet(Facet):
         if replaced is not None:
             replaced.cancel()
 
-    def _moved(self, timer: _Timer, request: _Request, now: float) -> bool:
-        """Replace `timer` by moving it, when that is the same as replacing it: a timer of the
-        same kind that has not fired yet, moved to the same time or later (under the lock).
-
-        A timeout re-armed by every message (a sliding expiration) then costs no new timer, heap
-        entry or cancellation: the entry stays where it is, and when it comes up early `run()`
-        puts it back at the new time. Nothing of the old registration can fire, as it never
-        ticked; what a listing shows is the new registration.
-        """
-        first = now + request.delay
-        if (
-            timer.ticks != 0
-            or timer.cancelled
-            or first < timer.when
-            or timer.period != request.period
-            or timer.options is not None
-            or request.options is not None
-            or self._scheduler.closed
-            or type(request.name) is not str
-        ):
-            return False
-        timer.first = first
-        timer.payload = request.payload
-        return True
-
-    def _timer(self, request: _Request, now: float) -> _Timer:
-        name, period, delay, payload, options, ttl, _ = request
-        if type(name) is not str or not name:
-            raise ValueError(f"timer name {name!r} must be a non-empty string")
-        first = now + delay
+    def _timer(
+        self, name: str, period: float | None, first: float, payload: Any, options: _Options | None
+    ) -> _Timer:
         timer = _Timer(self, name, period, payload, first)
         if options is not None:
-            expiry = options[2] if ttl is None else now + ttl
-            if expiry is not None:
-                if first >= expiry:
-                    raise ValueError(
-                        f"timer {name!r} expires at "
-                        f"{datetime.fromtimestamp(expiry, UTC).isoformat()}, not after its first "
-                        f"tick at {datetime.fromtimestamp(first, UTC).isoformat()}: it would "
-                        "never fire"
-                    )
-                options = (options[0], options[1], expiry)
+            expiry = options[2]
+            if expiry is not None and first >= expiry:
+                raise ValueError(
+                    f"timer {name!r} expires at {datetime.fromtimestamp(expiry, UTC).isoformat()}, "
+                    f"not after its first tick at {datetime.fromtimestamp(first, UTC).isoformat()}"
+                    ": it would never fire"
+                )
             timer.options = options
         return timer
 
@@ -774,6 +790,13 @@ class TimerFacet(Facet):
             self._timers.clear()
         if timers:
             self._scheduler.cancel_many(timers)
+
+
+def _expiring(options: _Options | None, ttl: float | None, now: float) -> _Options | None:
+    """`options` with a ttl turned into its expiry, counted from `now`."""
+    if options is None or ttl is None:
+        return options
+    return (options[0], options[1], now + ttl)
 
 
 def _flag(overwrite: object, name: str) -> bool:
