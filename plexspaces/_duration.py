@@ -205,7 +205,16 @@ def duration_seconds(value: Duration) -> float:
     # range fails the comparison too: both take the strict path and its error.
     if (kind is float or kind is int) and 0 <= value <= _MAX_SECONDS:  # type: ignore[operator]
         return float(value)  # type: ignore[arg-type]
+    if kind is str:
+        return _string_seconds(value)
     return parse_duration(value).total_seconds()
+
+
+@lru_cache(maxsize=512)
+def _string_seconds(text: str) -> float:
+    # The same few strings ("1h", "500ms") come back on every timer armed; a bounded cache keeps
+    # their seconds (a bad string raises each time: exceptions are not cached).
+    return parse_duration(text).total_seconds()
 
 
 @lru_cache(maxsize=512)

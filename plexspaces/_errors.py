@@ -26,6 +26,7 @@ __all__ = [
     "ReminderExistsError",
     "RemoteActorError",
     "SystemShutdownError",
+    "TimerExistsError",
     "TransportError",
     "TransportTimeoutError",
     "TransportUnavailableError",
@@ -191,3 +192,8 @@ class MessageEncodeError(PlexSpacesError, TypeError):
 class MessageDecodeError(PlexSpacesError, ValueError):
     """Bytes received from another node cannot be decoded by the codec in use (a different
     codec, a class this process cannot import, corrupted data)."""
+
+
+class TimerExistsError(PlexSpacesError, ValueError):
+    """A timer was registered with `overwrite=False` under a name the actor's `TimerFacet`
+    already has; the message names the actor and the timer."""
