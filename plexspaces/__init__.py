@@ -14,6 +14,7 @@ from ._duration import (
     Duration,
     duration_seconds,
     parse_duration,
+    parse_period,
     positive_duration,
 )
 from ._errors import (
@@ -33,8 +34,10 @@ from ._errors import (
     NoHostingNodeError,
     NoResponderError,
     PlexSpacesError,
+    ReminderExistsError,
     RemoteActorError,
     SystemShutdownError,
+    TimerExistsError,
     TransportError,
     TransportTimeoutError,
     TransportUnavailableError,
@@ -116,6 +119,7 @@ __all__ = [
     "NodeIdInUseError",
     "NodeLostError",
     "PlexSpacesError",
+    "ReminderExistsError",
     "ReminderFired",
     "ReminderInfo",
     "ReminderRegistration",
@@ -128,6 +132,7 @@ __all__ = [
     "StoreUnavailableError",
     "SystemClock",
     "SystemShutdownError",
+    "TimerExistsError",
     "TimerFired",
     "TransportError",
     "TransportTimeoutError",
@@ -141,6 +146,7 @@ __all__ = [
     "configure_logging",
     "duration_seconds",
     "parse_duration",
+    "parse_period",
     "positive_duration",
     "resolve_facet",
 ]

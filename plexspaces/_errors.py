@@ -23,8 +23,10 @@ __all__ = [
     "NodeIdInUseError",
     "NodeLostError",
     "PlexSpacesError",
+    "ReminderExistsError",
     "RemoteActorError",
     "SystemShutdownError",
+    "TimerExistsError",
     "TransportError",
     "TransportTimeoutError",
     "TransportUnavailableError",
@@ -38,6 +40,27 @@ class PlexSpacesError(Exception):
 
 class ActorIdInUseError(PlexSpacesError, ValueError):
     """`spawn` was given the id of an actor that is still alive."""
+
+
+class ReminderExistsError(PlexSpacesError, ValueError):
+    """A reminder registered with `overwrite=False` exists already (like `ActorIdInUseError`, a
+    `ValueError`: the name given is not one that can be used). Nothing was stored.
+
+    Attributes:
+        actor_id: the actor, `"<type>/<key>"`.
+        reminder: the reminder's name.
+    """
+
+    def __init__(self, actor_id: str, reminder: str) -> None:
+        super().__init__(
+            f"actor {actor_id!r} already has a reminder {reminder!r}; register with "
+            "overwrite=True (the default) to replace it, or unregister it first"
+        )
+        self.actor_id = actor_id
+        self.reminder = reminder
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.actor_id, self.reminder))
 
 
 class ActorNotFoundError(PlexSpacesError, LookupError):
@@ -169,3 +192,8 @@ class MessageEncodeError(PlexSpacesError, TypeError):
 class MessageDecodeError(PlexSpacesError, ValueError):
     """Bytes received from another node cannot be decoded by the codec in use (a different
     codec, a class this process cannot import, corrupted data)."""
+
+
+class TimerExistsError(PlexSpacesError, ValueError):
+    """A timer was registered with `overwrite=False` under a name the actor's `TimerFacet`
+    already has; the message names the actor and the timer."""

@@ -43,9 +43,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, cast
+from zoneinfo import ZoneInfo
 
 import structlog
 
+from ._calendar import calendar_schedule
 from ._clock import current_handoff
 from ._duration import Duration, positive_duration
 from ._errors import ActorActiveElsewhereError
@@ -72,6 +74,7 @@ __all__ = ["ReminderService"]
 
 _log = structlog.get_logger("plexspaces.reminders")
 
+_ONE_MICROSECOND: Final = timedelta(microseconds=1)
 _REGISTER_STRIPES: Final = 64
 _FLUSH_TIMEOUT: Final = 60.0
 """Seconds a shutdown waits for the fire thread to finish what was queued before it."""
@@ -271,15 +274,33 @@ class ReminderService:
         actor_key: str,
         name: str,
         *,
-        due: Duration | datetime,
+        due: Duration | datetime | None = None,
         period: Duration | None = None,
         max_count: int | None = None,
         payload: Any = None,
         missed: str = "once",
         min_period: timedelta = timedelta(seconds=1),
+        cron: str | None = None,
+        tz: str | ZoneInfo | None = None,
+        expires_at: datetime | None = None,
+        ttl: Duration | None = None,
+        overwrite: bool = True,
     ) -> ReminderInfo:
-        """Store a reminder (replacing one of the same name) and arm it; durable on return."""
-        registration = ReminderRegistration(name, due, period, max_count, payload, missed)
+        """Store a reminder (replacing one of the same name, unless `overwrite` is False) and
+        arm it; durable on return."""
+        registration = ReminderRegistration(
+            name,
+            due,
+            period,
+            max_count,
+            payload,
+            missed,
+            cron=cron,
+            tz=tz,
+            expires_at=expires_at,
+            ttl=ttl,
+            overwrite=overwrite,
+        )
         [info] = self.register_many(actor_type, actor_key, [registration], min_period=min_period)
         return info
 
@@ -302,6 +323,7 @@ class ReminderService:
         now = self._clock.now()
         records: list[StoredReminder] = []
         names: set[str] = set()
+        create_only: set[ReminderKey] = set()
         for registration in registrations:
             record = new_record(actor_type, actor_key, registration, now, min_period)
             if record.key.name in names:
@@ -311,6 +333,8 @@ class ReminderService:
                 )
             names.add(record.key.name)
             records.append(record)
+            if not registration.overwrite:
+                create_only.add(record.key)
         horizon = self._clock.time() + self._horizon
         records = self._node.claim_registrations(records, horizon)
         with self._registering(actor_type, actor_key):
@@ -318,9 +342,9 @@ class ReminderService:
             # registrations of one name racing each other leave memory and store holding the
             # same one.
             if len(records) == 1:
-                self._store.upsert(records[0])
+                self._store.upsert(records[0], create_only=bool(create_only))
             elif records:
-                self._store.upsert_many(records)
+                self._store.upsert_many(records, create_only=create_only)
             with self._lock:
                 for record in records:
                     self._disarm(record.key)
@@ -821,6 +845,20 @@ class ReminderService:
                 self._take_off(armed)
             # Changed under us (re-registered, deleted, or fired elsewhere): follow the store.
             self._rearm_from_store(armed, self._store_get(armed.record.key))
+        elif change.scheduled_at is None and change.next_due_at is None:
+            # Expired, and deleted: like a reminder whose last fire was acknowledged.
+            with self._lock:
+                self._take_off(armed)
+                if self._armed.get(armed.record.key) is armed:
+                    del self._armed[armed.record.key]
+            _log.info(
+                "reminder.expired",
+                actor_id=_actor_id(result.key),
+                facet="reminder",
+                reminder=result.key.name,
+                fire_count=result.fire_count,
+                expires_at=None if result.expires_at is None else result.expires_at.isoformat(),
+            )
         elif change.scheduled_at is None:
             # Missed ticks skipped: the reminder goes on at its next tick, nothing delivered.
             with self._lock:
@@ -841,8 +879,13 @@ class ReminderService:
 
     def _plan(self, armed: _Armed, now: float) -> FireChange:
         """The change that fires `armed` now: record the fire due now (one standing for every
-        missed tick under "once"), or under "skip" move a late reminder to its next tick."""
+        missed tick under "once"), or under "skip" move a late reminder to its next tick; for
+        an expiring reminder past its expiry, delete it."""
         record = armed.record
+        if record.cron is not None or record.expires_at is not None:
+            # Calendar schedules and expiry: plain periodic reminders never come this way, so
+            # their fires cost nothing more.
+            return _plan_calendar(record, now)
         scheduled = record.due_at.timestamp()
         period = record.period.total_seconds() if record.period is not None else None
         late_by_more_than_a_period = period is not None and now - scheduled > period
@@ -1257,6 +1300,69 @@ def _next_tick(anchor: float, period: float, now: float, *, strictly_after: bool
     if strictly_after and when <= now:
         when += period
     return when
+
+
+def _plan_calendar(record: StoredReminder, now_s: float) -> FireChange:
+    """`ReminderService._plan` for a calendar reminder or one that expires.
+
+    The missed-tick policies work as for a periodic reminder, with the schedule's ticks for the
+    phase: a tick is missed when the tick after it is already past. No fire is recorded at or
+    after `expires_at`: a reminder found due then is deleted, and the fire whose next tick would
+    come at or after it is the last.
+    """
+    now = _at(now_s)
+    expires = record.expires_at
+    if expires is not None and now >= expires:
+        return FireChange(record, scheduled_at=None, next_due_at=None)
+    ticks = _ticks(record)
+    scheduled = record.due_at
+    following = ticks(scheduled) if ticks is not None else None
+    late = following is not None and following < now
+    scheduled_at = scheduled
+    upcoming = None
+    if late and record.missed == "skip" and ticks is not None:
+        upcoming = ticks(now - _ONE_MICROSECOND)
+    if upcoming is not None:
+        if expires is not None and upcoming >= expires:
+            return FireChange(record, scheduled_at=None, next_due_at=None)
+        return FireChange(record, scheduled_at=None, next_due_at=upcoming)
+    if late and record.missed == "once":
+        assert ticks is not None
+        # The one fire stands for every missed tick; it carries the latest of them.
+        scheduled_at = _latest_tick(record, now)
+        following = ticks(now)
+    if record.max_count is not None and record.fire_count + 1 >= record.max_count:
+        following = None
+    if following is not None and expires is not None and following >= expires:
+        following = None
+    return FireChange(record, scheduled_at=scheduled_at, next_due_at=following)
+
+
+def _ticks(record: StoredReminder) -> Callable[[datetime], datetime | None] | None:
+    """The function giving a repeating reminder's first tick strictly after a time; None for a
+    one-shot."""
+    if record.cron is not None:
+        assert record.tz is not None
+        return calendar_schedule(record.cron, record.tz).next_after
+    period = record.period
+    if period is None:
+        return None
+    anchor = record.anchor_at.timestamp()
+    seconds = period.total_seconds()
+    return lambda when: _at_or_none(
+        _next_tick(anchor, seconds, when.timestamp(), strictly_after=True)
+    )
+
+
+def _latest_tick(record: StoredReminder, now: datetime) -> datetime:
+    """The last tick at or before `now` (and after the reminder's due time)."""
+    if record.cron is not None:
+        assert record.tz is not None
+        schedule = calendar_schedule(record.cron, record.tz)
+        return schedule.latest_at_or_before(now, not_before=record.due_at)
+    assert record.period is not None
+    anchor, seconds = record.anchor_at.timestamp(), record.period.total_seconds()
+    return _at(_next_tick(anchor, seconds, now.timestamp(), strictly_after=True) - seconds)
 
 
 def _by_actor(item: tuple[_Armed, FireChange, StoredReminder | None]) -> tuple[str, str]:

@@ -291,6 +291,9 @@ def _row_values(record: StoredReminder, payload: str) -> dict[str, Any]:
         "created_us": to_micros(record.created_at),
         "updated_us": to_micros(record.updated_at),
         "bucket": bucket_of(record.key.actor_type, record.key.actor_key),
+        "cron": record.cron,
+        "tz": record.tz,
+        "expires_us": micros(record.expires_at),
     }
 
 
@@ -344,6 +347,9 @@ def _decode_row(row: RowMapping) -> StoredReminder | UndecodableReminder:
             claimed_until=optional_time("claimed_until_us"),
             created_at=time("created_us"),
             updated_at=time("updated_us"),
+            cron=row["cron"],
+            tz=row["tz"],
+            expires_at=optional_time("expires_us"),
         )
         validate_reminder(record, times_checked=True)
     except Exception as error:

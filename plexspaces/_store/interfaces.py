@@ -46,18 +46,31 @@ class ReminderRecords(ABC):
     recording a fire before it is delivered and acknowledging it after."""
 
     @abstractmethod
-    def upsert(self, reminder: StoredReminder) -> None:
+    def upsert(self, reminder: StoredReminder, *, create_only: bool = False) -> None:
         """Insert `reminder`, or replace the whole row of its key (a re-registration: new counts,
         no pending fire, no claim unless `reminder` says so).
 
+        With `create_only`, an unfinished reminder under the key is left as it is and
+        `ReminderExistsError` is raised; decided by the database in the write itself, so of
+        two concurrent calls exactly one succeeds. A finished one (its last fire recorded) is
+        replaced.
+
         Raises:
+            ReminderExistsError: `create_only` and an unfinished reminder has the key.
             ValueError: the record breaks `validate_reminder` or its payload is not JSON (see
                 `encode_payload`). Nothing is stored.
         """
 
     @abstractmethod
-    def upsert_many(self, reminders: Iterable[StoredReminder]) -> int:
-        """`upsert` every record of `reminders` in one transaction: all of them, or none.
+    def upsert_many(
+        self,
+        reminders: Iterable[StoredReminder],
+        *,
+        create_only: Collection[ReminderKey] = frozenset(),
+    ) -> int:
+        """`upsert` every record of `reminders` in one transaction: all of them, or none. The
+        keys in `create_only` are written as `upsert(..., create_only=True)` writes them: if any
+        of them is taken, `ReminderExistsError` is raised and nothing is written.
 
         Every record is checked before anything is written; of several records with one key, the
         last one is stored. Returns how many reminders were written (distinct keys).
@@ -191,7 +204,9 @@ class ReminderRecords(ABC):
 
         A change with `scheduled_at` is `record_fire(record.key, expected_fire_count=
         record.fire_count, expected_due_at=record.due_at, scheduled_at=..., next_due_at=...)`;
-        one without is the matching `reschedule` to `next_due_at`. Fencing (`node_id`,
+        one without is the matching `reschedule` to `next_due_at`. A change with neither
+        deletes a reminder that expired (only one with `expires_at`), under the same
+        compare-and-set as a fire; its entry is the record as it was. Fencing (`node_id`,
         `lease_until`) is as for those methods, for every change. A change applies only while
         the row still holds the registration of `record` (payload, anchor, period, max_count,
         missed policy, created_at), so a row re-registered or edited since the caller read it is
@@ -205,8 +220,8 @@ class ReminderRecords(ABC):
 
         Raises:
             ValueError: a change is not a `FireChange`, has neither `scheduled_at` nor
-                `next_due_at`, or names a reminder another change of the batch names too; or a
-                datetime is naive. Nothing is changed.
+                `next_due_at` for a reminder without `expires_at`, or names a reminder another
+                change of the batch names too; or a datetime is naive. Nothing is changed.
         """
 
     @abstractmethod

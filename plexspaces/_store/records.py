@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
+from .._calendar import calendar_schedule
 from .._errors import PlexSpacesError
 
 __all__ = [
@@ -172,6 +173,11 @@ class StoredReminder:
         created_at: when the reminder was (last) registered.
         updated_at: when a registration, fire, acknowledgement or reschedule last changed it.
             Claims and lease renewals do not count as changes.
+        cron: the cron expression of a calendar reminder (its ticks, instead of `period`), or
+            None. `anchor_at` is then its first tick.
+        tz: the IANA zone `cron` is read in; set exactly when `cron` is.
+        expires_at: no fire is recorded at or after this time; the reminder is then deleted.
+            None: it does not expire.
     """
 
     key: ReminderKey
@@ -189,6 +195,9 @@ class StoredReminder:
     claimed_until: datetime | None
     created_at: datetime
     updated_at: datetime
+    cron: str | None = None
+    tz: str | None = None
+    expires_at: datetime | None = None
 
     @property
     def position(self) -> tuple[datetime, ReminderKey]:
@@ -313,6 +322,7 @@ def validate_reminder(record: StoredReminder, *, times_checked: bool = False) ->
         raise ValueError(
             f"reminder {key}: fire_count {fire_count!r} is above max_count {max_count!r}"
         )
+    _check_schedule(record, key, times_checked)
     if record.missed not in MISSED_POLICIES:
         raise ValueError(
             f"reminder {key}: missed policy {record.missed!r} must be one of "
@@ -353,6 +363,27 @@ def validate_reminder(record: StoredReminder, *, times_checked: bool = False) ->
             )
         if not times_checked:
             _check_time(record.claimed_until, "claimed_until", key)
+
+
+def _check_schedule(record: StoredReminder, key: ReminderKey, times_checked: bool) -> None:
+    """The calendar schedule and the expiry of `record`."""
+    if (record.cron is None) != (record.tz is None):
+        raise ValueError(
+            f"reminder {key}: cron {record.cron!r} and tz {record.tz!r} must both be set or both "
+            "be None"
+        )
+    if record.cron is not None:
+        if record.period is not None:
+            raise ValueError(
+                f"reminder {key}: a calendar reminder (cron {record.cron!r}) has no period, "
+                f"but period is {record.period!r}"
+            )
+        try:
+            calendar_schedule(record.cron, record.tz)
+        except ValueError as error:
+            raise ValueError(f"reminder {key}: {error}") from None
+    if record.expires_at is not None and not times_checked:
+        _check_time(record.expires_at, "expires_at", key)
 
 
 def _check_key(key: Any) -> ReminderKey:

@@ -126,6 +126,10 @@ REMINDERS_TABLE: Final = Table(
     # of the buckets it holds in one indexed query. Nullable because version 1 had no such
     # column: opening the store fills it in (`_fill_buckets`).
     Column("bucket", Integer, nullable=True),
+    # Added in schema version 2 (COLUMNS_ADDED) too: calendar schedules and expiry.
+    Column("cron", String, nullable=True),
+    Column("tz", String, nullable=True),
+    Column("expires_us", BigInteger, nullable=True),
 )
 """One row per reminder, keyed by (actor_type, actor_key, name)."""
 
@@ -186,7 +190,12 @@ _b = BUCKETS_TABLE.c
 Index("ix_plexspaces_buckets_owner", _b.owner)
 
 COLUMNS_ADDED: Final[dict[int, tuple[tuple[Table, str], ...]]] = {
-    2: ((REMINDERS_TABLE, "bucket"),),
+    2: (
+        (REMINDERS_TABLE, "bucket"),
+        (REMINDERS_TABLE, "cron"),
+        (REMINDERS_TABLE, "tz"),
+        (REMINDERS_TABLE, "expires_us"),
+    ),
 }
 """The columns each schema version added to a table that existed before it, by version: opening a
 database of an older version adds them (`ALTER TABLE ... ADD COLUMN`, so each must be nullable or
