@@ -28,7 +28,7 @@ _plexspaces_bootstrap() {
     root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)" || return 1
     venv="${PLEXSPACES_VENV:-$root/.venv}"
     if [ "${PLEXSPACES_BOOTSTRAP:-}" = "run" ]; then
-        extras="postgresql"
+        extras="postgresql,nats"
         what="plexspaces-facets"
     else
         extras="dev"

@@ -53,13 +53,13 @@ def _stamp(venv: Path, extras: str) -> None:
 
 
 def test_scripts_run_installs_the_project_without_the_test_tools(tmp_path: Path) -> None:
-    """In run mode a new venv gets the project and its PostgreSQL driver, not the dev extra,
-    and the one line printed says what is installed."""
+    """In run mode a new venv gets the project with its PostgreSQL driver and NATS client (what
+    the examples need), not the dev extra, and the one line printed says what is installed."""
     venv, log = _fake_venv(tmp_path)
     done = _bootstrap(venv, "run")
     assert done.returncode == 0, done.stderr
     [install] = _installs(log)
-    assert install.endswith(f"{ROOT}[postgresql]")
+    assert install.endswith(f"{ROOT}[postgresql,nats]")
     assert "installing plexspaces-facets into" in done.stderr
 
 
@@ -81,7 +81,7 @@ def test_nothing_is_installed_when_the_venv_has_what_is_needed(tmp_path: Path) -
     assert _bootstrap(venv, "run").returncode == 0
     assert _bootstrap(venv, None).returncode == 0
     assert _installs(log) == []
-    _stamp(venv, "postgresql")
+    _stamp(venv, "postgresql,nats")
     assert _bootstrap(venv, "run").returncode == 0
     assert _installs(log) == []
     assert _bootstrap(venv, None).returncode == 0
