@@ -448,13 +448,19 @@ class ClusterNode:
         )
 
     def renew(self) -> None:
-        """Run a round (`balance`: the heartbeat and the buckets), then extend every lease this
-        node still holds on reminders of its buckets (and, without a transport, of its actors)
-        and on activations; a failure is logged (the leases then run out, and other nodes take
-        over)."""
-        self.balance()
+        """Extend every lease this node still holds: on activations first (a lapsed one lets
+        another node activate the same actor), then on reminders of its buckets (and, without a
+        transport, of its actors), then a round (`balance`: the heartbeat and the buckets). A
+        failure is logged (the leases then run out, and other nodes take over)."""
         now = self._clock.now()
         until = self.lease_end()
+        try:
+            renewed = self.store.renew_activations(self.node_id, lease_until=until, now=now)
+        except Exception as error:
+            _log.warning("reminder.renew_failed", node_id=self.node_id, error=repr(error))
+        else:
+            if self.activations_renewed is not None:
+                self.activations_renewed(renewed)
         try:
             self.store.renew_claims(
                 self.node_id,
@@ -463,12 +469,9 @@ class ClusterNode:
                 buckets=self._owned,
                 follow_activations=self.follows_activations,
             )
-            renewed = self.store.renew_activations(self.node_id, lease_until=until, now=now)
         except Exception as error:
             _log.warning("reminder.renew_failed", node_id=self.node_id, error=repr(error))
-            return
-        if self.activations_renewed is not None:
-            self.activations_renewed(renewed)
+        self.balance()
 
     # -- membership and buckets --------------------------------------------------------------------
 

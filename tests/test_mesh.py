@@ -42,7 +42,7 @@ NODES = 3
 ACTORS = 3000
 REMINDERS_PER_ACTOR = 10
 PERIOD = "5s"
-LEASE_S = 3.0
+LEASE_S = 5.0
 POLL_S = 1.0
 SENDERS = 4
 """Sender threads per node."""
