@@ -174,25 +174,11 @@ class Router:
         while True:
             holder = self._target(ref)
             if holder is None:
-                reply: pykka.Future[Any] = pykka.ThreadingFuture()
-                envelope = _pykka.Envelope(message, reply_to=reply)
-                future, queued, _ = self._system._route(
-                    ref,
-                    lambda cell: cell.actor_ref.ask(message, block=False),
-                    lambda envelope=envelope: envelope,  # type: ignore[misc]
-                )
-                if queued is not None and self._system._may_wait(ref):
-                    try:
-                        _placed(queued, deadline)
-                    except ActorActiveElsewhereError as error:
-                        self._remember(ref, error.node_id)
-                        continue
-                    except AskTimeoutError:
-                        raise AskTimeoutError(
-                            f"actor {ref.actor_id!r} did not answer {message!r} within {timeout!r}"
-                        ) from None
-                left = None if seconds is None else max(0.0, deadline - time.monotonic())
-                return ref._answer(reply if future is None else future, message, left, timeout)
+                try:
+                    return self._ask_here(ref, message, deadline, seconds, timeout)
+                except ActorActiveElsewhereError as error:  # another node activated it first
+                    self._remember(ref, error.node_id)
+                    continue
             if body is None:
                 body = self._encode_request(_ASK, ref, message)
             try:
@@ -413,6 +399,31 @@ class Router:
             raise PlexSpacesError(f"a node answered with a malformed reply: {decoded!r:.200}")
         return decoded[0], decoded[1]
 
+    def _ask_here(
+        self,
+        ref: VirtualActorRef,
+        message: Any,
+        deadline: float,
+        seconds: float | None,
+        timeout: object,
+    ) -> Any:
+        """Ask the activation of `ref` on this node (activating it here if needed). Raises
+        ActorActiveElsewhereError, with the message not delivered, when another node holds it."""
+        reply: pykka.Future[Any] = pykka.ThreadingFuture()
+        envelope = _pykka.Envelope(message, reply_to=reply)
+        future, queued, _ = self._system._route(
+            ref, lambda cell: cell.actor_ref.ask(message, block=False), lambda: envelope
+        )
+        if queued is not None and self._system._may_wait(ref):
+            try:
+                _placed(queued, deadline)
+            except AskTimeoutError:
+                raise AskTimeoutError(
+                    f"actor {ref.actor_id!r} did not answer {message!r} within {timeout!r}"
+                ) from None
+        left = None if seconds is None else max(0.0, deadline - time.monotonic())
+        return ref._answer(reply if future is None else future, message, left, timeout)
+
     def _tell_here(self, ref: VirtualActorRef, message: Any) -> None:
         system = self._system
         _, queued, _ = system._route(
@@ -426,6 +437,9 @@ class Router:
     def _serve(self, body: bytes, reply: Callable[[bytes], None]) -> None:
         """On the transport's thread: take one request. What may wait (an activation) goes to
         the serving threads; a message for a live activation goes into its mailbox at once."""
+        if self._closed:
+            reply(self._encode_reply(_MOVED, None))  # this node is closing: look elsewhere
+            return
         try:
             kind, actor_type, actor_key, message = self._codec.decode(body)
             if kind == _PING:
