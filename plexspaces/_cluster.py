@@ -606,6 +606,11 @@ class ClusterNode:
 
     # -- activations -------------------------------------------------------------------------------
 
+    def held_activations(self) -> set[tuple[str, str, str]]:
+        """`(actor_type, actor_key, activation_id)` of the live activation leases this node
+        holds now (see `ReminderStore.held_activations`)."""
+        return self.store.held_activations(self.node_id, now=self._clock.now())
+
     def hold_activation(self, ref: VirtualActorRef, activation_id: str) -> str | None:
         """Take the activation lease of `ref` back for the activation `activation_id` this node
         runs (its lease ran out unrenewed: the node was paused, or the store away): None when

@@ -738,9 +738,19 @@ class ActorSystem:
             ]
         if node is None or renewed >= len(running):
             return
+        # Fewer renewed than running: usually activations that started after the renewal
+        # counted. One query tells which leases this node really holds; only the others (a
+        # lease that lapsed) are looked at one by one.
+        try:
+            held = node.held_activations()
+        except Exception as error:
+            self.log.warning("actor.activation_check_failed", error=repr(error))
+            return
         for slot, cell, activation_id in running:
             if cell is None or activation_id is None or slot.activation_id != activation_id:
                 continue  # ended meanwhile
+            if (slot.ref.actor_type, slot.ref.actor_key, activation_id) in held:
+                continue
             try:
                 holder = node.hold_activation(slot.ref, activation_id)
             except Exception as error:

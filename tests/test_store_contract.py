@@ -1668,8 +1668,9 @@ def test_activation_leases_are_per_actor(store: ReminderStore) -> None:
 
 
 def test_renew_and_release_activations(store: ReminderStore) -> None:
-    """renew_activations() extends a node's live leases only; release_activations() drops every
-    lease of the node and no other node's."""
+    """renew_activations() extends a node's live leases only; held_activations() lists a node's
+    live leases with their ids; release_activations() drops every lease of the node and no other
+    node's."""
 
     def claim(actor_key: str, node: str, lease_until: datetime, now: datetime = T0) -> None:
         assert (
@@ -1699,6 +1700,16 @@ def test_renew_and_release_activations(store: ReminderStore) -> None:
     assert store.activation_holder("order", "d", now=T0 + 20 * SECOND) == "n2"
     assert store.activation_holder("order", "e", now=T0 + 6 * SECOND) is None
     assert store.renew_activations("n3", lease_until=later, now=T0) == 0
+    # The live leases each node holds, with their activation ids ("e" lapsed, "d" is n2's).
+    assert store.held_activations("n1", now=T0 + 6 * SECOND) == {
+        ("order", "a", "n1-a"),
+        ("order", "b", "n1-b"),
+    }
+    assert store.held_activations("n2", now=T0 + 6 * SECOND) == {
+        ("order", "c", "n2-c"),
+        ("order", "d", "n2-d"),
+    }
+    assert store.held_activations("n3", now=T0) == set()
     assert store.release_activations("n2") == 2
     assert store.activation_holder("order", "c", now=T0) is None
     assert store.activation_holder("order", "d", now=T0 + 6 * SECOND) is None

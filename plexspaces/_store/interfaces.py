@@ -437,6 +437,16 @@ class LeaseStore(ABC):
         (`lease_until >= now`); returns how many were renewed."""
 
     @abstractmethod
+    def held_activations(self, node_id: str, *, now: datetime) -> set[tuple[str, str, str]]:
+        """`(actor_type, actor_key, activation_id)` of every live activation lease (`lease_until
+        >= now`) that `node_id` holds: one query, for a node to check the activations it runs
+        against the leases it still has.
+
+        Raises:
+            ValueError: a bad node id, or `now` is naive.
+        """
+
+    @abstractmethod
     def release_activations(self, node_id: str) -> int:
         """Drop every activation lease of `node_id` (a clean shutdown); returns how many."""
 

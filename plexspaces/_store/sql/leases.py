@@ -451,6 +451,17 @@ class SqlLeaseStore(SqlStoreBase):
         )
         return str(rows[0].node_id) if rows else None
 
+    @_reconnecting
+    def held_activations(self, node_id: str, *, now: datetime) -> set[tuple[str, str, str]]:
+        self._check_node_id(node_id)
+        now_us = self._check_time(now, "now")
+        rows = self._rows(
+            select(_a.actor_type, _a.actor_key, _a.activation_id).where(
+                _a.node_id == node_id, _a.lease_until_us >= now_us
+            )
+        )
+        return {(str(row.actor_type), str(row.actor_key), str(row.activation_id)) for row in rows}
+
 
 # -- statements ----------------------------------------------------------------------------------
 
