@@ -50,6 +50,11 @@ What is relied on, and why:
    alive (a `tell` from there is refused) and `ActorRef.stop(block=True)` returns after
    `on_stop` has returned.
 
+8. An ask's `reply_to` is answered through the public `Future.set(value)`, or
+   `Future.set_exception()` inside the `except` block of the handler's exception, on the
+   actor's thread: `CallbackFuture` overrides both to pass the answer on to a callback (how an
+   ask from another node is answered).
+
 Private names are reached as attributes and marked `# noqa: SLF001`, as pykka marks its own;
 the linter checks this module for private access (and only this module). The one private name
 the linter cannot see, the overridden `_handle_failure`, is declared by `FailureHookActor`.
@@ -146,7 +151,7 @@ class CallbackFuture(pykka.ThreadingFuture[Any]):
     set: the `reply_to` of an ask whose answer goes somewhere other than a waiting thread.
 
     pykka's actor loop answers an ask through `reply_to.set(result)`, or
-    `reply_to.set_exception()` inside the `except` block of the handler's exception (item 1);
+    `reply_to.set_exception()` inside the `except` block of the handler's exception (item 8);
     both are public methods of `pykka.Future`. The callback runs on the thread that sets it.
     """
 

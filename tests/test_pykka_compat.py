@@ -316,6 +316,44 @@ def test_a_requeued_ask_is_answered_by_the_new_actor_to_the_original_future(
     assert source.actor_ref.ask("handled", timeout=WAIT) == []
 
 
+def test_an_ask_put_with_a_callback_future_answers_through_its_callback(
+    start: Callable[..., Probe],
+) -> None:
+    """An ask put into a live inbox with `put_if_alive` and a `CallbackFuture` as its reply_to
+    is answered through the callback, on the actor's thread: the value, or the handler's
+    exception (the actor goes on); the future holds the answer too."""
+    probe = start()
+    answers: queue.Queue[tuple[Any, BaseException | None, threading.Thread]] = queue.Queue()
+
+    def answered(value: Any, error: BaseException | None) -> None:
+        answers.put((value, error, threading.current_thread()))
+
+    future = _pykka.CallbackFuture(answered)
+    _pykka.put_if_alive(probe, _pykka.Envelope("question", reply_to=future))
+    value, error, thread = answers.get(timeout=WAIT)
+    assert (value, error, thread) == ("question", None, probe.thread)
+    assert future.get(timeout=WAIT) == "question"
+    failing = _pykka.CallbackFuture(answered)
+    _pykka.put_if_alive(probe, _pykka.Envelope("boom", reply_to=failing))
+    value, error, thread = answers.get(timeout=WAIT)
+    assert value is None
+    assert isinstance(error, Boom)
+    assert thread is probe.thread
+    with pytest.raises(Boom):
+        failing.get(timeout=WAIT)
+    assert probe.actor_ref.ask("handled", timeout=WAIT) == ["question"]
+
+
+def test_put_if_alive_refuses_a_stopped_actor_as_tell_does(start: Callable[..., Probe]) -> None:
+    """Once the actor is marked stopped, `put_if_alive` raises ActorDeadError and puts
+    nothing into its inbox."""
+    probe = start()
+    probe.actor_ref.ask("halt", timeout=WAIT)
+    with pytest.raises(pykka.ActorDeadError):
+        _pykka.put_if_alive(probe, _pykka.Envelope("late"))
+    assert _pykka.inbox_empty(probe)
+
+
 # -- stopping ------------------------------------------------------------------------------------
 
 
