@@ -102,7 +102,8 @@ def _traffic(system: ActorSystem, command: dict[str, Any]) -> dict[str, Any]:
         latencies: list[float] = []
         errors: Counter[str] = Counter()
         acked_tells = 0
-        failed: list[tuple[str, int]] = []  # (key, seq) of the sends that raised
+        # (key, seq, when, error) of the sends that raised
+        failed: list[tuple[str, int, float, str]] = []
         position = index
         while time.monotonic() < until:
             key = keys[position % len(keys)]
@@ -115,7 +116,7 @@ def _traffic(system: ActorSystem, command: dict[str, Any]) -> dict[str, Any]:
                     acked_tells += 1
                 except Exception as error:
                     errors[type(error).__name__] += 1
-                    failed.append((key, seqs[key]))
+                    failed.append((key, seqs[key], time.time(), repr(error)[:300]))
                     continue
             seqs[key] += 1
             started = time.perf_counter()
@@ -124,7 +125,7 @@ def _traffic(system: ActorSystem, command: dict[str, Any]) -> dict[str, Any]:
                 latencies.append(time.perf_counter() - started)
             except Exception as error:
                 errors[type(error).__name__] += 1
-                failed.append((key, seqs[key]))
+                failed.append((key, seqs[key], time.time(), repr(error)[:300]))
         with lock:
             results.append(
                 {

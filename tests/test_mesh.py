@@ -230,6 +230,7 @@ def test_three_nodes_route_asks_and_tells_survive_a_kill_and_a_nats_restart(
     for node in started:
         node.send({"op": "traffic", "keys": keys, "seconds": 10, "threads": SENDERS})
     healthy = [node.reply(120) for node in started]
+    (tmp_path / "healthy.json").write_text(json.dumps(healthy))  # for a post-mortem
     healthy_latencies = sorted(x for report in healthy for x in latencies(report))
     healthy_errors = sum((errors(report) for report in healthy), Counter())
     asks = len(healthy_latencies)
@@ -335,7 +336,7 @@ def test_three_nodes_route_asks_and_tells_survive_a_kill_and_a_nats_restart(
                         per_node[label].append(seq)
                     if any(found != sorted(found) for found in per_node.values()):
                         problems.append(f"{name} -> {key}: out of order: {seen}")
-                    failed = {seq for failed_key, seq in sender["failed"] if failed_key == key}
+                    failed = {seq for failed_key, seq, *_ in sender["failed"] if failed_key == key}
                     missing = set(range(1, last + 1)) - set(seqs) - failed
                     if not missing:
                         continue
