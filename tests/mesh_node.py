@@ -97,7 +97,7 @@ def _traffic(system: ActorSystem, command: dict[str, Any]) -> dict[str, Any]:
     run = next(_runs)
 
     def send(index: int) -> None:
-        sender = f"{system.node_id}.{run}.{index}"
+        sender = f"{system.node_id}.{os.getpid()}.{run}.{index}"
         seqs: Counter[str] = Counter()
         latencies: list[float] = []
         errors: Counter[str] = Counter()

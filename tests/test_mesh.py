@@ -292,7 +292,7 @@ def test_three_nodes_route_asks_and_tells_survive_a_kill_and_a_nats_restart(
     handled: defaultdict[tuple[str, str], list[tuple[str, int]]] = defaultdict(list)
     intervals: defaultdict[str, list[list[Any]]] = defaultdict(list)
     open_at: dict[tuple[str, str], float] = {}
-    fires: Counter[tuple[str, str, int]] = Counter()
+    fires: defaultdict[tuple[str, str, int], list[float]] = defaultdict(list)
     for label, parts in journal_lines([victim, *started]):
         match parts:
             case ["msg", key, _, sender, seq]:
@@ -303,8 +303,8 @@ def test_three_nodes_route_asks_and_tells_survive_a_kill_and_a_nats_restart(
                 begun = open_at.pop((label, key), None)
                 if begun is not None:
                     intervals[key].append([begun, float(at), label])
-            case ["fire", key, name, count, _]:
-                fires[(key, name, int(count))] += 1
+            case ["fire", key, name, count, at]:
+                fires[(key, name, int(count))].append(float(at))
     for (label, key), begun in open_at.items():
         # Never stopped: killed (node-0's first process) or running until the end.
         intervals[key].append([begun, killed_at if label == "node-0" else ended_at, label])
@@ -345,9 +345,19 @@ def test_three_nodes_route_asks_and_tells_survive_a_kill_and_a_nats_restart(
                         lost_tells += len(missing)
                     else:
                         problems.append(f"{name} -> {key}: acknowledged, never handled: {missing}")
-    duplicates = Counter(count - 1 for count in fires.values() if count > 1)
-    if any(extra > 1 for extra in duplicates):
-        problems.append(f"a reminder fire handled more than twice: {duplicates}")
+    # At-least-once: a fire recorded and not acknowledged when its bucket moved (the kill, or
+    # the rebalance when node-0 came back) is handled again. The kill may cost each reminder
+    # one duplicate at most.
+    after_kill: Counter[tuple[str, str]] = Counter()
+    duplicates = 0
+    for (key, name, _), handled_at in fires.items():
+        duplicates += len(handled_at) - 1
+        after_kill[(key, name)] += sum(
+            1 for at in sorted(handled_at)[1:] if killed_at <= at <= killed_at + 30
+        )
+    if any(extra > 1 for extra in after_kill.values()):
+        worst = after_kill.most_common(3)
+        problems.append(f"more than one duplicate fire per reminder after the kill: {worst}")
     reminders_fired = {(key, name) for key, name, _ in fires}
 
     print(
@@ -358,8 +368,8 @@ def test_three_nodes_route_asks_and_tells_survive_a_kill_and_a_nats_restart(
         f"{slowest:.2f}s (bound {FAILOVER_BOUND_S:.0f}s), in flight at the kill "
         f"{kill_errors['NodeLostError']}; outage errors {dict(outage_errors)}; "
         f"tells lost with the killed node {lost_tells}; reminders fired "
-        f"{len(reminders_fired)}, fires {sum(fires.values())}, duplicate fires "
-        f"{sum(duplicates.values())}"
+        f"{len(reminders_fired)}, fires {sum(len(at) for at in fires.values())}, duplicate "
+        f"fires {duplicates} (after the kill {sum(after_kill.values())})"
     )
     assert problems == [], "\n".join(problems[:30])
     assert slowest <= FAILOVER_BOUND_S + SLACK_S
