@@ -23,7 +23,7 @@ Commands:
         "tells") then an ask, each with the next sequence number of that sender and key. Answers
         the counts, latencies and errors, and per key the first and last answered ask times.
     {"op": "ask", "keys": [...], "timeout": s}
-        one ask per key from this thread: the node that answered, or the error type
+        one ask per key (from 8 threads): the node that answered, or the error
     {"op": "quit"}
 """
 
@@ -167,6 +167,25 @@ def _register(system: ActorSystem, command: dict[str, Any]) -> dict[str, Any]:
     return {"registered": len(keys)}
 
 
+def _ask_each(system: ActorSystem, keys: list[str], timeout: float) -> dict[str, str]:
+    """Ask every key where it runs, from 8 threads: the node that answered, or the error."""
+    answers: dict[str, str] = {}
+
+    def ask(part: list[str]) -> None:
+        for key in part:
+            try:
+                answers[key] = system.virtual(DEVICE, key).ask("where", timeout=timeout)
+            except Exception as error:
+                answers[key] = f"!{type(error).__name__}: {error}"
+
+    threads = [threading.Thread(target=ask, args=(keys[index::8],)) for index in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return answers
+
+
 def main(config_text: str) -> None:
     config = json.loads(config_text)
     Device.journal = os.open(config["journal"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -197,14 +216,7 @@ def main(config_text: str) -> None:
             elif op == "traffic":
                 answer = _traffic(system, command)
             elif op == "ask":
-                answer = {}
-                for key in command["keys"]:
-                    try:
-                        answer[key] = system.virtual(DEVICE, key).ask(
-                            "where", timeout=command.get("timeout", 30)
-                        )
-                    except Exception as error:
-                        answer[key] = f"!{type(error).__name__}: {error}"
+                answer = _ask_each(system, command["keys"], command.get("timeout", 30))
             else:
                 answer = {"error": f"unknown op {op!r}"}
             print(json.dumps(answer), flush=True)
