@@ -45,11 +45,14 @@ from ._metrics import (
 from ._ref import DEFAULT_ASK_TIMEOUT, ActorRef, VirtualActorRef
 from ._registration import ReminderInfo, ReminderRegistration
 from ._reminders import ReminderService
+from ._retry import RetryPolicy
 from ._scheduler import ScheduledCall, Scheduler
 from ._store import (
     MAX_PAYLOAD_BYTES,
     MAX_PAYLOAD_DEPTH,
     MISSED_POLICIES,
+    DeadLetter,
+    FireFailure,
     SchemaVersionError,
     StoreClosedError,
     StoreUnavailableError,
@@ -82,6 +85,7 @@ __all__ = [
     "AskTimeoutError",
     "Clock",
     "ConfigSpec",
+    "DeadLetter",
     "DuplicateFacetError",
     "Duration",
     "Facet",
@@ -90,6 +94,7 @@ __all__ = [
     "FacetNotAttachedError",
     "FacetService",
     "FacetSpec",
+    "FireFailure",
     "HistogramSnapshot",
     "LatencyHistogram",
     "ManualClock",
@@ -102,6 +107,7 @@ __all__ = [
     "ReminderInfo",
     "ReminderRegistration",
     "ReminderService",
+    "RetryPolicy",
     "ScheduledCall",
     "Scheduler",
     "SchemaVersionError",

@@ -13,7 +13,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ._duration import Duration, parse_duration
-from ._store import MISSED_POLICIES, ReminderKey, StoredReminder, encode_payload
+from ._retry import RetryPolicy, retry_policy
+from ._store import MISSED_POLICIES, FireFailure, ReminderKey, StoredReminder, encode_payload
 
 __all__ = ["ReminderInfo", "ReminderRegistration", "info_of", "new_record"]
 
@@ -29,6 +30,7 @@ class ReminderRegistration:
     max_count: int | None = None
     payload: Any = None
     missed: str = "once"
+    retry: RetryPolicy | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +47,13 @@ class ReminderInfo:
         payload: the JSON payload.
         pending_fire: the `fire_count` of a fire recorded but not yet acknowledged (being
             handled, or to be delivered again after a crash), else None.
+        last_fired_at: when its last fire was recorded (aware UTC), or None.
+        last_handled_at: when a handler last returned for one of its fires, or None.
+        last_error: what the handler of its last failed delivery raised (`type`, `text`);
+            None once a fire was handled since.
+        attempts: failed deliveries of the pending fire so far (0 without one).
+        retry: its failure policy; None for the default `RetryPolicy()`.
+        actor_type, actor_key: the virtual actor it belongs to.
     """
 
     name: str
@@ -55,6 +64,13 @@ class ReminderInfo:
     missed: str
     payload: Any
     pending_fire: int | None = None
+    last_fired_at: datetime | None = None
+    last_handled_at: datetime | None = None
+    last_error: FireFailure | None = None
+    attempts: int = 0
+    retry: RetryPolicy | None = None
+    actor_type: str | None = None
+    actor_key: str | None = None
 
 
 def info_of(record: StoredReminder) -> ReminderInfo:
@@ -68,6 +84,13 @@ def info_of(record: StoredReminder) -> ReminderInfo:
         missed=record.missed,
         payload=record.payload,
         pending_fire=record.pending_fire,
+        last_fired_at=record.last_fired_at,
+        last_handled_at=record.last_handled_at,
+        last_error=record.last_error,
+        attempts=record.attempts,
+        retry=record.retry,
+        actor_type=record.key.actor_type,
+        actor_key=record.key.actor_key,
     )
 
 
@@ -99,6 +122,7 @@ def new_record(
     missed = registration.missed
     if missed not in MISSED_POLICIES:
         raise ValueError(f"missed {missed!r} must be one of {', '.join(MISSED_POLICIES)}")
+    retry = None if registration.retry is None else retry_policy(registration.retry)
     key = ReminderKey(actor_type, actor_key, name)
     # Refuse what JSON cannot carry back unchanged, and hand back what the store will.
     payload = json.loads(encode_payload(key, registration.payload))
@@ -118,6 +142,7 @@ def new_record(
         claimed_until=None,
         created_at=now,
         updated_at=now,
+        retry=retry,
     )
 
 

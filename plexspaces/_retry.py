@@ -79,6 +79,17 @@ class RetryPolicy:
         # Capped before the power: 2 ** 5000 as a float overflows.
         return float(min(longest, first * 2 ** min(failures - 1, 64)))
 
+    @staticmethod
+    def of(value: Any) -> RetryPolicy:
+        """`value` as a policy: a `RetryPolicy` as it is, or a mapping of its fields (as a
+        facet config gives it: `{"max_attempts": 5, "backoff": "2s"}`).
+
+        Raises:
+            ValueError: `value` is neither, a mapping has a key that is not a field, or a
+                field's value is refused.
+        """
+        return retry_policy(value)
+
     def exhausted(self, failures: int) -> bool:
         """Whether a fire that failed `failures` times is dead-lettered rather than retried."""
         return self.max_attempts is not None and failures >= self.max_attempts

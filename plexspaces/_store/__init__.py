@@ -30,11 +30,13 @@ from .codec import (
     encode_payload,
     json_text,
 )
-from .interfaces import AdminScans, LeaseStore, ReminderRecords, ReminderStore
+from .interfaces import AdminScans, DeadLetterStore, LeaseStore, ReminderRecords, ReminderStore
 from .records import (
     MAX_STORED_INT,
     MISSED_POLICIES,
+    DeadLetter,
     FireChange,
+    FireFailure,
     NodeLeases,
     ReminderKey,
     SchemaVersionError,
@@ -68,7 +70,10 @@ __all__ = [
     "SCHEMA_VERSION",
     "AdminScans",
     "BaseReminderStore",
+    "DeadLetter",
+    "DeadLetterStore",
     "FireChange",
+    "FireFailure",
     "LeaseStore",
     "NodeLeases",
     "ReminderKey",
