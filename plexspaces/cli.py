@@ -17,9 +17,9 @@ uses: `$PLEXSPACES_STORAGE_URL`, else the SQLite file `plexspaces.db` in the cur
 Everything goes through `SqlReminderStore`, the same store the nodes use, and reads in keyset
 pages: no command loads a whole table.
 
-Commands that only read (and `cancel`, `cancel-all`, `retry`) never create anything: a SQLite file that does not exist,
-or a database without plexspaces tables, is an error rather than a new empty database. `import`
-creates the database and its tables when they are missing.
+Commands that only read (and `cancel`, `cancel-all`, `retry`) never create anything: a SQLite
+file that does not exist, or a database without plexspaces tables, is an error rather than a new
+empty database. `import` creates the database and its tables when they are missing.
 
 Times are printed in UTC (ISO 8601, `Z`). WHEN arguments take an ISO 8601 datetime (one without
 an offset is read as UTC), `now`, or a duration from now: `1h` or `+1h` is an hour from now,
