@@ -94,6 +94,8 @@ _VIEW_PAGE: Final = 1000
 """Reminders a whole-type cancel reads and deletes at a time."""
 _REDRIVE_PAGE: Final = 100
 """Re-drives a node takes from the store at a time."""
+_REDRIVE_BACKOFF: Final = 60
+"""While no re-drive is asked for, the look for one backs off to this many poll intervals."""
 _ACTIVATION_THREADS: Final = 8
 """Virtual actors activated for fires at once; each activation holds one thread while its
 on_start runs, and every other fire goes on meanwhile."""
@@ -219,6 +221,7 @@ class ReminderService:
         # Re-drives this node delivers right now (taken, not yet answered), by dead letter id.
         self._redriving: set[int] = set()
         self._redrive_timer: ScheduledCall | None = None
+        self._redrive_delay = self._dead_letter_poll
         # Guards the armed reminders, the in-flight counts and the activation queues. Never held
         # while the store is used: senders, the scheduler and metrics take it.
         self._lock = threading.RLock()
@@ -1360,7 +1363,7 @@ class ReminderService:
                     del self._armed[record.key]
                     if after is not None:
                         self._arm_record(after)  # it goes on with its next tick
-                self._watch_dead_letters()
+                self._watch_dead_letters(soon=True)
             return
         assert updated is not None
         delay = policy.delay(failures)
@@ -1380,12 +1383,24 @@ class ReminderService:
 
     # -- re-drives ---------------------------------------------------------------------------------
 
-    def _watch_dead_letters(self) -> None:
-        """Look for re-drives every `dead_letter_poll` while the store holds dead letters (under
-        the lock). Not before: a node without dead letters never polls for them."""
-        if self._redrive_timer is None and self._firing:
+    def _watch_dead_letters(self, *, soon: bool = False) -> None:
+        """Look for re-drives while the store holds dead letters (under the lock); not before,
+        so a node without dead letters never polls for them. Every `dead_letter_poll` at first
+        (`soon`: a fire was just dead-lettered, or a re-drive was just found), then less often
+        while nobody asks, up to `_REDRIVE_BACKOFF` times that: a `ManualClock` moved on by
+        days must not run a query for every second of them."""
+        if not self._firing:
+            return
+        if soon:
+            self._redrive_delay = self._dead_letter_poll
+            if self._redrive_timer is not None:
+                if self._redrive_timer.when <= self._clock.time() + self._redrive_delay:
+                    return
+                self._redrive_timer.cancel()
+                self._redrive_timer = None
+        if self._redrive_timer is None:
             self._redrive_timer = self._scheduler.call_later(
-                self._dead_letter_poll, self._redrive_tick
+                self._redrive_delay, self._redrive_tick
             )
 
     def _redrive_tick(self) -> None:
@@ -1395,24 +1410,33 @@ class ReminderService:
 
     def _poll_redrives(self) -> None:
         """Deliver the re-drives asked for, and keep looking while dead letters exist."""
+        found = False
         try:
-            self._redrive()
+            found = self._redrive()
             more = bool(self._store.dead_letters(1))
         except Exception as error:
             _log.warning("reminder.redrive_poll_failed", error=repr(error))
             more = True
         if more:
             with self._lock:
-                self._watch_dead_letters()
+                if not found:
+                    self._redrive_delay = min(
+                        self._redrive_delay * 2, self._dead_letter_poll * _REDRIVE_BACKOFF
+                    )
+                self._watch_dead_letters(soon=found)
 
-    def _redrive(self) -> None:
+    def _redrive(self) -> bool:
         """Take the re-drives asked for, of the types this node serves, and deliver each once
-        more. On the calling thread: a delivery may wait for an actor's activation."""
-        while self._firing:
+        more; whether there was any. On the calling thread: a delivery may wait for an actor's
+        activation."""
+        found = False
+        # A read first: most looks find nothing, and a read does not contend with the fire
+        # thread's writes as the taking (a write) would.
+        while self._firing and self._store.dead_letters(1, requested=True):
             with self._lock:
                 served = sorted(self._served)
             if not served:
-                return
+                break
             taken = self._store.take_retries(
                 self._node.node_id,
                 now=self._clock.now(),
@@ -1426,10 +1450,12 @@ class ReminderService:
                     if letter.id not in self._redriving:  # not still being delivered
                         self._redriving.add(letter.id)
                         fresh.append(letter)
+            found = found or bool(taken)
             for letter in fresh:
                 self._deliver_redrive(letter)
             if len(taken) < _REDRIVE_PAGE or not fresh:
-                return
+                break
+        return found
 
     def _deliver_redrive(self, letter: DeadLetter) -> None:
         fired = ReminderFired(

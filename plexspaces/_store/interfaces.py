@@ -465,11 +465,13 @@ class DeadLetterStore(ABC):
         actor_key: str | None = None,
         name: str | None = None,
         ids: Collection[int] | None = None,
+        requested: bool = False,
     ) -> list[DeadLetter]:
         """One page of dead letters by id, each with an id above `after` when given (pass the
         last one's id for the next page), of the actor type, actor key and reminder name given,
-        and among `ids` when given. A letter whose payload cannot be decoded is skipped and
-        reported (event `dead_letter.undecodable`), never deleted.
+        among `ids` when given, and with a re-drive asked for when `requested`. A letter whose
+        payload cannot be decoded is skipped and reported (event `dead_letter.undecodable`),
+        never deleted.
 
         Raises:
             ValueError: `limit` is not an int >= 1, `after` or an id is not an int >= 0, or a

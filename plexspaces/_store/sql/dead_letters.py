@@ -163,9 +163,12 @@ class SqlDeadLetters(SqlStoreBase):
         actor_key: str | None = None,
         name: str | None = None,
         ids: Collection[int] | None = None,
+        requested: bool = False,
     ) -> list[DeadLetter]:
         self._check_count(limit, "limit", 1)
         filters: list[ColumnElement[bool]] = []
+        if requested:
+            filters.append(_d.retry_requested_us.is_not(None))
         if after is not None:
             filters.append(_d.id > self._check_count(after, "after", 0))
         for column, value, what in (
