@@ -402,3 +402,19 @@ def test_a_reminder_cancelled_elsewhere_is_not_fired_by_a_node_that_had_it_armed
     clock.advance("5m")
     assert journal.fired("r") == []
     assert rem.reminders.gauges()["reminders.armed"] == 0
+
+
+def test_a_node_looks_for_redrives_at_least_every_minute_while_dead_letters_exist(
+    rem: ActorSystem, clock: ManualClock, journal: Journal
+) -> None:
+    """While nobody asks, the look for re-drives backs off (so a day on a ManualClock is not
+    86,400 queries) but not beyond 60 poll intervals: a re-drive asked for by another process
+    after an idle hour is delivered within a minute."""
+    letter = dead_letter_one(rem, clock, journal)
+    clock.advance("1h")
+    with SqlReminderStore(rem.storage_url) as store:
+        store.request_retry([letter.id], now=clock.now())
+    clock.advance("60s")
+    ping(rem)
+    assert len(journal.fired("r")) == 2
+    assert rem.reminders.dead_letters() == []
