@@ -188,7 +188,8 @@ class ReminderService:
         retry_delay, max_retry_delay: the backoff for work that failed on the store, and for a
             handler that raised when its reminder has no `RetryPolicy` of its own.
         dead_letter_poll: while the store holds dead letters, how often to look for re-drives
-            asked for by another process (`plexspaces reminders retry`).
+            asked for by another process (`plexspaces reminders retry`), backing off to 60 times
+            that while nobody asks.
     """
 
     def __init__(
@@ -471,7 +472,8 @@ class ReminderService:
         crash. Returns False if there is no such letter.
 
         This node delivers it now when it serves the actor type; otherwise a node that does
-        takes it at its next look (while dead letters exist, every `dead_letter_poll`).
+        takes it at its next look (while dead letters exist, every `dead_letter_poll`, backing
+        off to 60 of them while nobody asks).
         """
         letter_id = letter.id if isinstance(letter, DeadLetter) else letter
         found = self._store.request_retry([letter_id], now=self._clock.now()) > 0

@@ -132,7 +132,8 @@ class ActorSystem:
         poll_interval: in a cluster, how often to look for reminders to take over (registered
             elsewhere, released, or left by a node that died); on any node, while the store
             holds dead letters, how often to look for re-drives asked for by another process
-            (`plexspaces reminders retry`). Runs on the system's clock.
+            (`plexspaces reminders retry`; backing off to 60 poll intervals while nobody asks).
+            Runs on the system's clock.
         max_reminders_in_flight: the most reminder fires of one actor that are delivered and not
             yet handled. Further fires of that actor that come due wait, unrecorded, until it
             catches up, so a flood of due reminders for a slow actor does not grow memory.

@@ -1026,8 +1026,8 @@ def retry_dead_letters(
     """Ask for dead letters to be delivered once more: by ID, by --type/--key/--name, or --all.
 
     The request is stored; a running node serving the actor type delivers each at its next
-    look for re-drives (every poll interval while dead letters exist), a stopped one when it
-    starts. A letter whose handler returns is deleted; one that fails again stays, with one
+    look for re-drives (every poll interval while dead letters exist, backing off to a minute
+    while nobody asks), a stopped one when it starts. A letter whose handler returns is deleted; one that fails again stays, with one
     attempt more and the new error.
     """
     filtered = actor_type is not None or actor_key is not None or name is not None
