@@ -1027,8 +1027,8 @@ def retry_dead_letters(
 
     The request is stored; a running node serving the actor type delivers each at its next
     look for re-drives (every poll interval while dead letters exist, backing off to a minute
-    while nobody asks), a stopped one when it starts. A letter whose handler returns is deleted; one that fails again stays, with one
-    attempt more and the new error.
+    while nobody asks), a stopped one when it starts. A letter whose handler returns is
+    deleted; one that fails again stays, with one attempt more and the new error.
     """
     filtered = actor_type is not None or actor_key is not None or name is not None
     if not ids and not filtered and not every:
