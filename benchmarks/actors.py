@@ -252,7 +252,7 @@ def _memory_per_actor(config: Config, count: int, tracing: bool) -> Metric:
         "B",
         ours[0],
         theirs[0],
-        None if tracing else at_most(1.2),
+        None if tracing else at_most(1.1),
     )
 
 

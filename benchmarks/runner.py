@@ -8,7 +8,7 @@ import time
 import traceback
 from pathlib import Path
 
-from benchmarks import actors, fires, postgres, reminders, timers
+from benchmarks import actors, fires, mesh, postgres, reminders, timers
 from benchmarks.measure import Config, Scenario, ScenarioResult
 from benchmarks.report import Entry, console_notes, console_table, machine_info, write_all
 
@@ -19,6 +19,7 @@ SCENARIOS: list[Scenario] = sorted(
         *reminders.SCENARIOS,
         *fires.SCENARIOS,
         *postgres.SCENARIOS,
+        *mesh.SCENARIOS,
     ],
     key=lambda scenario: scenario.number,
 )

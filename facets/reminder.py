@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
+from zoneinfo import ZoneInfo
 
 from plexspaces import (
     ActorContext,
@@ -82,32 +83,52 @@ class ReminderFacet(Facet):
         self,
         name: str,
         *,
-        due: Duration | datetime,
+        due: Duration | datetime | None = None,
         period: Duration | None = None,
         max_count: int | None = None,
         payload: Any = None,
         missed: str = "once",
+        cron: str | None = None,
+        tz: str | ZoneInfo | None = None,
+        expires_at: datetime | None = None,
+        ttl: Duration | None = None,
+        overwrite: bool = True,
         retry: RetryPolicy | None = None,
     ) -> ReminderInfo:
         """Store a reminder, replacing one of the same name; durable when this returns.
+
+        Give exactly one of `due` (a one-shot, or with `period` a periodic reminder) and `cron`
+        (a calendar reminder).
 
         Args:
             name: non-empty, unique per actor.
             due: when it first fires: a duration from now, or an aware `datetime` (one in the
                 past fires at once).
-            period: repeat every `period` on the phase of `due`; None for a one-shot.
+            period: repeat every `period` on the phase of `due`; None for a one-shot. Also
+                "R5/PT1S" (every second, 5 times: sets `max_count`), "R/PT1S" and "@every 1h".
             max_count: fire at most this many times in all (kept across restarts).
             payload: JSON-compatible value delivered in every `ReminderFired`.
             missed: periodic ticks that fell due while nothing could fire them: "once" (default)
                 fires one of them, then goes on on the original phase; "skip" fires none and
                 goes on at the next tick; "all" fires each of them (up to `max_count`). A tick is
-                missed when it is more than one period late.
+                missed when it is more than one period late (for a calendar reminder: when the
+                tick after it is past too).
+            cron: five cron fields ("0 9 * * MON-FRI"), read in `tz`; it first fires at the
+                first tick after now. See the guide for clock changes and month ends.
+            tz: the IANA zone of `cron` ("Europe/Prague"); default "UTC". Only with `cron`.
+            expires_at: an aware datetime: no fire at or after it, and the reminder is then
+                deleted. Must come after the first fire.
+            ttl: the same as a duration from now (give one of `expires_at` and `ttl`).
+            overwrite: False refuses to replace an existing reminder of this name
+                (`ReminderExistsError`), decided atomically by the store.
             retry: what happens when the handler raises (see `RetryPolicy`): delivered again
                 after a backoff, and after `max_attempts` failed deliveries dead-lettered while
                 the reminder goes on. None: the facet's `retry` config, else retry for ever.
 
         Raises:
-            ValueError: a bad name, due, period, max_count, payload or policy; nothing is stored.
+            ValueError: a bad name, due, period, cron, tz, expiry, max_count, payload or policy;
+                nothing is stored.
+            ReminderExistsError: `overwrite=False` and the reminder exists; nothing is stored.
         """
         return self._require().register(
             self._type,
@@ -119,6 +140,11 @@ class ReminderFacet(Facet):
             payload=payload,
             missed=missed,
             min_period=self._min_period,
+            cron=cron,
+            tz=tz,
+            expires_at=expires_at,
+            ttl=ttl,
+            overwrite=overwrite,
             retry=self._retry if retry is None else retry,
         )
 
@@ -126,12 +152,14 @@ class ReminderFacet(Facet):
         self, registrations: Iterable[ReminderRegistration]
     ) -> list[ReminderInfo]:
         """Store several reminders in one transaction (much faster than one call each):
-        all of them, or none if any is refused. Each replaces one of the same name; a name
-        may appear once per call. Durable when this returns.
+        all of them, or none if any is refused. Each replaces one of the same name (unless
+        its `overwrite` is False); a name may appear once per call. Durable when this returns.
 
         Raises:
             ValueError: a registration breaks a rule of `register_reminder`, or a name repeats;
                 nothing is stored.
+            ReminderExistsError: a registration with `overwrite=False` names an existing
+                reminder; nothing is stored.
         """
         service = self._require()
         if self._retry is not None and isinstance(registrations, Iterable):

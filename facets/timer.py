@@ -4,18 +4,19 @@ Timers live in the system's one scheduler. They are lost when the actor stops, f
 deactivated, and they never activate an actor. A slow actor is not flooded: at most one fire per
 timer waits in its mailbox; ticks that fall due meanwhile are coalesced into it (it carries the
 latest, and counts the others in `TimerFired.missed`).
-Re-registering a name replaces the timer, and a fire of the old one still in the mailbox is
-discarded.
+Re-registering a name replaces the timer (unless `overwrite=False`, which refuses), and a fire
+of the old one still in the mailbox is discarded. A periodic timer may run at a fixed delay, stop
+after `max_count` ticks, or expire.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 from plexspaces import (
     ActorContext,
@@ -30,6 +31,7 @@ from plexspaces import (
     ScheduledCall,
     Scheduler,
     SystemShutdownError,
+    TimerExistsError,
     TimerFired,
     duration_seconds,
     positive_duration,
@@ -45,10 +47,12 @@ DEFAULT_MIN_INTERVAL = timedelta(milliseconds=1)
 
 @dataclass(frozen=True, slots=True)
 class TimerRegistration:
-    """A timer to register with `TimerFacet.register_timer`.
+    """A timer to register with `TimerFacet.register_timer` (or many with `register_timers`).
 
     A periodic timer needs `interval` (its period) and fires first at `due_time` (default: one
-    interval). A one-shot timer needs `due_time` (its delay) and takes no `interval`.
+    interval); `fixed_delay`, `max_count`, `expires_at` and `ttl` apply to it as in
+    `TimerFacet.register_periodic`. A one-shot timer needs `due_time` (its delay) and takes none
+    of those. `overwrite=False` refuses a name already registered (`TimerExistsError`).
     """
 
     name: str
@@ -56,11 +60,20 @@ class TimerRegistration:
     due_time: Duration | None = None
     periodic: bool = False
     payload: Any = None
+    fixed_delay: bool = False
+    max_count: int | None = None
+    expires_at: datetime | None = None
+    ttl: Duration | None = None
+    overwrite: bool = True
 
 
 @dataclass(frozen=True, slots=True)
 class TimerInfo:
-    """A registered timer, as `TimerFacet.list_timers` reports it."""
+    """A registered timer, as `TimerFacet.list_timers` reports it.
+
+    `fire_count` is the number of the last tick that fell due (ticks coalesced into a waiting
+    fire count too); `max_count` and `expires_at` are None when not set.
+    """
 
     name: str
     periodic: bool
@@ -68,6 +81,27 @@ class TimerInfo:
     next_fire_at: datetime
     fire_count: int
     payload: Any
+    fixed_delay: bool = False
+    max_count: int | None = None
+    expires_at: datetime | None = None
+
+
+_Options = tuple[bool, int | None, float | None]
+"""A periodic timer's options: fixed delay, max count, expiry (POSIX seconds). None when unset,
+so a plain timer carries no tuple of its own."""
+
+
+class _Request(NamedTuple):
+    """One registration, checked and parsed; `delay` and `ttl` are seconds from the time of
+    arming, read under the facet's lock."""
+
+    name: str
+    period: float | None
+    delay: float
+    payload: Any
+    options: _Options | None
+    ttl: float | None
+    overwrite: bool
 
 
 class _Timer(ScheduledCall):
@@ -77,32 +111,34 @@ class _Timer(ScheduledCall):
 
     - `ticks` and `missed` are written only by `run()`, which one thread at a time calls (the
       scheduler's thread, or the thread in `ManualClock.advance`; a timer is in the heap at most
-      once and re-arms itself as `run()`'s last step, so runs never overlap). Other threads only
-      read `ticks` (listings), and reading one attribute is atomic.
+      once and re-arms itself as `run()`'s last step, or, with a fixed delay, once its fire was
+      handled, so runs never overlap). Other threads only read `ticks` (listings), and reading
+      one attribute is atomic.
     - `waiting` (the fire in the mailbox), `coalesced` and `latest` (the ticks that fell due
-      while it waited) are read and written under the facet's lock, by `run()` and by the
-      actor's thread as the fire leaves the mailbox.
-    - `fired_at` is written by `run()` when it puts a fire in the mailbox and by the actor's
-      thread when a waiting fire stands for later ticks; it is only read for listings.
+      while it waited) and `final` (the last fire is made) are read and written under the
+      facet's lock, by `run()` and by the actor's thread as the fire leaves the mailbox.
     """
 
     __slots__ = (
         "coalesced",
         "facet",
-        "fired_at",
+        "final",
         "first",
         "latest",
         "missed",
         "name",
+        "options",
         "payload",
         "period",
         "ticks",
         "waiting",
     )
 
-    def __init__(self, facet: TimerFacet, name: str, period: float | None, payload: Any) -> None:
+    def __init__(
+        self, facet: TimerFacet, name: str, period: float | None, payload: Any, first: float
+    ) -> None:
         # ScheduledCall's fields set inline: this runs once per registration, a hot path.
-        self.when = 0.0
+        self.when = first
         self.cancelled = False
         self._queued = False
         self._counted = False
@@ -110,8 +146,9 @@ class _Timer(ScheduledCall):
         self.facet = facet
         self.name = name
         self.period = period
+        self.options: _Options | None = None  # set by the facet when the timer has options
         self.payload = payload
-        self.first = 0.0
+        self.first = first
         self.ticks = 0
         self.missed = 0  # ticks the scheduler itself skipped, reported by the next fire
         # The fire waiting in the mailbox, the ticks that fell due since (coalesced into it)
@@ -119,63 +156,106 @@ class _Timer(ScheduledCall):
         self.waiting: TimerFired | None = None
         self.coalesced = 0
         self.latest = (0, 0.0)
-        self.fired_at = 0.0
+        # Set with the last fire (a one-shot's, the max_count-th, the last before expiry): the
+        # timer goes once that fire leaves the mailbox. Guarded by the facet's lock.
+        self.final = False
 
     def run(self) -> None:
         # On the scheduler thread (or in ManualClock.advance), never twice at once: the only
         # writer of ticks and missed, so their read-modify-writes cannot lose an update.
-        self.ticks += 1
-        with self.facet._lock:
+        facet = self.facet
+        period = self.period
+        options = self.options
+        if self.ticks == 0:
+            with facet._lock:
+                if self.first > self.when:
+                    # Registered again for later while it waited in the heap (a sliding
+                    # timeout): back into the heap at the new time, and nothing fires now.
+                    facet._scheduler.schedule(self, self.first)
+                    return
+                # Committed to this first tick: from here a registration of the name replaces
+                # the timer instead of moving it (see TimerFacet._arm).
+                self.ticks = 1
+            tick = 1
+        else:
+            tick = self.ticks = self.ticks + 1
+        if period is None:
+            following, skipped, last = None, 0, True
+        else:
+            following, skipped, last = self._next(tick, period)
+        with facet._lock:
             if self.waiting is not None:
-                self.coalesced += 1
-                self.latest = (self.ticks, self.when)
+                # This tick, and those the scheduler skipped since the last one (when it fell
+                # behind), fell due while the fire waited: it stands for all of them.
+                self.coalesced += 1 + self.missed
+                self.missed = 0
+                self.latest = (tick, self.when)
                 fired = None
             else:
-                self.fired_at = self.when
                 fired = self.waiting = TimerFired(
                     self.name,
-                    self.ticks,
+                    tick,
                     datetime.fromtimestamp(self.when, UTC),
                     self.payload,
                     self.missed,
                 )
                 self.missed = 0
-        if fired is not None and not self.facet._deliver(fired, self._picked_up):
-            # The actor is gone (the ActorDeadError race): the timer dies with it.
-            self.facet._forget(self)
-            return
-        period = self.period
-        if period is None:
-            # A fired one-shot stays registered (hidden from listings) until its fire leaves the
-            # mailbox, so unregistering or replacing it meanwhile still discards that fire.
-            return
-        following = self.first + self.ticks * period
+            if last:
+                # A fired last tick stays registered (hidden from listings) until its fire
+                # leaves the mailbox, so unregistering or replacing it meanwhile still discards
+                # that fire.
+                self.final = True
+        if fired is not None:
+            handled = self._handled if (options is not None and options[0] and not last) else None
+            if not facet._deliver(fired, self._picked_up, handled):
+                # The actor is gone (the ActorDeadError race): the timer dies with it.
+                facet._forget(self)
+                return
+        if skipped:
+            self.ticks += skipped
+            self.missed += skipped
+        if following is not None:
+            facet._scheduler.schedule(self, following)
+
+    def _next(self, tick: int, period: float) -> tuple[float | None, int, bool]:
+        """After `tick` of a periodic timer: when the next is due on the fixed rate (None: none,
+        or one armed once this fire is handled, with a fixed delay), how many ticks the
+        scheduler skipped before it, and whether `tick` is the last."""
+        fixed_delay, max_count, expiry = self.options or (False, None, None)
+        if max_count is not None and tick >= max_count:
+            return None, 0, True
+        if fixed_delay:
+            return None, 0, False
+        skipped = 0
+        following = self.first + tick * period
         now = self.facet._clock.time()
         if following < now - period:
             # The scheduler itself fell more than a tick behind (a stalled process): count the
-            # ticks in between as missed instead of running them back to back (run() owns
-            # ticks and missed: see the class docstring).
-            skipped = int((now - self.first) // period) - self.ticks
-            if skipped > 0:
-                self.ticks += skipped
-                self.missed += skipped
-                following = self.first + self.ticks * period
-        self.facet._scheduler.schedule(self, following)
+            # ticks in between as missed instead of running them back to back.
+            skipped = int((now - self.first) // period) - tick
+            if max_count is not None:
+                skipped = min(skipped, max_count - 1 - tick)
+            skipped = max(skipped, 0)
+            following = self.first + (tick + skipped) * period
+        if expiry is not None and following >= expiry:
+            return None, 0, True
+        return following, skipped, False
 
     def _picked_up(self) -> TimerFired | bool:
         # On the actor's thread, as the fire leaves the mailbox: a fire of a replaced or
         # cancelled timer is discarded here (the generation check). A fire that waited while
         # later ticks fell due stands for them: it becomes the latest tick, counting the others.
-        with self.facet._lock:
+        facet = self.facet
+        with facet._lock:
             fired, self.waiting = self.waiting, None
             coalesced, self.coalesced = self.coalesced, 0
             tick, when = self.latest
-        if self.period is None:
-            self.facet._forget(self)
+            final = self.final
+        if final:
+            facet._forget(self)
         if self.cancelled or fired is None:
             return False
         if coalesced:
-            self.fired_at = when
             fired = dataclasses.replace(
                 fired,
                 fire_count=tick,
@@ -184,22 +264,46 @@ class _Timer(ScheduledCall):
             )
         # The fire as handled describes itself: its own tick and due time, whatever ticks
         # came while it waited.
-        self.facet._picked_up(self, fired.scheduled_at.timestamp(), fired.fire_count)
+        facet._picked_up(self, fired.scheduled_at.timestamp(), fired.fire_count)
         return fired
+
+    def _handled(self) -> None:
+        # On the actor's thread once a fixed-delay timer's fire was handled: the next tick is
+        # one interval from now, or none if that would be at or after the expiry.
+        if self.cancelled:
+            return
+        facet = self.facet
+        period, options = self.period, self.options
+        assert period is not None
+        assert options is not None
+        following = facet._clock.time() + period
+        expiry = options[2]
+        if expiry is not None and following >= expiry:
+            facet._forget(self)
+            return
+        # Refused (False) for a timer cancelled meanwhile or a closed scheduler: nothing to do.
+        facet._scheduler.schedule(self, following)
 
     @property
     def in_flight(self) -> bool:
-        """A one-shot that fired and whose fire still waits in the mailbox."""
-        return self.period is None and self.ticks > 0
+        """The last fire is made and still waits in the mailbox (hidden from listings)."""
+        return self.final
 
     def info(self) -> TimerInfo:
+        period = self.period
+        fixed_delay, max_count, expiry = self.options or (False, None, None)
+        # Before its first tick a timer may have been moved later than its place in the heap.
+        due = self.first if self.ticks == 0 else self.when
         return TimerInfo(
             name=self.name,
-            periodic=self.period is not None,
-            interval=None if self.period is None else timedelta(seconds=self.period),
-            next_fire_at=datetime.fromtimestamp(self.when, UTC),
+            periodic=period is not None,
+            interval=None if period is None else timedelta(seconds=period),
+            next_fire_at=datetime.fromtimestamp(due, UTC),
             fire_count=self.ticks,
             payload=self.payload,
+            fixed_delay=fixed_delay,
+            max_count=max_count,
+            expires_at=None if expiry is None else datetime.fromtimestamp(expiry, UTC),
         )
 
     def __repr__(self) -> str:
@@ -260,56 +364,182 @@ class TimerFacet(Facet):
         *,
         due_time: Duration | None = None,
         payload: Any = None,
+        fixed_delay: bool = False,
+        max_count: int | None = None,
+        expires_at: datetime | None = None,
+        ttl: Duration | None = None,
+        overwrite: bool = True,
     ) -> None:
         """Fire `TimerFired` every `interval`, first at `due_time` (default: one interval).
 
-        Fixed rate on the original phase: tick n is due at `due_time + (n - 1) * interval`
-        whatever the lateness of earlier ticks. Replaces a timer of the same name.
+        By default fixed rate on the original phase: tick n is due at `due_time + (n - 1) *
+        interval` whatever the lateness of earlier ticks. With `fixed_delay=True` each tick is
+        due one interval after the previous fire was handled instead (its handler returned), so
+        a slow handler stretches the period rather than being caught up with.
+
+        `max_count`: at most that many ticks (`fire_count` never exceeds it), then the timer is
+        removed. `expires_at` (an aware datetime) or `ttl` (a duration from now): no tick at or
+        after that instant; the timer is removed after its last tick before it. `overwrite`:
+        replace a timer of the same name (the default), or refuse with `TimerExistsError`.
 
         Raises:
             ValueError: empty name, non-positive or too short interval, negative due_time, a
-                duration longer than `MAX_DURATION` (about 100 years), or a value that is not a
-                duration. Nothing is registered.
+                duration longer than `MAX_DURATION` (about 100 years), a value that is not a
+                duration, a `max_count` that is not a positive int, an `expires_at` that is
+                not an aware datetime, both `expires_at` and `ttl`, or an expiry at or before
+                the first tick. Nothing is registered.
+            TimerExistsError: `overwrite=False` and a timer of that name is registered.
         """
         period = self._period(interval)
         first = period if due_time is None else self._seconds(due_time, "due_time")
-        self._arm(name, period, first, payload)
+        options, ttl_seconds = self._options(name, fixed_delay, max_count, expires_at, ttl)
+        overwrite = _flag(overwrite, name)
+        self._arm(
+            name, period, first, payload, options=options, ttl=ttl_seconds, overwrite=overwrite
+        )
 
-    def register_one_shot(self, name: str, delay: Duration, *, payload: Any = None) -> None:
+    def register_one_shot(
+        self, name: str, delay: Duration, *, payload: Any = None, overwrite: bool = True
+    ) -> None:
         """Fire `TimerFired` once, after `delay`; the timer is then removed.
+
+        `overwrite=False` refuses a name already registered (`TimerExistsError`) instead of
+        replacing that timer.
 
         Raises:
             ValueError: empty name, negative delay, a delay longer than `MAX_DURATION` (about
                 100 years), or a value that is not a duration. Nothing is registered.
+            TimerExistsError: `overwrite=False` and a timer of that name is registered.
         """
-        self._arm(name, None, self._seconds(delay, "delay"), payload)
+        try:
+            seconds = duration_seconds(delay)
+        except ValueError as error:
+            raise ValueError(f"timer delay: {error}") from None
+        if overwrite is not True:
+            overwrite = _flag(overwrite, name)
+        self._arm(name, None, seconds, payload, overwrite=overwrite)
 
     def register_timer(self, registration: TimerRegistration) -> None:
         """Register a timer described by a `TimerRegistration`."""
-        if not isinstance(registration, TimerRegistration):
-            raise TypeError(f"register_timer needs a TimerRegistration, got {registration!r}")
+        self._check_registration(registration)
         if registration.periodic:
-            if registration.interval is None:
-                raise ValueError(
-                    f"periodic timer {registration.name!r} needs an interval (its period)"
-                )
+            assert registration.interval is not None
             self.register_periodic(
                 registration.name,
                 registration.interval,
                 due_time=registration.due_time,
                 payload=registration.payload,
+                fixed_delay=registration.fixed_delay,
+                max_count=registration.max_count,
+                expires_at=registration.expires_at,
+                ttl=registration.ttl,
+                overwrite=registration.overwrite,
             )
             return
-        if registration.interval is not None:
-            raise ValueError(
-                f"one-shot timer {registration.name!r} takes due_time (its delay), not interval "
-                f"{registration.interval!r}; set periodic=True for a repeating timer"
-            )
-        if registration.due_time is None:
-            raise ValueError(f"one-shot timer {registration.name!r} needs due_time (its delay)")
+        assert registration.due_time is not None
         self.register_one_shot(
-            registration.name, registration.due_time, payload=registration.payload
+            registration.name,
+            registration.due_time,
+            payload=registration.payload,
+            overwrite=registration.overwrite,
         )
+
+    def register_timers(self, registrations: Iterable[TimerRegistration]) -> None:
+        """Register many timers at once: all of them, or none if one is refused.
+
+        The same as `register_timer` for each, in order (a later registration of a name replaces
+        an earlier one), but each distinct duration is parsed once and the facet's and the
+        scheduler's locks are taken once for the whole batch: the way to arm thousands.
+
+        Raises:
+            TypeError: an item is not a `TimerRegistration`.
+            ValueError: what `register_timer` raises, for the first bad item; none is armed.
+            TimerExistsError: an item has `overwrite=False` and its name is registered (or comes
+                earlier in the batch); none is armed.
+        """
+        # Each distinct duration string is parsed once per batch.
+        seconds: dict[str, float] = {}
+        periods: dict[str, float] = {}
+        prepare = self._prepare
+        prepared = [prepare(registration, seconds, periods) for registration in registrations]
+        if not prepared:
+            return
+        with self._lock:
+            ctx = self._attached_context()
+            now = self._clock.time()
+            timers: list[_Timer] = []
+            named: set[str] = set()
+            for request in prepared:
+                name = request.name
+                if not request.overwrite and (name in self._timers or name in named):
+                    raise self._exists(ctx, name)
+                named.add(name)
+                options = _expiring(request.options, request.ttl, now)
+                first = now + request.delay
+                timers.append(self._timer(name, request.period, first, request.payload, options))
+            if not self._scheduler.schedule_many(timers):
+                raise SystemShutdownError(
+                    f"actor system {ctx.system.name!r} is shut down; {len(timers)} timer(s) "
+                    "were not registered"
+                )
+            replaced: list[ScheduledCall] = []
+            registered = self._timers
+            for timer in timers:
+                old = registered.get(timer.name)
+                if old is not None:
+                    replaced.append(old)
+                registered[timer.name] = timer
+        if replaced:
+            self._scheduler.cancel_many(replaced)
+
+    def _prepare(
+        self,
+        registration: TimerRegistration,
+        seconds: dict[str, float],
+        periods: dict[str, float],
+    ) -> _Request:
+        # One item of a batch, checked and parsed, with the batch's caches of parsed strings.
+        self._check_registration(registration)
+        name = registration.name
+        if type(name) is not str or not name:
+            raise ValueError(f"timer name {name!r} must be a non-empty string")
+        interval, due_time = registration.interval, registration.due_time
+        period: float | None = None
+        options: _Options | None = None
+        ttl: float | None = None
+        if registration.periodic:
+            assert interval is not None
+            cached = type(interval) is str
+            period = periods.get(interval) if cached else None  # type: ignore[arg-type]
+            if period is None:
+                period = self._period(interval)
+                if cached:
+                    periods[interval] = period  # type: ignore[index]
+            if (
+                registration.fixed_delay is not False
+                or registration.max_count is not None
+                or registration.expires_at is not None
+                or registration.ttl is not None
+            ):
+                options, ttl = self._options(
+                    name,
+                    registration.fixed_delay,
+                    registration.max_count,
+                    registration.expires_at,
+                    registration.ttl,
+                )
+        what = "delay" if period is None else "due_time"
+        if due_time is None:
+            assert period is not None
+            delay = period
+        elif type(due_time) is str:
+            found = seconds.get(due_time)
+            delay = found if found is not None else self._seconds(due_time, what)
+            seconds[due_time] = delay
+        else:
+            delay = self._seconds(due_time, what)
+        overwrite = _flag(registration.overwrite, name)
+        return _Request(name, period, delay, registration.payload, options, ttl, overwrite)
 
     def unregister_timer(self, name: str) -> bool:
         """Cancel the timer `name`; a fire of it still in the mailbox is discarded.
@@ -323,6 +553,16 @@ class TimerFacet(Facet):
             return False
         timer.cancel()
         return True
+
+    def unregister_all(self) -> int:
+        """Cancel every timer of this facet (fires still in the mailbox are discarded, as by
+        `unregister_timer`); returns how many were cancelled. The facet stays attached."""
+        with self._lock:
+            timers: list[ScheduledCall] = list(self._timers.values())
+            self._timers.clear()
+        if timers:
+            self._scheduler.cancel_many(timers)
+        return len(timers)
 
     def list_timers(self) -> list[TimerInfo]:
         """The registered timers, soonest first."""
@@ -346,34 +586,156 @@ class TimerFacet(Facet):
 
     # -- internals ---------------------------------------------------------------------------------
 
-    def _arm(self, name: str, period: float | None, delay: float, payload: Any) -> None:
+    def _arm(
+        self,
+        name: str,
+        period: float | None,
+        delay: float,
+        payload: Any,
+        *,
+        options: _Options | None = None,
+        ttl: float | None = None,
+        overwrite: bool = True,
+    ) -> None:
+        # One registration: the checks, the timer and its scheduling under the facet's lock, so
+        # a concurrent replace or cancel sees either the old timer or the new one. A hot path
+        # (a timeout re-armed by every message), hence the inlined checks.
         if type(name) is not str or not name:
             raise ValueError(f"timer name {name!r} must be a non-empty string")
-        timer = _Timer(self, name, period, payload)
         with self._lock:
             ctx = self._ctx
-            if ctx is None:
-                self.require_context()  # never attached: FacetNotAttachedError
-            if not self._attached or ctx is None:
-                owner = ctx.actor_id if ctx is not None else None
-                if ctx is not None and ctx.ref.is_alive():
-                    raise FacetNotAttachedError(
-                        f"this TimerFacet was detached from actor {owner!r}; attach a new one"
-                    )
-                raise ActorStoppedError(
-                    f"actor {owner!r} is no longer running; its timers were cancelled"
-                )
-            first = self._clock.time() + delay
-            timer.first = first
+            if ctx is None or not self._attached:
+                ctx = self._attached_context()
+            now = self._clock.time()
+            first = now + delay
+            replaced = self._timers.get(name)
+            if replaced is not None:
+                if not overwrite:
+                    raise self._exists(ctx, name)
+                if (
+                    replaced.ticks == 0
+                    and first >= replaced.when
+                    and replaced.period == period
+                    and options is None
+                    and replaced.options is None
+                    and not replaced.cancelled
+                    and not self._scheduler.closed
+                ):
+                    # Moved rather than replaced, which is the same for a timer of the same
+                    # kind that never ticked, moved later: no new timer, heap entry or
+                    # cancellation. Its entry stays where it is, and when it comes up early
+                    # run() puts it back at the new time (see _Timer.run).
+                    replaced.first = first
+                    replaced.payload = payload
+                    return
+            timer = self._timer(name, period, first, payload, _expiring(options, ttl, now))
             if not self._scheduler.schedule(timer, first):
                 raise SystemShutdownError(
                     f"actor system {ctx.system.name!r} is shut down; timer {name!r} "
                     "was not registered"
                 )
-            replaced = self._timers.get(name)
             self._timers[name] = timer
         if replaced is not None:
             replaced.cancel()
+
+    def _timer(
+        self, name: str, period: float | None, first: float, payload: Any, options: _Options | None
+    ) -> _Timer:
+        timer = _Timer(self, name, period, payload, first)
+        if options is not None:
+            expiry = options[2]
+            if expiry is not None and first >= expiry:
+                raise ValueError(
+                    f"timer {name!r} expires at {datetime.fromtimestamp(expiry, UTC).isoformat()}, "
+                    f"not after its first tick at {datetime.fromtimestamp(first, UTC).isoformat()}"
+                    ": it would never fire"
+                )
+            timer.options = options
+        return timer
+
+    def _attached_context(self) -> ActorContext:
+        # Under the lock: the context of an attached facet, else the error that says why not.
+        ctx = self._ctx
+        if ctx is None:
+            self.require_context()  # never attached: FacetNotAttachedError
+        if not self._attached or ctx is None:
+            owner = ctx.actor_id if ctx is not None else None
+            if ctx is not None and ctx.ref.is_alive():
+                raise FacetNotAttachedError(
+                    f"this TimerFacet was detached from actor {owner!r}; attach a new one"
+                )
+            raise ActorStoppedError(
+                f"actor {owner!r} is no longer running; its timers were cancelled"
+            )
+        return ctx
+
+    @staticmethod
+    def _exists(ctx: ActorContext, name: str) -> TimerExistsError:
+        return TimerExistsError(
+            f"actor {ctx.actor_id!r} already has a timer {name!r}; unregister it first, or "
+            "register with overwrite=True to replace it"
+        )
+
+    def _options(
+        self,
+        name: str,
+        fixed_delay: bool,
+        max_count: int | None,
+        expires_at: datetime | None,
+        ttl: Duration | None,
+    ) -> tuple[_Options | None, float | None]:
+        """A periodic timer's options (None when all are unset) and its ttl in seconds."""
+        if fixed_delay is not True and fixed_delay is not False:
+            raise ValueError(f"timer {name!r}: fixed_delay {fixed_delay!r} must be True or False")
+        if max_count is not None and (type(max_count) is not int or max_count < 1):
+            raise ValueError(
+                f"timer {name!r}: max_count {max_count!r} must be a positive int (at most that "
+                "many ticks), or None"
+            )
+        if expires_at is not None and ttl is not None:
+            raise ValueError(
+                f"timer {name!r} takes expires_at ({expires_at!r}) or ttl ({ttl!r}), not both"
+            )
+        expiry: float | None = None
+        if expires_at is not None:
+            if not isinstance(expires_at, datetime) or expires_at.utcoffset() is None:
+                raise ValueError(
+                    f"timer {name!r}: expires_at {expires_at!r} must be an aware datetime "
+                    "(for example datetime(2026, 1, 1, tzinfo=timezone.utc))"
+                )
+            expiry = expires_at.timestamp()
+        ttl_seconds = None if ttl is None else self._seconds(ttl, "ttl")
+        if not fixed_delay and max_count is None and expiry is None and ttl_seconds is None:
+            return None, None
+        return (fixed_delay, max_count, expiry), ttl_seconds
+
+    @staticmethod
+    def _check_registration(registration: TimerRegistration) -> None:
+        if not isinstance(registration, TimerRegistration):
+            raise TypeError(f"register_timer needs a TimerRegistration, got {registration!r}")
+        name = registration.name
+        if registration.periodic:
+            if registration.interval is None:
+                raise ValueError(f"periodic timer {name!r} needs an interval (its period)")
+            return
+        if registration.interval is not None:
+            raise ValueError(
+                f"one-shot timer {name!r} takes due_time (its delay), not interval "
+                f"{registration.interval!r}; set periodic=True for a repeating timer"
+            )
+        if registration.due_time is None:
+            raise ValueError(f"one-shot timer {name!r} needs due_time (its delay)")
+        for option, unset in (
+            ("fixed_delay", registration.fixed_delay is False),
+            ("max_count", registration.max_count is None),
+            ("expires_at", registration.expires_at is None),
+            ("ttl", registration.ttl is None),
+        ):
+            if not unset:
+                raise ValueError(
+                    f"one-shot timer {name!r} takes no {option} "
+                    f"({getattr(registration, option)!r}); it applies to periodic timers"
+                )
 
     def _period(self, interval: Duration) -> float:
         seconds = self._seconds(interval, "interval")
@@ -407,9 +769,14 @@ class TimerFacet(Facet):
         """`armed`: the timers registered on this actor (as `len()` counts them)."""
         return {"armed": float(len(self))}
 
-    def _deliver(self, fired: TimerFired, picked_up: Callable[[], object]) -> bool:
+    def _deliver(
+        self,
+        fired: TimerFired,
+        picked_up: Callable[[], object],
+        handled: Callable[[], object] | None,
+    ) -> bool:
         ctx = self._ctx
-        return ctx is not None and ctx.deliver(fired, guard=picked_up)
+        return ctx is not None and ctx.deliver(fired, guard=picked_up, handled=handled)
 
     def _forget(self, timer: _Timer) -> None:
         with self._lock:
@@ -419,7 +786,20 @@ class TimerFacet(Facet):
     def _cancel_all(self) -> None:
         with self._lock:
             self._attached = False
-            timers = list(self._timers.values())
+            timers: list[ScheduledCall] = list(self._timers.values())
             self._timers.clear()
-        for timer in timers:
-            timer.cancel()
+        if timers:
+            self._scheduler.cancel_many(timers)
+
+
+def _expiring(options: _Options | None, ttl: float | None, now: float) -> _Options | None:
+    """`options` with a ttl turned into its expiry, counted from `now`."""
+    if options is None or ttl is None:
+        return options
+    return (options[0], options[1], now + ttl)
+
+
+def _flag(overwrite: object, name: str) -> bool:
+    if overwrite is not True and overwrite is not False:
+        raise ValueError(f"timer {name!r}: overwrite {overwrite!r} must be True or False")
+    return overwrite

@@ -184,7 +184,7 @@ next message sees the outcome, while a run of fires is not held up by one write 
 class _Delivery:
     """Envelope for a message put into the mailbox by the runtime (a timer or reminder fire)."""
 
-    __slots__ = ("done", "guard", "message", "picked_up")
+    __slots__ = ("done", "guard", "handled", "message", "picked_up")
 
     def __init__(
         self,
@@ -192,11 +192,13 @@ class _Delivery:
         guard: Callable[[], object] | None,
         picked_up: threading.Event | None,
         done: Done | None = None,
+        handled: Callable[[], object] | None = None,
     ) -> None:
         self.message = message
         self.guard = guard
         self.picked_up = picked_up
         self.done = done
+        self.handled = handled
 
 
 class _Control:
@@ -225,6 +227,41 @@ class _Queued:
         self.error = error
         if self.placed is not None:
             self.placed.set()
+
+
+_flags_changed = threading.Condition(threading.Lock())
+"""Notified whenever any `_Flag` is set; shared by all of them (see `_Flag`)."""
+
+
+class _Flag:
+    """A one-way flag with `threading.Event`'s `is_set`, `set` and `wait`, for the two every actor
+    has (started, terminated).
+
+    An Event brings its own lock, condition and waiter deque (about 1.2 KB); with thousands of
+    idle actors that was most of what an actor cost beyond pykka's own. These flags share one
+    condition instead: setting one wakes every waiter, and each waiter checks its own flag. Waits
+    are few (a spawner for `started`, a stop or shutdown for `terminated`), so the shared wake-ups
+    cost little.
+    """
+
+    __slots__ = ("_set",)
+
+    def __init__(self) -> None:
+        self._set = False
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        with _flags_changed:
+            self._set = True
+            _flags_changed.notify_all()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if self._set:
+            return True
+        with _flags_changed:
+            return _flags_changed.wait_for(self.is_set, timeout)
 
 
 class _Slot:
@@ -296,8 +333,8 @@ class _Cell(_pykka.FailureHookActor):
         # Waits until the outcome of the last acknowledged delivery is written (see `Done`).
         self._unsettled: Callable[[], None] | None = None
         self.thread: threading.Thread | None = None
-        self.started = threading.Event()
-        self.terminated = threading.Event()  # set once the actor released everything it held
+        self.started = _Flag()
+        self.terminated = _Flag()  # set once the actor released everything it held
         self.start_error: BaseException | None = None
         self.active = False
         # True while a message is being handled: a ManualClock hand-off never waits on a
@@ -430,6 +467,8 @@ class _Cell(_pykka.FailureHookActor):
         if self._unsettled is not None:
             settle, self._unsettled = self._unsettled, None
             settle()
+        if kind is _Delivery and message.handled is not None:
+            return self._handle_then_report(message)
         if kind is _Delivery:
             guard = message.guard
             try:
@@ -461,6 +500,26 @@ class _Cell(_pykka.FailureHookActor):
             after(message, result)
         return result
 
+    def _handle_then_report(self, delivery: _Delivery) -> Any:
+        # A delivery whose sender acts once it was handled (a fixed-delay timer arms its next
+        # tick): `handled` runs after the handler returns, and a ManualClock hand-off is released
+        # only then, so that tick is armed at the time of the step, before time moves on. A
+        # failing handler ends the actor as for any tell; `handled` is not called.
+        try:
+            guard = delivery.guard
+            verdict = True if guard is None else guard()
+            if not verdict:
+                return None
+            message = delivery.message if verdict is True else verdict
+            result = self._dispatch(message)
+            handled = delivery.handled
+            assert handled is not None
+            handled()
+            return result
+        finally:
+            if delivery.picked_up is not None:
+                delivery.picked_up.set()
+
     def _handle_acknowledged(self, delivery: _Delivery) -> None:
         # A delivery whose sender needs to know it was handled (a reminder fire, acknowledged
         # in the store): a failing handler is reported to the sender instead of ending the
@@ -483,7 +542,11 @@ class _Cell(_pykka.FailureHookActor):
     # -- delivery (any thread) ---------------------------------------------------------------------
 
     def deliver(
-        self, message: Any, guard: Callable[[], object] | None, done: Done | None = None
+        self,
+        message: Any,
+        guard: Callable[[], object] | None,
+        done: Done | None = None,
+        handled: Callable[[], object] | None = None,
     ) -> bool:
         handoff = current_handoff()
         picked_up = None
@@ -498,7 +561,7 @@ class _Cell(_pykka.FailureHookActor):
             # armed before time moves on.
             picked_up = threading.Event()
         try:
-            self.actor_ref.tell(_Delivery(message, guard, picked_up, done))
+            self.actor_ref.tell(_Delivery(message, guard, picked_up, done, handled))
         except pykka.ActorDeadError:
             return False
         if handoff is not None and picked_up is not None:

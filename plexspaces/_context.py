@@ -111,17 +111,26 @@ class ActorContext:
         to act from the scheduler thread). False if the actor is no longer running."""
         return self._cell.call_soon(function)
 
-    def deliver(self, message: Any, *, guard: Callable[[], object] | None = None) -> bool:
+    def deliver(
+        self,
+        message: Any,
+        *,
+        guard: Callable[[], object] | None = None,
+        handled: Callable[[], object] | None = None,
+    ) -> bool:
         """Put `message` into this actor's mailbox from any thread (facets use this for fires).
 
         `guard`, if given, runs on the actor's thread when the message is taken out of the mailbox;
         when it returns False the message is discarded before any interceptor or the actor sees it
         (this is how a fire of a replaced or cancelled timer is dropped). When it returns another
         object than True or False, that object is delivered in the message's place (how a timer
-        fire that waited reports the ticks coalesced into it meanwhile). Returns False, and
-        delivers nothing, if the actor is no longer running.
+        fire that waited reports the ticks coalesced into it meanwhile). `handled`, if given, runs
+        on the actor's thread once the handler has returned (not when the guard discarded the
+        message or the handler raised), and a `ManualClock.advance` that waits for the message
+        waits for that too: how a fixed-delay timer arms its next tick at the time its fire was
+        handled. Returns False, and delivers nothing, if the actor is no longer running.
         """
-        return self._cell.deliver(message, guard)
+        return self._cell.deliver(message, guard, handled=handled)
 
     def __repr__(self) -> str:
         return f"<ActorContext actor_id={self.actor_id!r}>"

@@ -9,7 +9,14 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from functools import lru_cache
 from typing import TypeAlias
 
-__all__ = ["MAX_DURATION", "Duration", "duration_seconds", "parse_duration", "positive_duration"]
+__all__ = [
+    "MAX_DURATION",
+    "Duration",
+    "duration_seconds",
+    "parse_duration",
+    "parse_period",
+    "positive_duration",
+]
 
 Duration: TypeAlias = timedelta | int | float | str
 """What `parse_duration` accepts: a `timedelta`, seconds as a number, or a string like "1h30m"."""
@@ -140,6 +147,57 @@ def positive_duration(value: Duration) -> timedelta:
     return parsed
 
 
+_REPEAT = re.compile(r"R(\d*)/(.*)", re.DOTALL)
+_EVERY = re.compile(r"@every(?:\s+(.*))?", re.DOTALL)
+_PERIOD_FORMS = (
+    "a positive duration (see parse_duration), an ISO-8601 repeating interval 'R5/PT1S' "
+    "(every second, 5 times) or 'R/PT1S' (no limit), or '@every 1h30m'"
+)
+
+
+def parse_period(value: Duration) -> tuple[timedelta, int | None]:
+    """A period and the number of repetitions it carries: `(period, count)`.
+
+    Accepts what `positive_duration` accepts (count None), and two forms that only make sense
+    for something that repeats: an ISO-8601 repeating interval, `"R5/PT1S"` (every second, 5
+    times in all) or `"R/PT1S"` (no limit: count None), and `"@every 1h30m"` (any duration
+    string after `@every`; count None).
+
+    Raises:
+        ValueError: the period is zero, negative or not understood, or `R0/...` asks for no
+            repetition at all; the message names the value and the accepted forms.
+    """
+    count: int | None = None
+    if isinstance(value, str):
+        text = value.strip()
+        repeat = _REPEAT.fullmatch(text)
+        every = _EVERY.fullmatch(text)
+        if repeat is not None:
+            digits, value = repeat.group(1), repeat.group(2).strip()
+            if digits:
+                count = int(digits)
+                if count < 1:
+                    raise ValueError(
+                        f"period {text!r} repeats {count} times; a repeating interval repeats "
+                        f"at least once (or 'R/...' for no limit). Accepted: {_PERIOD_FORMS}"
+                    )
+            if not value.startswith("P"):
+                raise ValueError(
+                    f"period {text!r} is a repeating interval without an ISO-8601 duration "
+                    f"after the '/' (such as 'R5/PT1S'; start and end times are not accepted). "
+                    f"Accepted: {_PERIOD_FORMS}"
+                )
+        elif every is not None:
+            value = (every.group(1) or "").strip()
+            if not value:
+                raise ValueError(f"period {text!r} has no duration after '@every'; {_PERIOD_FORMS}")
+    try:
+        period = positive_duration(value)
+    except ValueError as error:
+        raise ValueError(f"period: {error}; accepted are {_PERIOD_FORMS}") from None
+    return period, count
+
+
 def duration_seconds(value: Duration) -> float:
     """`parse_duration(value)` in seconds, with a fast path for plain numbers in range."""
     kind = type(value)
@@ -147,7 +205,16 @@ def duration_seconds(value: Duration) -> float:
     # range fails the comparison too: both take the strict path and its error.
     if (kind is float or kind is int) and 0 <= value <= _MAX_SECONDS:  # type: ignore[operator]
         return float(value)  # type: ignore[arg-type]
+    if kind is str:
+        return _string_seconds(value)
     return parse_duration(value).total_seconds()
+
+
+@lru_cache(maxsize=512)
+def _string_seconds(text: str) -> float:
+    # The same few strings ("1h", "500ms") come back on every timer armed; a bounded cache keeps
+    # their seconds (a bad string raises each time: exceptions are not cached).
+    return parse_duration(text).total_seconds()
 
 
 @lru_cache(maxsize=512)

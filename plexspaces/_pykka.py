@@ -58,6 +58,8 @@ the linter cannot see, the overridden `_handle_failure`, is declared by `Failure
 from __future__ import annotations
 
 import queue
+import sys
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, cast
 
@@ -67,6 +69,7 @@ import pykka.messages
 
 __all__ = [
     "PYKKA_REQUIREMENT",
+    "CallbackFuture",
     "Envelope",
     "FailureHookActor",
     "answer_stop",
@@ -75,6 +78,7 @@ __all__ = [
     "inbox_size",
     "is_stop_request",
     "mark_stopped",
+    "put_if_alive",
     "requeue",
     "unregister",
 ]
@@ -127,6 +131,39 @@ def requeue(actor: pykka.Actor, envelope: Envelope[Any]) -> None:
     """Put `envelope` into `actor`'s inbox, behind what is there, as if sent through a ref; an
     ask's `reply_to` is answered by this actor."""
     actor.actor_inbox.put(envelope)
+
+
+def put_if_alive(actor: pykka.Actor, envelope: Envelope[Any]) -> None:
+    """`requeue` for a sender: refused with `ActorDeadError`, as `tell` refuses, once the actor
+    is stopped (so an ask with a future of the sender's own reaches only a live actor)."""
+    if actor.actor_stopped.is_set():
+        raise pykka.ActorDeadError(f"{actor} stopped")
+    actor.actor_inbox.put(envelope)
+
+
+class CallbackFuture(pykka.ThreadingFuture[Any]):
+    """A future that calls `callback(value, None)` or `callback(None, exception)` when it is
+    set: the `reply_to` of an ask whose answer goes somewhere other than a waiting thread.
+
+    pykka's actor loop answers an ask through `reply_to.set(result)`, or
+    `reply_to.set_exception()` inside the `except` block of the handler's exception (item 1);
+    both are public methods of `pykka.Future`. The callback runs on the thread that sets it.
+    """
+
+    def __init__(self, callback: Callable[[Any, BaseException | None], None]) -> None:
+        super().__init__()
+        self._callback = callback
+
+    def set(self, value: Any | None = None) -> None:
+        super().set(value)
+        self._callback(value, None)
+
+    def set_exception(self, exc_info: Any = None) -> None:
+        if exc_info is None:
+            exc_info = sys.exc_info()
+        super().set_exception(exc_info)
+        error = exc_info[1] if exc_info[1] is not None else exc_info[0]()
+        self._callback(None, error)
 
 
 def mark_stopped(actor: pykka.Actor) -> None:

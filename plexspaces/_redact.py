@@ -24,14 +24,18 @@ HIDDEN: Final = "***"
 _URL_PASSWORD: Final = re.compile(
     r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/?#@\s]*):(?P<password>[^@\n]*)@"
 )
+# A NATS URL carries a token as its whole user part (`nats://s3cr3t@host:4222`): with no ':' in
+# it, the user part of a NATS URL is a secret as a whole.
+_URL_TOKEN: Final = re.compile(r"(?P<head>\b(?:nats|tls|ws|wss)://)(?P<token>[^:/?#@\s]+)@")
 
 
 def redact_text(text: str) -> str:
     """`text` with the password of every URL in it (`scheme://user:password@host`) replaced by
-    `***`."""
+    `***`, and the token of every NATS URL (`nats://token@host`) too."""
     if "@" not in text:
         return text
-    return _URL_PASSWORD.sub(rf"\g<head>:{HIDDEN}@", text)
+    text = _URL_PASSWORD.sub(rf"\g<head>:{HIDDEN}@", text)
+    return _URL_TOKEN.sub(rf"\g<head>{HIDDEN}@", text)
 
 
 def shown_url(url: object) -> str:

@@ -200,6 +200,10 @@ class VirtualActorRef(ActorRef):
         and raises the exception that `on_start` raised.
         """
         system = self._system
+        router = system._routing()
+        if router is not None:
+            router.tell(self, message)
+            return
         _, queued, started = system._route(
             self, lambda cell: cell.actor_ref.tell(message), lambda: _pykka.Envelope(message)
         )
@@ -212,6 +216,9 @@ class VirtualActorRef(ActorRef):
         reaches the activation afterwards)."""
         seconds = _seconds(timeout)
         self._refuse_self_ask(self._system._activation(self))
+        router = self._system._routing()
+        if router is not None:
+            return router.ask(self, message, seconds, timeout)
         reply: pykka.Future[Any] = pykka.ThreadingFuture()
         future, _, _ = self._system._route(
             self,

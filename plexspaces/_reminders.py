@@ -52,9 +52,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, cast
+from zoneinfo import ZoneInfo
 
 import structlog
 
+from ._calendar import calendar_schedule
 from ._clock import current_handoff
 from ._duration import Duration, positive_duration
 from ._errors import ActorActiveElsewhereError
@@ -72,6 +74,7 @@ from ._store import (
     StoredReminder,
     UndecodableReminder,
 )
+from ._store.records import bucket_of
 
 if TYPE_CHECKING:
     from ._actor import Done
@@ -83,6 +86,7 @@ __all__ = ["ReminderService"]
 
 _log = structlog.get_logger("plexspaces.reminders")
 
+_ONE_MICROSECOND: Final = timedelta(microseconds=1)
 _REGISTER_STRIPES: Final = 64
 _FLUSH_TIMEOUT: Final = 60.0
 """Seconds a shutdown waits for the fire thread to finish what was queued before it."""
@@ -161,6 +165,19 @@ class _Ack:
         self.error = error
 
 
+class _Redrives:
+    """Re-drives of dead letters on this node: those it delivers right now (taken, not yet
+    answered, by dead letter id), the timer of its next look for more, and how long after the
+    last look that comes. Changed under the service lock."""
+
+    __slots__ = ("delay", "taken", "timer")
+
+    def __init__(self, delay: float) -> None:
+        self.taken: set[int] = set()
+        self.timer: ScheduledCall | None = None
+        self.delay = delay
+
+
 class _Stop:
     """Tells the fire thread to end."""
 
@@ -219,10 +236,7 @@ class ReminderService:
         self._max_retry_delay = positive_duration(max_retry_delay).total_seconds()
         self._default_retry = RetryPolicy(None, retry_delay, max_retry_delay)
         self._dead_letter_poll = positive_duration(dead_letter_poll).total_seconds()
-        # Re-drives this node delivers right now (taken, not yet answered), by dead letter id.
-        self._redriving: set[int] = set()
-        self._redrive_timer: ScheduledCall | None = None
-        self._redrive_delay = self._dead_letter_poll
+        self._redrives = _Redrives(self._dead_letter_poll)
         # Guards the armed reminders, the in-flight counts and the activation queues. Never held
         # while the store is used: senders, the scheduler and metrics take it.
         self._lock = threading.RLock()
@@ -276,13 +290,27 @@ class ReminderService:
         self._maintainer = threading.Thread(
             target=self._serve_work, name=f"{system.name}-reminder-loads", daemon=True
         )
+        # Membership, bucket and lease renewals of a cluster node, apart from the long work.
+        self._leases: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._leaser = threading.Thread(
+            target=self._serve_leases, name=f"{system.name}-reminder-leases", daemon=True
+        )
         # Activating a virtual actor for a fire runs its on_start: never on the fire thread.
         self._activator = ThreadPoolExecutor(
             max_workers=_ACTIVATION_THREADS, thread_name_prefix=f"{system.name}-activations"
         )
+        # Joined first: a node refused by the cluster (another bucket count) leaves no thread.
+        node.start(
+            poll=self._poll,
+            run=self._maintain,
+            lost=self._buckets_lost,
+            actor_left=self._actor_left,
+            renew_run=self._renew,
+        )
         self._firer.start()
         self._maintainer.start()
-        node.start(poll=self._poll, run=self._maintain)
+        if node.enabled:
+            self._leaser.start()
 
     # -- registration (any thread) -----------------------------------------------------------------
 
@@ -292,16 +320,35 @@ class ReminderService:
         actor_key: str,
         name: str,
         *,
-        due: Duration | datetime,
+        due: Duration | datetime | None = None,
         period: Duration | None = None,
         max_count: int | None = None,
         payload: Any = None,
         missed: str = "once",
         min_period: timedelta = timedelta(seconds=1),
+        cron: str | None = None,
+        tz: str | ZoneInfo | None = None,
+        expires_at: datetime | None = None,
+        ttl: Duration | None = None,
+        overwrite: bool = True,
         retry: RetryPolicy | None = None,
     ) -> ReminderInfo:
-        """Store a reminder (replacing one of the same name) and arm it; durable on return."""
-        registration = ReminderRegistration(name, due, period, max_count, payload, missed, retry)
+        """Store a reminder (replacing one of the same name, unless `overwrite` is False) and
+        arm it; durable on return."""
+        registration = ReminderRegistration(
+            name,
+            due,
+            period,
+            max_count,
+            payload,
+            missed,
+            cron=cron,
+            tz=tz,
+            expires_at=expires_at,
+            ttl=ttl,
+            overwrite=overwrite,
+            retry=retry,
+        )
         [info] = self.register_many(actor_type, actor_key, [registration], min_period=min_period)
         return info
 
@@ -324,6 +371,7 @@ class ReminderService:
         now = self._clock.now()
         records: list[StoredReminder] = []
         names: set[str] = set()
+        create_only: set[ReminderKey] = set()
         for registration in registrations:
             record = new_record(actor_type, actor_key, registration, now, min_period)
             if record.key.name in names:
@@ -333,6 +381,8 @@ class ReminderService:
                 )
             names.add(record.key.name)
             records.append(record)
+            if not registration.overwrite:
+                create_only.add(record.key)
         horizon = self._clock.time() + self._horizon
         records = self._node.claim_registrations(records, horizon)
         with self._registering(actor_type, actor_key):
@@ -340,15 +390,17 @@ class ReminderService:
             # registrations of one name racing each other leave memory and store holding the
             # same one.
             if len(records) == 1:
-                self._store.upsert(records[0])
+                self._store.upsert(records[0], create_only=bool(create_only))
             elif records:
-                self._store.upsert_many(records)
+                self._store.upsert_many(records, create_only=create_only)
             with self._lock:
                 for record in records:
                     self._disarm(record.key)
                     due = record.due_at.timestamp()
                     if due <= horizon:
-                        self._arm(record, due)
+                        if not self._node.enabled or record.claimed_by == self._node.node_id:
+                            self._arm(record, due)
+                        # Else another node fires it (it holds the bucket): its poll claims it.
                     else:
                         # Loaded in time by a batch load, like every reminder beyond the horizon.
                         self._schedule_loader(due - self._horizon / 2)
@@ -558,9 +610,9 @@ class ReminderService:
                     self._watch = None
             if self._loader is not None:
                 self._loader.cancel()
-            if self._redrive_timer is not None:
-                self._redrive_timer.cancel()
-                self._redrive_timer = None
+            if self._redrives.timer is not None:
+                self._redrives.timer.cancel()
+                self._redrives.timer = None
         self._node.stop()
         # Wait for the batch the fire thread may be delivering right now.
         self._flush()
@@ -592,9 +644,10 @@ class ReminderService:
             self._parked_any.clear()
         self._inbox.put(_STOP)
         self._work.put(None)
+        self._leases.put(None)
         current = threading.current_thread()
-        for thread in (self._firer, self._maintainer):
-            if thread is not current:
+        for thread in (self._firer, self._maintainer, self._leaser):
+            if thread is not current and thread.ident is not None:
                 thread.join()
         self._activator.shutdown(wait=True)
         self._node.release_all()
@@ -608,6 +661,24 @@ class ReminderService:
             work()
         else:
             self._work.put(work)
+
+    def _renew(self, work: Callable[[], None]) -> None:
+        """Run lease work (membership, buckets, renewals) on the lease thread, which nothing
+        else uses, so it is never late behind a long poll; inline inside `ManualClock.advance`."""
+        if current_handoff() is not None:
+            work()
+        else:
+            self._leases.put(work)
+
+    def _serve_leases(self) -> None:
+        while True:
+            work = self._leases.get()
+            if work is None:
+                return
+            try:
+                work()
+            except Exception as error:  # a renewal logs its own failures; this is a bug
+                _log.error("reminder.lease_work_failed", error=repr(error), exc_info=error)
 
     def _serve_work(self) -> None:
         while True:
@@ -693,7 +764,7 @@ class ReminderService:
         """Start looking for re-drives if the store holds dead letters (written by this node
         before a restart, or by another node) and nobody looks yet."""
         with self._lock:
-            if self._redrive_timer is not None:
+            if self._redrives.timer is not None:
                 return
         if self._store.dead_letters(1):
             self._poll_redrives()
@@ -706,6 +777,38 @@ class ReminderService:
             self._look_for_redrives()
         except Exception as error:
             _log.warning("reminder.poll_failed", node_id=self._node.node_id, error=repr(error))
+
+    def _buckets_lost(self, buckets: frozenset[int]) -> None:
+        """This node gave up (or lost) `buckets`: stop firing their reminders before their
+        claims are released. A fire already recorded stays pending in the store, and the
+        bucket's next holder delivers it again (at-least-once)."""
+        with self._lock:
+            gone = [
+                key for key in self._armed if bucket_of(key.actor_type, key.actor_key) in buckets
+            ]
+            for key in gone:
+                self._disarm(key)
+        if gone:
+            _log.info("reminder.buckets_lost", buckets=len(buckets), reminders=len(gone))
+
+    def _actor_left(self, actor_type: str, actor_key: str) -> None:
+        """An actor this node held, in a bucket of another node, deactivated: stop firing its
+        reminders and release their claims, so the bucket's holder fires them from its next
+        poll. Runs on the deactivating thread, which may wait for the store."""
+        if not self._firing:
+            return  # shutting down: every claim of this node is released at once
+        try:
+            keys = [record.key for record in self._store.list_actor(actor_type, actor_key)]
+        except Exception as error:
+            # They stay armed here, and fire here (their claims stay this node's): nothing lost.
+            _log.warning(
+                "reminder.reload_failed", actor_id=f"{actor_type}/{actor_key}", error=repr(error)
+            )
+            return
+        with self._lock:
+            for key in keys:
+                self._disarm(key)
+        self._node.release_claims(keys)
 
     def claim_activation(self, ref: VirtualActorRef) -> str | None:
         """Take the cluster-wide activation lease of a virtual actor (see
@@ -941,6 +1044,20 @@ class ReminderService:
                 self._take_off(armed)
             # Changed under us (re-registered, deleted, or fired elsewhere): follow the store.
             self._rearm_from_store(armed, self._store_get(armed.record.key))
+        elif change.scheduled_at is None and change.next_due_at is None:
+            # Expired, and deleted: like a reminder whose last fire was acknowledged.
+            with self._lock:
+                self._take_off(armed)
+                if self._armed.get(armed.record.key) is armed:
+                    del self._armed[armed.record.key]
+            _log.info(
+                "reminder.expired",
+                actor_id=_actor_id(result.key),
+                facet="reminder",
+                reminder=result.key.name,
+                fire_count=result.fire_count,
+                expires_at=None if result.expires_at is None else result.expires_at.isoformat(),
+            )
         elif change.scheduled_at is None:
             # Missed ticks skipped: the reminder goes on at its next tick, nothing delivered.
             with self._lock:
@@ -961,8 +1078,13 @@ class ReminderService:
 
     def _plan(self, armed: _Armed, now: float) -> FireChange:
         """The change that fires `armed` now: record the fire due now (one standing for every
-        missed tick under "once"), or under "skip" move a late reminder to its next tick."""
+        missed tick under "once"), or under "skip" move a late reminder to its next tick; for
+        an expiring reminder past its expiry, delete it."""
         record = armed.record
+        if record.cron is not None or record.expires_at is not None:
+            # Calendar schedules and expiry: plain periodic reminders never come this way, so
+            # their fires cost nothing more.
+            return _plan_calendar(record, now)
         scheduled = record.due_at.timestamp()
         period = record.period.total_seconds() if record.period is not None else None
         late_by_more_than_a_period = period is not None and now - scheduled > period
@@ -1040,6 +1162,13 @@ class ReminderService:
             return
         if delivered:
             return
+        router = self._system._router
+        if router is not None and not handoff:
+            holder = router.holder_elsewhere(ref, look_up=False)
+            if holder is not None:
+                # Known to be active on another node: no activation attempt here.
+                self._route_fire(armed, fired, ref, holder)
+                return
         if handoff:
             # Inside ManualClock.advance: activate here, so the fire is in the mailbox when the
             # step ends.
@@ -1077,6 +1206,16 @@ class ReminderService:
     def _activate_and_deliver(
         self, armed: _Armed, fired: ReminderFired, ref: VirtualActorRef
     ) -> None:
+        router = self._system._router
+        if router is not None:
+            try:
+                holder = router.holder_elsewhere(ref, look_up=True)
+            except Exception as error:
+                self._delivery_failed(armed, fired, ref, error)
+                return
+            if holder is not None:
+                self._route_fire(armed, fired, ref, holder)
+                return
         try:
             self._system._deliver_virtual(
                 ref, fired, guard=lambda: self._current(armed), done=self._done(armed, fired)
@@ -1087,6 +1226,9 @@ class ReminderService:
     def _delivery_failed(
         self, armed: _Armed, fired: ReminderFired, ref: VirtualActorRef, error: Exception
     ) -> None:
+        if isinstance(error, ActorActiveElsewhereError) and self._node.route_remote is not None:
+            self._route_fire(armed, fired, ref, error.node_id)
+            return
         self._answered(armed)  # nothing to wait for: it is retried or handed over below
         with self._lock:
             self._take_off(armed)
@@ -1106,6 +1248,22 @@ class ReminderService:
             error=repr(error),
         )
         self._retry(armed)
+
+    def _route_fire(
+        self, armed: _Armed, fired: ReminderFired, ref: VirtualActorRef, holder: str
+    ) -> None:
+        """Deliver a fire to its actor on node `holder` through the transport. The handler's
+        outcome comes back on the transport's thread, which must not wait; a fire that does not
+        get there is retried (a fresh delivery finds where the actor is by then)."""
+        route = self._node.route_remote
+        assert route is not None
+        route(
+            ref,
+            fired,
+            holder,
+            lambda outcome: self._handled(armed, fired, outcome, False),
+            lambda why: self._delivery_failed(armed, fired, ref, why),
+        )
 
     def _done(self, armed: _Armed, fired: ReminderFired) -> Done:
         # A fire delivered inside ManualClock.advance is acknowledged before its hand-off is
@@ -1394,20 +1552,20 @@ class ReminderService:
         if not self._firing:
             return
         if soon:
-            self._redrive_delay = self._dead_letter_poll
-            if self._redrive_timer is not None:
-                if self._redrive_timer.when <= self._clock.time() + self._redrive_delay:
+            self._redrives.delay = self._dead_letter_poll
+            if self._redrives.timer is not None:
+                if self._redrives.timer.when <= self._clock.time() + self._redrives.delay:
                     return
-                self._redrive_timer.cancel()
-                self._redrive_timer = None
-        if self._redrive_timer is None:
-            self._redrive_timer = self._scheduler.call_later(
-                self._redrive_delay, self._redrive_tick
+                self._redrives.timer.cancel()
+                self._redrives.timer = None
+        if self._redrives.timer is None:
+            self._redrives.timer = self._scheduler.call_later(
+                self._redrives.delay, self._redrive_tick
             )
 
     def _redrive_tick(self) -> None:
         with self._lock:
-            self._redrive_timer = None
+            self._redrives.timer = None
         self._maintain(self._poll_redrives)
 
     def _poll_redrives(self) -> None:
@@ -1422,8 +1580,8 @@ class ReminderService:
         if more:
             with self._lock:
                 if not found:
-                    self._redrive_delay = min(
-                        self._redrive_delay * 2, self._dead_letter_poll * _REDRIVE_BACKOFF
+                    self._redrives.delay = min(
+                        self._redrives.delay * 2, self._dead_letter_poll * _REDRIVE_BACKOFF
                     )
                 self._watch_dead_letters(soon=found)
 
@@ -1449,8 +1607,8 @@ class ReminderService:
             fresh = []
             with self._lock:
                 for letter in taken:
-                    if letter.id not in self._redriving:  # not still being delivered
-                        self._redriving.add(letter.id)
+                    if letter.id not in self._redrives.taken:  # not still being delivered
+                        self._redrives.taken.add(letter.id)
                         fresh.append(letter)
             found = found or bool(taken)
             for letter in fresh:
@@ -1485,7 +1643,7 @@ class ReminderService:
         except ActorActiveElsewhereError:
             # The node holding the actor takes the re-drive once this node's hold runs out.
             with self._lock:
-                self._redriving.discard(letter.id)
+                self._redrives.taken.discard(letter.id)
         except Exception as error:
             self._redriven(letter, error)  # the activation failed: a failed delivery too
 
@@ -1494,7 +1652,7 @@ class ReminderService:
         with the new error. Left held when the system closes meanwhile or the store fails: it
         is delivered again once this node's hold runs out (or after a restart)."""
         with self._lock:
-            self._redriving.discard(letter.id)
+            self._redrives.taken.discard(letter.id)
         if self._closed:
             return
         node = self._node.node_id
@@ -1570,6 +1728,69 @@ def _next_tick(anchor: float, period: float, now: float, *, strictly_after: bool
     if strictly_after and when <= now:
         when += period
     return when
+
+
+def _plan_calendar(record: StoredReminder, now_s: float) -> FireChange:
+    """`ReminderService._plan` for a calendar reminder or one that expires.
+
+    The missed-tick policies work as for a periodic reminder, with the schedule's ticks for the
+    phase: a tick is missed when the tick after it is already past. No fire is recorded at or
+    after `expires_at`: a reminder found due then is deleted, and the fire whose next tick would
+    come at or after it is the last.
+    """
+    now = _at(now_s)
+    expires = record.expires_at
+    if expires is not None and now >= expires:
+        return FireChange(record, scheduled_at=None, next_due_at=None)
+    ticks = _ticks(record)
+    scheduled = record.due_at
+    following = ticks(scheduled) if ticks is not None else None
+    late = following is not None and following < now
+    scheduled_at = scheduled
+    upcoming = None
+    if late and record.missed == "skip" and ticks is not None:
+        upcoming = ticks(now - _ONE_MICROSECOND)
+    if upcoming is not None:
+        if expires is not None and upcoming >= expires:
+            return FireChange(record, scheduled_at=None, next_due_at=None)
+        return FireChange(record, scheduled_at=None, next_due_at=upcoming)
+    if late and record.missed == "once":
+        assert ticks is not None
+        # The one fire stands for every missed tick; it carries the latest of them.
+        scheduled_at = _latest_tick(record, now)
+        following = ticks(now)
+    if record.max_count is not None and record.fire_count + 1 >= record.max_count:
+        following = None
+    if following is not None and expires is not None and following >= expires:
+        following = None
+    return FireChange(record, scheduled_at=scheduled_at, next_due_at=following)
+
+
+def _ticks(record: StoredReminder) -> Callable[[datetime], datetime | None] | None:
+    """The function giving a repeating reminder's first tick strictly after a time; None for a
+    one-shot."""
+    if record.cron is not None:
+        assert record.tz is not None
+        return calendar_schedule(record.cron, record.tz).next_after
+    period = record.period
+    if period is None:
+        return None
+    anchor = record.anchor_at.timestamp()
+    seconds = period.total_seconds()
+    return lambda when: _at_or_none(
+        _next_tick(anchor, seconds, when.timestamp(), strictly_after=True)
+    )
+
+
+def _latest_tick(record: StoredReminder, now: datetime) -> datetime:
+    """The last tick at or before `now` (and after the reminder's due time)."""
+    if record.cron is not None:
+        assert record.tz is not None
+        schedule = calendar_schedule(record.cron, record.tz)
+        return schedule.latest_at_or_before(now, not_before=record.due_at)
+    assert record.period is not None
+    anchor, seconds = record.anchor_at.timestamp(), record.period.total_seconds()
+    return _at(_next_tick(anchor, seconds, now.timestamp(), strictly_after=True) - seconds)
 
 
 def _by_actor(item: tuple[_Armed, FireChange, StoredReminder | None]) -> tuple[str, str]:

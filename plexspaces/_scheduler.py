@@ -6,7 +6,7 @@ import heapq
 import itertools
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 import structlog
@@ -153,6 +153,49 @@ class Scheduler:
                 self._condition.notify()
         return True
 
+    def schedule_many(self, calls: Sequence[ScheduledCall]) -> bool:
+        """Arm each of `calls` for its own `when`, under one hold of the lock (a batch).
+
+        Returns False (and arms none) once the scheduler is closed. A call already cancelled is
+        skipped. As for `schedule`, a call is in the heap at most once.
+        """
+        with self._lock:
+            if self._closed:
+                return False
+            heap = self._heap
+            top = heap[0] if heap else None
+            sequence = self._sequence
+            entries = []
+            for call in calls:
+                if call.cancelled:
+                    continue
+                call._scheduler = self
+                call._queued = True
+                entries.append((call.when, next(sequence), call))
+            if len(entries) > len(heap):
+                # Many into few: one O(n) heapify beats a push (O(log n)) each.
+                heap.extend(entries)
+                heapq.heapify(heap)
+            else:
+                push = heapq.heappush
+                for entry in entries:
+                    push(heap, entry)
+            if heap and heap[0] is not top:
+                self._condition.notify()
+        return True
+
+    def cancel_many(self, calls: Iterable[ScheduledCall]) -> None:
+        """`cancel()` each of `calls`, taking the lock once rather than once per call."""
+        with self._lock:
+            for call in calls:
+                if call.cancelled:
+                    continue
+                call.cancelled = True
+                if call._queued and not call._counted and call._scheduler is self:
+                    call._counted = True
+                    self._cancelled_in_heap += 1
+            self._compact_if_mostly_cancelled()
+
     def __len__(self) -> int:
         """Armed calls, not counting cancelled ones still waiting to be dropped."""
         # Under the lock: the two numbers change together there, and read apart they could be
@@ -174,15 +217,18 @@ class Scheduler:
                 return
             call._counted = True
             self._cancelled_in_heap += 1
-            heap = self._heap
-            if self._cancelled_in_heap > _COMPACT_MIN and self._cancelled_in_heap * 2 > len(heap):
-                live = [entry for entry in heap if not entry[2].cancelled]
-                for entry in heap:
-                    if entry[2].cancelled:
-                        self._unqueue(entry[2])
-                heapq.heapify(live)
-                self._heap = live
-                self._cancelled_in_heap = 0
+            self._compact_if_mostly_cancelled()
+
+    def _compact_if_mostly_cancelled(self) -> None:
+        heap = self._heap
+        if self._cancelled_in_heap > _COMPACT_MIN and self._cancelled_in_heap * 2 > len(heap):
+            live = [entry for entry in heap if not entry[2].cancelled]
+            for entry in heap:
+                if entry[2].cancelled:
+                    self._unqueue(entry[2])
+            heapq.heapify(live)
+            self._heap = live
+            self._cancelled_in_heap = 0
 
     def _unqueue(self, call: ScheduledCall) -> None:
         """Book `call` as out of the heap (under the lock)."""

@@ -6,7 +6,7 @@ import os
 import threading
 import uuid
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
@@ -26,6 +26,7 @@ from ._errors import (
     ActorNotFoundError,
     ActorStoppedError,
     AskTimeoutError,
+    PlexSpacesError,
     SystemShutdownError,
 )
 from ._logging import ensure_logging_configured
@@ -36,7 +37,9 @@ from ._scheduler import Scheduler
 
 if TYPE_CHECKING:
     from ._reminders import ReminderService
+    from ._router import Router
     from ._store import ReminderStore, UndecodableReminder
+    from ._transport import Codec, Transport
 
 __all__ = ["STORAGE_URL_ENV", "ActorSystem"]
 
@@ -104,6 +107,54 @@ _ROUTE_ATTEMPTS = 100
 T = TypeVar("T")
 
 
+def _check_type_name(type_name: object) -> None:
+    if not isinstance(type_name, str) or not type_name or "/" in type_name or "\x00" in type_name:
+        raise ValueError(
+            f"virtual actor type {type_name!r} must be a non-empty string without '/' or "
+            "NUL characters"
+        )
+
+
+def _check_transport(
+    transport: object,
+    codec: object,
+    options: object,
+    *,
+    cluster: bool,
+    hosts_actors: object,
+) -> tuple[str | Transport | None, Codec | None, dict[str, Any]]:
+    """The transport, codec and transport options a system was given, checked before anything
+    is opened."""
+    if not isinstance(hosts_actors, bool):
+        raise TypeError(f"hosts_actors {hosts_actors!r} must be True or False")
+    if options is not None and not isinstance(options, Mapping):
+        raise TypeError(f"transport_options {options!r} must be a mapping of option names")
+    if transport is None:
+        if not hosts_actors:
+            raise ValueError(
+                "hosts_actors=False (a client-only node) needs a transport to reach the nodes "
+                "that host actors: ActorSystem(transport='nats://host:4222', ...)"
+            )
+        if options:
+            raise ValueError("transport_options were given without a transport")
+        return None, None, {}
+    from ._transport import Codec, Transport, codec_named
+
+    if not isinstance(transport, str | Transport):
+        raise TypeError(
+            f"transport {transport!r} must be a NATS URL such as 'nats://host:4222' or a "
+            "plexspaces Transport"
+        )
+    if not cluster:
+        raise ValueError(
+            "a transport connects the nodes of a cluster: pass cluster=True (and a store the "
+            "nodes share, such as PostgreSQL)"
+        )
+    if not isinstance(codec, str | Codec):
+        raise TypeError(f"codec {codec!r} must be 'pickle', 'json' or a plexspaces Codec")
+    return transport, codec_named(codec), dict(options or {})
+
+
 def _check_actor_class(cls: object, caller: str) -> None:
     if not (isinstance(cls, type) and issubclass(cls, Actor)):
         raise TypeError(f"{caller} needs a subclass of plexspaces.Actor, got {cls!r}")
@@ -137,6 +188,19 @@ class ActorSystem:
         max_reminders_in_flight: the most reminder fires of one actor that are delivered and not
             yet handled. Further fires of that actor that come due wait, unrecorded, until it
             catches up, so a flood of due reminders for a slow actor does not grow memory.
+        transport: how this node reaches the others: a NATS URL (`"nats://host:4222"`, with
+            credentials in it or in `transport_options`) or a `Transport`. With one,
+            `virtual(type, key).tell/ask` reach the actor on whichever node holds it, and
+            reminders are delivered there; without one, a message for an actor active on another
+            node raises `ActorActiveElsewhereError`. Needs `cluster=True`.
+        hosts_actors: False makes a client-only node: it sends to virtual actors on the other
+            nodes (any type name, registered here or not) but activates none and fires no
+            reminder. Needs a transport.
+        codec: how messages travel between nodes: `"pickle"` (the default: any picklable
+            message; only for nodes that trust each other, as unpickling runs code) or `"json"`
+            (JSON-compatible messages, for other languages), or a `Codec`.
+        transport_options: options for the transport (for NATS: `user`, `password`, `token`,
+            `nkeys_seed`, `user_credentials`, `tls`, ...).
         store: the `ReminderStore` to keep reminders in, instead of opening one on
             `storage_url` (pass one or the other). The system uses it as it is and never closes
             it: its owner does. With `cluster=None` a store on SQLite (or any store that is not
@@ -158,6 +222,10 @@ class ActorSystem:
         poll_interval: Duration = "1s",
         max_reminders_in_flight: int = 1000,
         store: ReminderStore | None = None,
+        transport: str | Transport | None = None,
+        hosts_actors: bool = True,
+        codec: str | Codec = "pickle",
+        transport_options: Mapping[str, Any] | None = None,
     ) -> None:
         if clock is not None and not isinstance(clock, Clock):
             raise TypeError(
@@ -183,6 +251,10 @@ class ActorSystem:
         if cluster is None:
             cluster = bool(self.storage_url) and not _is_sqlite(self.storage_url)
         self.cluster: bool = cluster
+        self._transport_spec, self._codec, self._transport_options = _check_transport(
+            transport, codec, transport_options, cluster=cluster, hosts_actors=hosts_actors
+        )
+        self.hosts_actors: bool = hosts_actors
         if (
             isinstance(max_reminders_in_flight, bool)
             or not isinstance(max_reminders_in_flight, int)
@@ -206,6 +278,8 @@ class ActorSystem:
         self._virtual_types: dict[str, type[Actor]] = {}
         self._virtual_arguments: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {}
         self._reminder_service: ReminderService | None = None
+        self._router: Router | None = None
+        self._transport: Transport | None = None
         self._store: ReminderStore | None = None
         self._node: ClusterNode | None = None
         self._node_lock: NodeLock | None = None
@@ -296,16 +370,7 @@ class ActorSystem:
         same class again is allowed (the new arguments apply to later activations); another
         class under a registered name is an error.
         """
-        if (
-            not isinstance(type_name, str)
-            or not type_name
-            or "/" in type_name
-            or "\x00" in type_name
-        ):
-            raise ValueError(
-                f"virtual actor type {type_name!r} must be a non-empty string without '/' or "
-                "NUL characters"
-            )
+        _check_type_name(type_name)
         _check_actor_class(cls, "register_virtual")
         with self._lock:
             self._check_open()
@@ -334,7 +399,9 @@ class ActorSystem:
         The ref stays valid across deactivation: `tell`/`ask` activate the actor when it is not
         active. Raises `LookupError` for a type that was not registered.
         """
-        if type_name not in self._virtual_types:
+        if not self.hosts_actors:
+            _check_type_name(type_name)
+        elif type_name not in self._virtual_types:
             known = ", ".join(sorted(self._virtual_types)) or "none"
             raise ActorNotFoundError(
                 f"virtual actor type {type_name!r} is not registered (registered: {known}); "
@@ -384,7 +451,12 @@ class ActorSystem:
                     lease=self.lease,
                     poll_interval=self.poll_interval,
                     enabled=self.cluster,
+                    hosts_actors=self.hosts_actors,
                 )
+                if self._transport_spec is not None:
+                    # Before the service starts, so the node's first round knows that fires
+                    # reach actors on other nodes.
+                    self._start_router(store, self._node)
                 service = ReminderService(
                     self,
                     store,
@@ -396,6 +468,71 @@ class ActorSystem:
                     service.serve_type(type_name)
                 self._reminder_service = service
             return self._reminder_service
+
+    def _start_router(self, store: ReminderStore, node: ClusterNode) -> None:
+        from ._router import Router
+        from ._transport import open_transport
+
+        spec = self._transport_spec
+        assert spec is not None
+        assert self._codec is not None
+        transport = (
+            open_transport(spec, name=store.cluster_id(), options=self._transport_options)
+            if isinstance(spec, str)
+            else spec
+        )
+        self._transport = transport
+        clock = self.clock
+        self._router = Router(
+            self,
+            transport,
+            self._codec,
+            hosts_actors=self.hosts_actors,
+            holder_of=lambda actor_type, actor_key: store.activation_holder(
+                actor_type, actor_key, now=clock.now()
+            ),
+            hosting_nodes=lambda: [
+                found.node_id for found in store.live_nodes(clock.now()) if found.hosts_actors
+            ],
+            liveness_check=min(1.0, self.lease.total_seconds() / 3),
+        )
+        self._router.start()
+        router = self._router
+        node.route_remote = lambda ref, fired, holder, done, failed: router.deliver_fire(
+            ref, fired, holder, done=done, failed=failed
+        )
+
+    def _routing(self) -> Router | None:
+        """The router of a system with a transport (started on first use), else None."""
+        if self._transport_spec is None:
+            return None
+        router = self._router
+        if router is None:
+            self.reminders  # noqa: B018 - opens the store, this node and its router
+            router = self._router
+        return router
+
+    def _is_local(self, ref: VirtualActorRef) -> bool:
+        """Whether `ref`'s key is active, starting or closing on this node (messages for it
+        then go through its slot here)."""
+        slot = self._slots.get(ref.actor_id)
+        return slot is not None and not slot.removed
+
+    def _send_if_live(self, ref: VirtualActorRef, send: Callable[[_Cell], object]) -> bool:
+        """`send(cell)` to the live activation of `ref` here, under its key's lock, without
+        waiting for anything: False (nothing sent) when there is none."""
+        slot = self._slots.get(ref.actor_id)
+        if slot is None:
+            return False
+        with slot.lock:
+            cell = slot.cell
+            if slot.removed or cell is None or not cell.actor_ref.is_alive():
+                return False
+            try:
+                send(cell)
+            except pykka.ActorDeadError:
+                return False
+            return True
 
     def reminder_errors(self) -> list[UndecodableReminder]:
         """Stored reminder rows that could not be decoded: kept in the store, never fired."""
@@ -506,6 +643,12 @@ class ActorSystem:
         """
         ref = slot.ref
         try:
+            if not self.hosts_actors:
+                raise PlexSpacesError(
+                    f"this node hosts no actors (hosts_actors=False), so it cannot activate "
+                    f"{ref.actor_id!r}; send it messages with tell/ask, which reach it on a node "
+                    "that hosts actors"
+                )
             if self.cluster:
                 # One activation per key across the cluster: take its lease before starting it.
                 slot.activation_id = self.reminders.claim_activation(ref)
@@ -704,6 +847,10 @@ class ActorSystem:
             self._closed = True
         if self._reminder_service is not None:
             self._reminder_service.close()
+        if self._router is not None:
+            self._router.close()
+        if self._transport is not None and isinstance(self._transport_spec, str):
+            self._transport.close()  # a transport handed in belongs to its owner
         if self._store is not None and self._given_store is None:
             self._store.close()  # a store handed in belongs to its owner
         self._release_node_lock()

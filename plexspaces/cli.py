@@ -43,6 +43,7 @@ from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Final, NoReturn, TypeVar
+from zoneinfo import ZoneInfo
 
 import click
 import structlog
@@ -57,6 +58,7 @@ from . import __version__
 from ._clock import SystemClock
 from ._duration import parse_duration
 from ._errors import PlexSpacesError
+from ._logging import ensure_logging_configured
 from ._redact import redact_text
 from ._retry import RetryPolicy
 from ._store import (
@@ -118,6 +120,9 @@ _EXPORT_FIELDS: Final = (
     "claimed_until",
     "created_at",
     "updated_at",
+    "cron",
+    "tz",
+    "expires_at",
     "retry",
     "attempts",
     "last_fired_at",
@@ -126,8 +131,19 @@ _EXPORT_FIELDS: Final = (
 )
 # Claims name nodes of the database exported from: an import may omit them, and drops them.
 _CLAIM_FIELDS: Final = ("claimed_by", "claimed_until")
-# The failure policy and the fire history: an export written before they existed has none.
-_HISTORY_FIELDS: Final = ("retry", "attempts", "last_fired_at", "last_handled_at", "last_error")
+# A calendar schedule and an expiry are written only when a reminder has them, so the lines of
+# other reminders read as before; an import takes a line without them as having none.
+# So are the failure policy and the fire history, written when a reminder has them.
+_OPTIONAL_FIELDS: Final = (
+    "cron",
+    "tz",
+    "expires_at",
+    "retry",
+    "attempts",
+    "last_fired_at",
+    "last_handled_at",
+    "last_error",
+)
 
 
 # -- errors --------------------------------------------------------------------------------------
@@ -158,6 +174,9 @@ class _Cli(click.Group):
         windows_expand_args: bool = True,
         **extra: Any,
     ) -> Any:
+        # Log events (a store filling in what an older version left) go to stderr, never into
+        # the output a command prints on stdout.
+        ensure_logging_configured()
         try:
             result = super().main(
                 args,
@@ -533,11 +552,17 @@ def _record_json(record: StoredReminder) -> dict[str, Any]:
         "claimed_until": time(record.claimed_until),
         "created_at": time(record.created_at),
         "updated_at": time(record.updated_at),
-        "retry": None if record.retry is None else _retry_json(record.retry),
-        "attempts": record.attempts,
-        "last_fired_at": time(record.last_fired_at),
-        "last_handled_at": time(record.last_handled_at),
-        "last_error": _failure_json(record.last_error),
+        **({} if record.cron is None else {"cron": record.cron, "tz": record.tz}),
+        **({} if record.expires_at is None else {"expires_at": time(record.expires_at)}),
+        **({} if record.retry is None else {"retry": _retry_json(record.retry)}),
+        **({} if not record.attempts else {"attempts": record.attempts}),
+        **({} if record.last_fired_at is None else {"last_fired_at": time(record.last_fired_at)}),
+        **(
+            {}
+            if record.last_handled_at is None
+            else {"last_handled_at": time(record.last_handled_at)}
+        ),
+        **({} if record.last_error is None else {"last_error": _failure_json(record.last_error)}),
     }
 
 
@@ -623,7 +648,13 @@ def _claim(record: StoredReminder) -> str:
 
 
 def _period(record: StoredReminder) -> str:
+    if record.cron is not None:
+        return f"cron {record.cron} ({record.tz})"
     return "one-shot" if record.period is None else _duration_text(record.period)
+
+
+def _expires(record: StoredReminder) -> str:
+    return "" if record.expires_at is None else _iso(record.expires_at)
 
 
 def _list_table() -> Table:
@@ -636,6 +667,7 @@ def _list_table() -> Table:
         "fires",
         "pending fire",
         "claimed by",
+        "expires (UTC)",
         "last error",
     ):
         table.add_column(header, overflow="fold")
@@ -655,6 +687,7 @@ def _list_row(table: Table, record: StoredReminder) -> None:
                 _fires(record),
                 _pending(record),
                 _claim(record),
+                _expires(record),
                 _failure_text(record.last_error, width=60),
             )
         )
@@ -807,6 +840,7 @@ def show_reminder(db: str | None, reminder_key: ReminderKey, as_json: bool) -> N
         ("next fire", "" if record.finished else time(record.due_at)),
         ("anchor", time(record.anchor_at)),
         ("period", _period(record)),
+        *_calendar_fields(record),
         ("fire count", str(record.fire_count)),
         ("max count", "unlimited" if record.max_count is None else str(record.max_count)),
         ("missed ticks", record.missed),
@@ -818,6 +852,7 @@ def show_reminder(db: str | None, reminder_key: ReminderKey, as_json: bool) -> N
         ("claimed until", time(record.claimed_until)),
         ("created", time(record.created_at)),
         ("updated", time(record.updated_at)),
+        ("expires", time(record.expires_at)),
         ("retry", _retry_text(record.retry)),
         ("failed attempts", str(record.attempts) if record.attempts else ""),
         ("last fired", time(record.last_fired_at)),
@@ -827,6 +862,15 @@ def show_reminder(db: str | None, reminder_key: ReminderKey, as_json: bool) -> N
     for field, value in fields:
         table.add_row(Text(field), _text(value, newlines=field == "payload"))
     _console().print(table)
+
+
+def _calendar_fields(record: StoredReminder) -> list[tuple[str, str]]:
+    """The schedule of a calendar reminder, for `show`: the cron, the zone, and the next fire
+    in that zone (as the schedule reads it). Nothing for other reminders."""
+    if record.cron is None or record.tz is None:
+        return []
+    local = "" if record.finished else record.due_at.astimezone(ZoneInfo(record.tz)).isoformat()
+    return [("cron", record.cron), ("time zone", record.tz), ("next fire (local)", local)]
 
 
 @reminders.command("cancel")
@@ -1242,7 +1286,7 @@ def _parse_record(line: str) -> StoredReminder:
     missing = [
         field
         for field in _EXPORT_FIELDS
-        if field not in value and field not in _CLAIM_FIELDS and field not in _HISTORY_FIELDS
+        if field not in value and field not in _CLAIM_FIELDS and field not in _OPTIONAL_FIELDS
     ]
     if missing:
         raise ValueError(
@@ -1275,10 +1319,17 @@ def _parse_record(line: str) -> StoredReminder:
         claimed_until=None,
         created_at=_parse_time(value, "created_at"),
         updated_at=_parse_time(value, "updated_at"),
+        cron=value.get("cron"),
+        tz=value.get("tz"),
+        expires_at=_parse_optional_time(value, "expires_at") if "expires_at" in value else None,
         retry=_parse_retry(value.get("retry")),
         attempts=value.get("attempts", 0),
-        last_fired_at=_parse_optional_time(value, "last_fired_at"),
-        last_handled_at=_parse_optional_time(value, "last_handled_at"),
+        last_fired_at=(
+            _parse_optional_time(value, "last_fired_at") if "last_fired_at" in value else None
+        ),
+        last_handled_at=(
+            _parse_optional_time(value, "last_handled_at") if "last_handled_at" in value else None
+        ),
         last_error=_parse_failure(value.get("last_error")),
     )
     validate_reminder(record)

@@ -10,7 +10,7 @@ import pytest
 from plexspaces import ActorSystem, ManualClock
 from plexspaces.testing import TEST_START
 
-from . import pgserver
+from . import natsserver, pgserver
 
 START = TEST_START
 
@@ -56,3 +56,34 @@ def pg_url(pg_server: pgserver.Server) -> Iterator[str]:
     """The URL of a new, empty PostgreSQL database for one test; dropped afterwards."""
     with pgserver.scratch_database(pg_server) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def nats_server() -> Iterator[natsserver.NatsServer]:
+    """A real nats-server for the session, on a free loopback port; stopped at the end. Tests
+    that stop or restart a server, or need credentials, start their own (`make_nats_server`)."""
+    server = natsserver.NatsServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def nats_url(nats_server: natsserver.NatsServer) -> str:
+    """The URL of the session's nats-server (`nats://127.0.0.1:<port>`)."""
+    return nats_server.url
+
+
+@pytest.fixture
+def make_nats_server() -> Iterator[Callable[..., natsserver.NatsServer]]:
+    """Start nats-servers of the test's own (`user=`/`password=` or `token=` to require
+    credentials); all stopped after the test."""
+    servers: list[natsserver.NatsServer] = []
+
+    def make(**credentials: str) -> natsserver.NatsServer:
+        server = natsserver.NatsServer(**credentials)
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.close()

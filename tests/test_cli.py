@@ -175,6 +175,7 @@ def test_list_shows_every_column_in_next_fire_order(any_url: str) -> None:
         "fires",
         "pending fire",
         "claimed by",
+        "expires (UTC)",
         "last error",
     ]
     assert rows[1:] == [
@@ -556,11 +557,6 @@ def test_export_from_sqlite_import_into_postgresql_and_back(
         "claimed_until": "2026-01-01T12:00:10.123456Z",
         "created_at": "2025-12-31T12:00:00.123456Z",
         "updated_at": "2026-01-01T12:00:00.123498Z",
-        "retry": None,
-        "attempts": 0,
-        "last_fired_at": None,
-        "last_handled_at": None,
-        "last_error": None,
     }
 
     shown_pg = make_url(pg_url).render_as_string(hide_password=True)

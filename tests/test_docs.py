@@ -42,6 +42,8 @@ READING_ORDER = [
     "delivery-guarantees.md",
     "writing-a-facet.md",
     "postgresql-and-clusters.md",
+    "transport.md",
+    "several-nodes.md",
     "testing.md",
     "metrics-and-logging.md",
     "cli.md",

@@ -27,6 +27,7 @@ from .records import (
     ReminderKey,
     StoredReminder,
     UndecodableReminder,
+    bucket_of,
     from_micros,
     to_micros,
     validate_reminder,
@@ -230,13 +231,14 @@ def _depth_of_tree(value: Any) -> int:
     return deepest
 
 
-def _find_non_json(payload: Any) -> str | None:
-    """Where `payload` stops being plain JSON, described for an error message; None if it is.
+def _find_non_json(payload: Any, root: str = "payload") -> str | None:
+    """Where `payload` stops being plain JSON, described for an error message (the value itself
+    called `root`); None if it is.
 
     Iterative, so deep nesting costs no recursion, and each container is visited once, so a
     cycle (which json.dumps reports) cannot loop.
     """
-    stack: list[tuple[str, Any]] = [("payload", payload)]
+    stack: list[tuple[str, Any]] = [(root, payload)]
     seen: set[int] = set()
     while stack:
         path, value = stack.pop()
@@ -290,6 +292,10 @@ def _row_values(record: StoredReminder, payload: str) -> dict[str, Any]:
         "claimed_until_us": micros(record.claimed_until),
         "created_us": to_micros(record.created_at),
         "updated_us": to_micros(record.updated_at),
+        "bucket": bucket_of(record.key.actor_type, record.key.actor_key),
+        "cron": record.cron,
+        "tz": record.tz,
+        "expires_us": micros(record.expires_at),
         **_retry_values(record.retry),
         "attempts": record.attempts or None,
         "last_fired_us": micros(record.last_fired_at),
@@ -383,6 +389,9 @@ def _decode_row(row: RowMapping) -> StoredReminder | UndecodableReminder:
             claimed_until=optional_time("claimed_until_us"),
             created_at=time("created_us"),
             updated_at=time("updated_us"),
+            cron=row["cron"],
+            tz=row["tz"],
+            expires_at=optional_time("expires_us"),
             retry=_decode_retry(row),
             attempts=row["attempts"] or 0,
             last_fired_at=optional_time("last_fired_us"),

@@ -35,6 +35,7 @@ from .records import (
     DeadLetter,
     FireChange,
     FireFailure,
+    NodeInfo,
     NodeLeases,
     ReminderKey,
     StoredReminder,
@@ -49,18 +50,31 @@ class ReminderRecords(ABC):
     recording a fire before it is delivered and acknowledging it after."""
 
     @abstractmethod
-    def upsert(self, reminder: StoredReminder) -> None:
+    def upsert(self, reminder: StoredReminder, *, create_only: bool = False) -> None:
         """Insert `reminder`, or replace the whole row of its key (a re-registration: new counts,
         no pending fire, no claim unless `reminder` says so).
 
+        With `create_only`, an unfinished reminder under the key is left as it is and
+        `ReminderExistsError` is raised; decided by the database in the write itself, so of
+        two concurrent calls exactly one succeeds. A finished one (its last fire recorded) is
+        replaced.
+
         Raises:
+            ReminderExistsError: `create_only` and an unfinished reminder has the key.
             ValueError: the record breaks `validate_reminder` or its payload is not JSON (see
                 `encode_payload`). Nothing is stored.
         """
 
     @abstractmethod
-    def upsert_many(self, reminders: Iterable[StoredReminder]) -> int:
-        """`upsert` every record of `reminders` in one transaction: all of them, or none.
+    def upsert_many(
+        self,
+        reminders: Iterable[StoredReminder],
+        *,
+        create_only: Collection[ReminderKey] = frozenset(),
+    ) -> int:
+        """`upsert` every record of `reminders` in one transaction: all of them, or none. The
+        keys in `create_only` are written as `upsert(..., create_only=True)` writes them: if any
+        of them is taken, `ReminderExistsError` is raised and nothing is written.
 
         Every record is checked before anything is written; of several records with one key, the
         last one is stored. Returns how many reminders were written (distinct keys).
@@ -194,7 +208,9 @@ class ReminderRecords(ABC):
 
         A change with `scheduled_at` is `record_fire(record.key, expected_fire_count=
         record.fire_count, expected_due_at=record.due_at, scheduled_at=..., next_due_at=...)`;
-        one without is the matching `reschedule` to `next_due_at`. Fencing (`node_id`,
+        one without is the matching `reschedule` to `next_due_at`. A change with neither
+        deletes a reminder that expired (only one with `expires_at`), under the same
+        compare-and-set as a fire; its entry is the record as it was. Fencing (`node_id`,
         `lease_until`) is as for those methods, for every change. A change applies only while
         the row still holds the registration of `record` (payload, anchor, period, max_count,
         missed policy, created_at), so a row re-registered or edited since the caller read it is
@@ -208,8 +224,8 @@ class ReminderRecords(ABC):
 
         Raises:
             ValueError: a change is not a `FireChange`, has neither `scheduled_at` nor
-                `next_due_at`, or names a reminder another change of the batch names too; or a
-                datetime is naive. Nothing is changed.
+                `next_due_at` for a reminder without `expires_at`, or names a reminder another
+                change of the batch names too; or a datetime is naive. Nothing is changed.
         """
 
     @abstractmethod
@@ -306,9 +322,89 @@ class ReminderRecords(ABC):
 
 
 class LeaseStore(ABC):
-    """Leases of nodes that share one database: a node claims the due reminders it fires, and
-    holds an activation lease on every virtual actor it hosts. A lease lasts until the time its
-    node passed and is renewed by that node; one that ran out can be taken by another node."""
+    """Leases of nodes that share one database: a node heartbeats its membership, holds the
+    hash buckets it fires the reminders of, claims the due reminders it fires, and holds an
+    activation lease on every virtual actor it hosts. A lease lasts until the time its node
+    passed and is renewed by that node; one that ran out can be taken by another node. A node is
+    dead when its lease ran out, never because a connection dropped."""
+
+    # -- membership ----------------------------------------------------------------------------
+
+    @abstractmethod
+    def cluster_id(self) -> str:
+        """The id of the cluster of nodes that share this store: made once, with the store's
+        tables, and the same for every node that opens it. Nodes find each other on a
+        transport by it, apart from the nodes of any other store."""
+
+    @abstractmethod
+    def heartbeat(
+        self, node_id: str, *, hosts_actors: bool, lease_until: datetime, now: datetime
+    ) -> None:
+        """Record that node `node_id` is alive until `lease_until` (and whether it hosts actors).
+
+        A node without a row, or whose last lease ended before `now` (it was counted dead
+        meanwhile), joins anew: its `started_at` becomes `now`. Otherwise only the lease and
+        `hosts_actors` change.
+
+        Raises:
+            ValueError: `node_id` is not a non-empty str, a datetime is naive, or `lease_until`
+                is not later than `now`. Nothing is stored.
+        """
+
+    @abstractmethod
+    def live_nodes(self, now: datetime) -> list[NodeInfo]:
+        """Every node whose lease holds at `now` (`lease_until >= now`), ordered by node id."""
+
+    @abstractmethod
+    def leave(self, node_id: str) -> int:
+        """Node `node_id` leaves the cluster (a clean shutdown): its row is deleted and every
+        bucket it holds is released at once, with its reminder claims in them, so the other
+        nodes take them over on their next round instead of after the lease. Returns how many
+        buckets were released."""
+
+    # -- buckets -------------------------------------------------------------------------------
+
+    @abstractmethod
+    def prepare_buckets(self, buckets: int) -> None:
+        """Make sure the store holds the cluster's `buckets` bucket rows, creating them (unowned)
+        when it holds none. Idempotent, and safe for nodes starting at once.
+
+        Raises:
+            BucketCountError: the store holds another number of buckets (a node of another
+                version divides reminders differently); the message names both numbers.
+            ValueError: `buckets` is not an int of at least 1.
+        """
+
+    @abstractmethod
+    def bucket_owners(self, now: datetime) -> dict[int, str]:
+        """The node holding each bucket whose lease holds at `now` (`lease_until >= now`);
+        buckets nobody holds, or whose lease ran out, are absent."""
+
+    @abstractmethod
+    def claim_buckets(
+        self, node_id: str, *, count: int, lease_until: datetime, now: datetime
+    ) -> list[int]:
+        """Take up to `count` buckets that nobody holds or whose lease ran out (`lease_until <
+        now`) for `node_id` until `lease_until`, lowest first, atomically: nodes claiming at once
+        get disjoint sets (on PostgreSQL rows another node is taking are skipped, not waited
+        for). Returns the buckets taken, ascending; fewer than `count` when not enough are free.
+
+        Raises:
+            ValueError: `count` is not an int >= 0, a datetime is naive, or `lease_until` is not
+                later than `now`.
+        """
+
+    @abstractmethod
+    def renew_buckets(self, node_id: str, *, lease_until: datetime, now: datetime) -> list[int]:
+        """Extend to `lease_until` every bucket lease `node_id` still holds (`lease_until >=
+        now`); returns those buckets, ascending. A lease that ran out is not renewed: another
+        node may have taken the bucket meanwhile."""
+
+    @abstractmethod
+    def release_buckets(self, node_id: str, buckets: Collection[int] | None = None) -> int:
+        """Drop the leases of `node_id` on `buckets` (all of its buckets when None), and in the
+        same transaction its claims on the reminders of those buckets, so the bucket's next
+        holder claims them at once. Returns how many bucket leases were dropped."""
 
     @abstractmethod
     def claim_due(
@@ -322,14 +418,19 @@ class LeaseStore(ABC):
         after: tuple[datetime, ReminderKey] | None = None,
         actor_types: Collection[str] | None = None,
         include_own: bool = True,
+        buckets: Collection[int] | None = None,
+        follow_activations: bool = True,
     ) -> list[StoredReminder]:
         """Claim up to `limit` reminders that `due` would return, for node `node_id`.
 
         A reminder is claimable when it is unclaimed, its claim expired (`claimed_until < now`),
-        or (with `include_own`) `node_id` holds it already; and when its actor has no live
-        activation lease held by another node (see `claim_activation`): the node that holds an
-        actor's activation is the one that fires its reminders. `actor_types`, when given,
-        limits the claim to those actor types (the ones this node serves). Claimed reminders get
+        or (with `include_own`) `node_id` holds it already; and, with `follow_activations`, when
+        its actor has no live activation lease held by another node (see `claim_activation`):
+        the node that holds an actor's activation is then the one that fires its reminders.
+        `buckets`, when given, limits the claim to reminders in those buckets (see `bucket_of`)
+        and, with `follow_activations`, to those of actors `node_id` holds a live activation
+        of. `actor_types`, when given, limits the claim to those actor types (the ones this node
+        serves). Claimed reminders get
         `claimed_by = node_id` and `claimed_until = lease_until`, atomically: two nodes claiming
         at once get disjoint sets. Returns the claimed records in position order, each strictly
         after `after` when given (pass the last record's `position` for the next page). A node
@@ -338,8 +439,18 @@ class LeaseStore(ABC):
         """
 
     @abstractmethod
-    def renew_claims(self, node_id: str, *, lease_until: datetime, now: datetime) -> int:
-        """Extend to `lease_until` every claim `node_id` still holds (`claimed_until >= now`).
+    def renew_claims(
+        self,
+        node_id: str,
+        *,
+        lease_until: datetime,
+        now: datetime,
+        buckets: Collection[int] | None = None,
+        follow_activations: bool = True,
+    ) -> int:
+        """Extend to `lease_until` every claim `node_id` still holds (`claimed_until >= now`);
+        with `buckets`, only its claims in those buckets (and, with `follow_activations`, on the
+        actors it holds a live activation of): a claim left in a bucket the node lost runs out.
 
         A claim that expired is not renewed: another node may have taken the reminder over
         meanwhile. The node takes it back, if nobody did, through `claim_due`. Returns how many

@@ -8,19 +8,24 @@ it, and reports a stored row that breaks it as an `UndecodableReminder`.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
+from .._calendar import calendar_schedule
 from .._errors import PlexSpacesError
 from .._retry import RetryPolicy
 
 __all__ = [
+    "BUCKETS",
     "MAX_STORED_INT",
     "MISSED_POLICIES",
+    "BucketCountError",
     "DeadLetter",
     "FireChange",
     "FireFailure",
+    "NodeInfo",
     "NodeLeases",
     "ReminderKey",
     "SchemaVersionError",
@@ -28,6 +33,7 @@ __all__ = [
     "StoreUnavailableError",
     "StoredReminder",
     "UndecodableReminder",
+    "bucket_of",
     "from_micros",
     "to_micros",
     "validate_reminder",
@@ -46,6 +52,29 @@ _ONE_MICROSECOND: Final = timedelta(microseconds=1)
 # datetime.max with a negative offset, say) can be given but never read back.
 _MIN_MICROS: Final = (datetime.min.replace(tzinfo=UTC) - _EPOCH) // _ONE_MICROSECOND
 _MAX_MICROS: Final = (datetime.max.replace(tzinfo=UTC) - _EPOCH) // _ONE_MICROSECOND
+
+
+BUCKETS: Final = 256
+"""How many hash buckets the reminders of a cluster fall into (`bucket_of`). The live nodes that
+host actors share the buckets out between them, and each node fires the reminders of the buckets
+it holds. Every node of one cluster must use the same number: the store records it, and a node
+with another number is refused (`BucketCountError`). 256 buckets keep each node's share within a
+few percent of an even split for clusters of up to about 25 nodes."""
+
+
+def bucket_of(actor_type: str, actor_key: str, buckets: int = BUCKETS) -> int:
+    """The bucket of the actor `(actor_type, actor_key)`, from 0 to `buckets - 1`: the same on
+    every node, process and Python version (a BLAKE2b digest; Python's `hash()` of a str changes
+    from process to process). Every reminder of one actor falls into one bucket."""
+    digest = hashlib.blake2b(
+        f"{actor_type}\0{actor_key}".encode(errors="surrogatepass"), digest_size=8
+    ).digest()
+    return int.from_bytes(digest, "big") % buckets
+
+
+class BucketCountError(PlexSpacesError, RuntimeError):
+    """This node divides reminders into another number of buckets than the cluster sharing the
+    store: the two would disagree on which node fires which reminder."""
 
 
 class SchemaVersionError(PlexSpacesError, RuntimeError):
@@ -147,6 +176,11 @@ class StoredReminder:
         created_at: when the reminder was (last) registered.
         updated_at: when a registration, fire, acknowledgement or reschedule last changed it.
             Claims and lease renewals do not count as changes.
+        cron: the cron expression of a calendar reminder (its ticks, instead of `period`), or
+            None. `anchor_at` is then its first tick.
+        tz: the IANA zone `cron` is read in; set exactly when `cron` is.
+        expires_at: no fire is recorded at or after this time; the reminder is then deleted.
+            None: it does not expire.
         retry: what happens when a handler raises; None for the default `RetryPolicy()`.
         attempts: deliveries of the pending fire whose handler raised (0 without one).
         last_fired_at: when its last fire was recorded, or None.
@@ -170,6 +204,9 @@ class StoredReminder:
     claimed_until: datetime | None
     created_at: datetime
     updated_at: datetime
+    cron: str | None = None
+    tz: str | None = None
+    expires_at: datetime | None = None
     retry: RetryPolicy | None = None
     attempts: int = 0
     last_fired_at: datetime | None = None
@@ -301,6 +338,24 @@ class NodeLeases:
     lease_until: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    """One live node of a cluster, as its last heartbeat left it (`ReminderStore.live_nodes`).
+
+    Attributes:
+        node_id: the node.
+        hosts_actors: whether it hosts virtual actors (and so holds buckets and fires
+            reminders); a client-only node only sends to them.
+        started_at: when it joined (its first heartbeat since it last left).
+        lease_until: until when it counts as alive without another heartbeat.
+    """
+
+    node_id: str
+    hosts_actors: bool
+    started_at: datetime
+    lease_until: datetime
+
+
 # -- validation ----------------------------------------------------------------------------------
 
 
@@ -343,6 +398,7 @@ def validate_reminder(record: StoredReminder, *, times_checked: bool = False) ->
         raise ValueError(
             f"reminder {key}: fire_count {fire_count!r} is above max_count {max_count!r}"
         )
+    _check_schedule(record, key, times_checked)
     if record.missed not in MISSED_POLICIES:
         raise ValueError(
             f"reminder {key}: missed policy {record.missed!r} must be one of "
@@ -414,6 +470,27 @@ def _check_history(
             f"reminder {key}: last_error {error!r} must be None or a FireFailure with a "
             "non-empty type"
         )
+
+
+def _check_schedule(record: StoredReminder, key: ReminderKey, times_checked: bool) -> None:
+    """The calendar schedule and the expiry of `record`."""
+    if (record.cron is None) != (record.tz is None):
+        raise ValueError(
+            f"reminder {key}: cron {record.cron!r} and tz {record.tz!r} must both be set or both "
+            "be None"
+        )
+    if record.cron is not None:
+        if record.period is not None:
+            raise ValueError(
+                f"reminder {key}: a calendar reminder (cron {record.cron!r}) has no period, "
+                f"but period is {record.period!r}"
+            )
+        try:
+            calendar_schedule(record.cron, record.tz)
+        except ValueError as error:
+            raise ValueError(f"reminder {key}: {error}") from None
+    if record.expires_at is not None and not times_checked:
+        _check_time(record.expires_at, "expires_at", key)
 
 
 def _check_key(key: Any) -> ReminderKey:

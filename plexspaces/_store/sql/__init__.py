@@ -28,6 +28,8 @@ How it stays correct with many threads, several processes on one SQLite file, an
 
 from .engine import (
     ACTIVATIONS_TABLE,
+    BUCKETS_TABLE,
+    NODES_TABLE,
     REMINDERS_TABLE,
     SCHEMA_TABLE,
     SCHEMA_VERSION,
@@ -37,6 +39,8 @@ from .store import SqlReminderStore
 
 __all__ = [
     "ACTIVATIONS_TABLE",
+    "BUCKETS_TABLE",
+    "NODES_TABLE",
     "REMINDERS_TABLE",
     "SCHEMA_TABLE",
     "SCHEMA_VERSION",

@@ -81,9 +81,13 @@ class SqlFires(SqlReminderRecords):
         if not changes:
             return []
         fenced = lease_us is not None
-        fires: list[dict[str, Any]] = []
-        moves: list[dict[str, Any]] = []
+        # Indexed by whether the reminder has a calendar schedule or an expiry: plain ones run
+        # statements that check those columns are NULL and take no parameters for them.
+        fires: tuple[list[dict[str, Any]], list[dict[str, Any]]] = ([], [])
+        moves: tuple[list[dict[str, Any]], list[dict[str, Any]]] = ([], [])
+        expiries: list[dict[str, Any]] = []
         for change in changes:
+            scheduled = _has_schedule(change.record)
             params = _registration_params(change.record)
             params["p_now"] = now_us
             if fenced:
@@ -94,17 +98,25 @@ class SqlFires(SqlReminderRecords):
                 if change.next_due_at is None
                 else self._check_time(change.next_due_at, "next_due_at")
             )
-            if change.scheduled_at is None:
+            if change.scheduled_at is None and next_us is None:
+                expiries.append(params)
+            elif change.scheduled_at is None:
                 params["p_due"] = next_us
-                moves.append(params)
+                moves[scheduled].append(params)
             else:
                 params["p_count"] = change.record.fire_count + 1
                 params["p_scheduled"] = self._check_time(change.scheduled_at, "scheduled_at")
                 params["p_next"] = next_us
-                fires.append(params)
+                fires[scheduled].append(params)
         try:
             self._run_guarded(
-                [(_batch_fire_statement(fenced), fires), (_batch_move_statement(fenced), moves)],
+                [
+                    (_batch_fire_statement(fenced, False), fires[False]),
+                    (_batch_fire_statement(fenced, True), fires[True]),
+                    (_batch_move_statement(fenced, False), moves[False]),
+                    (_batch_move_statement(fenced, True), moves[True]),
+                    (_expire_statement(fenced, returning=False), expiries),
+                ],
             )
         except _GuardMissed:
             return [self._change_alone(change, now, node_id, lease_until) for change in changes]
@@ -115,8 +127,8 @@ class SqlFires(SqlReminderRecords):
             raise ValueError(f"fires {fires!r} must be a sequence of StoredReminder")
         fires = list(fires)
         now_us = self._check_time(now, "now")
-        clears: list[dict[str, Any]] = []
-        deletes: list[dict[str, Any]] = []
+        clears: tuple[list[dict[str, Any]], list[dict[str, Any]]] = ([], [])
+        deletes: tuple[list[dict[str, Any]], list[dict[str, Any]]] = ([], [])
         seen: set[object] = set()
         for record in fires:
             if not isinstance(record, StoredReminder):
@@ -130,11 +142,16 @@ class SqlFires(SqlReminderRecords):
             params["p_fire"] = record.pending_fire
             params["p_scheduled"] = to_micros(record.pending_scheduled_at)
             params["p_now"] = now_us
-            (deletes if record.finished else clears).append(params)
+            (deletes if record.finished else clears)[_has_schedule(record)].append(params)
         if not fires:
             return 0
         return self._run_counted(
-            [(_batch_clear_statement(), clears), (_batch_delete_statement(), deletes)]
+            [
+                (_batch_clear_statement(False), clears[False]),
+                (_batch_clear_statement(True), clears[True]),
+                (_batch_delete_statement(False), deletes[False]),
+                (_batch_delete_statement(True), deletes[True]),
+            ]
         )
 
     @_reconnecting
@@ -166,6 +183,14 @@ class SqlFires(SqlReminderRecords):
         lease_until: datetime | None,
     ) -> StoredReminder | None:
         record = change.record
+        if change.scheduled_at is None and change.next_due_at is None:
+            params = _registration_params(record)
+            params["p_now"] = self._check_time(now, "now")
+            lease_us = self._check_fence(node_id, lease_until, params["p_now"])
+            if lease_us is not None:
+                params["p_node"] = node_id
+                params["p_lease"] = lease_us
+            return self._change_one(_expire_statement(lease_us is not None, returning=True), params)
         if change.scheduled_at is None:
             assert change.next_due_at is not None
             return self.reschedule(
@@ -199,10 +224,14 @@ def _check_changes(changes: Sequence[FireChange]) -> list[FireChange]:
             raise ValueError(f"{change!r} is not a FireChange")
         if not isinstance(change.record, StoredReminder):
             raise ValueError(f"{change.record!r} is not a StoredReminder")
-        if change.scheduled_at is None and change.next_due_at is None:
+        if (
+            change.scheduled_at is None
+            and change.next_due_at is None
+            and change.record.expires_at is None
+        ):
             raise ValueError(
                 f"reminder {change.record.key}: a change without a fire must move the next "
-                "fire, but next_due_at is None"
+                "fire, but next_due_at is None (only an expiring reminder can be deleted so)"
             )
         if change.record.key in seen:
             raise ValueError(f"reminder {change.record.key} is changed twice in one batch")
@@ -258,6 +287,8 @@ def _changed(
     caller's record with the statement's changes). Built field by field: this runs once per
     fire, and `dataclasses.replace` costs several times as much."""
     r = change.record
+    if change.scheduled_at is None and change.next_due_at is None:
+        return r  # expired: deleted, as it was
     claimed_by, claimed_until = (
         (r.claimed_by, r.claimed_until) if node_id is None else (node_id, lease_until)
     )
@@ -293,6 +324,9 @@ def _changed(
         claimed_until,
         r.created_at,
         now,
+        r.cron,
+        r.tz,
+        r.expires_at,
         r.retry,
         r.attempts,
         last_fired,
@@ -304,9 +338,14 @@ def _changed(
 # -- statements ----------------------------------------------------------------------------------
 
 
+def _has_schedule(record: StoredReminder) -> bool:
+    """Whether `record` has a calendar schedule or an expiry (columns a plain one leaves NULL)."""
+    return record.cron is not None or record.expires_at is not None
+
+
 def _registration_params(record: StoredReminder) -> dict[str, Any]:
     period = record.period
-    return {
+    params = {
         **_key_params(record.key),
         "g_fire_count": record.fire_count,
         "g_due": to_micros(record.due_at),
@@ -317,12 +356,29 @@ def _registration_params(record: StoredReminder) -> dict[str, Any]:
         "g_payload": json_text(record.payload),  # exactly as the store writes payloads
         "g_created": to_micros(record.created_at),
     }
+    if _has_schedule(record):
+        params["g_cron"] = record.cron
+        params["g_tz"] = record.tz
+        params["g_expires"] = None if record.expires_at is None else to_micros(record.expires_at)
+    return params
 
 
-def _registration_guard() -> list[ColumnElement[bool]]:
-    """The row still holds the registration the caller read, and is where the caller saw it."""
+def _registration_guard(scheduled: bool) -> list[ColumnElement[bool]]:
+    """The row still holds the registration the caller read, and is where the caller saw it.
+    `scheduled`: the registration has a calendar schedule or an expiry (else those columns are
+    NULL, checked without parameters)."""
     r = REMINDERS_TABLE.c
+    schedule: list[ColumnElement[bool]]
+    if not scheduled:
+        schedule = [r.cron.is_(None), r.expires_us.is_(None)]
+    else:
+        schedule = [
+            r.cron.is_not_distinct_from(bindparam("g_cron", type_=String)),
+            r.tz.is_not_distinct_from(bindparam("g_tz", type_=String)),
+            r.expires_us.is_not_distinct_from(_param("g_expires")),
+        ]
     return [
+        *schedule,
         _KEY_MATCH,
         r.anchor_us == _param("g_anchor"),
         r.period_us.is_not_distinct_from(_param("g_period")),
@@ -333,10 +389,10 @@ def _registration_guard() -> list[ColumnElement[bool]]:
     ]
 
 
-def _fire_guard(fenced: bool) -> list[ColumnElement[bool]]:
+def _fire_guard(fenced: bool, scheduled: bool) -> list[ColumnElement[bool]]:
     r = REMINDERS_TABLE.c
     guard = [
-        *_registration_guard(),
+        *_registration_guard(scheduled),
         r.fire_count == _param("g_fire_count"),
         r.due_us == _param("g_due"),
         r.pending_fire.is_(None),
@@ -349,13 +405,13 @@ def _fire_guard(fenced: bool) -> list[ColumnElement[bool]]:
 
 
 @cache
-def _batch_fire_statement(fenced: bool) -> Update:
+def _batch_fire_statement(fenced: bool, scheduled: bool) -> Update:
     r = REMINDERS_TABLE.c
     count = _param("p_count")
     last = or_(_param("p_next").is_(None), and_(r.max_count.is_not(None), r.max_count <= count))
     return (
         update(REMINDERS_TABLE)
-        .where(*_fire_guard(fenced))
+        .where(*_fire_guard(fenced, scheduled))
         .values(
             fire_count=count,
             pending_fire=count,
@@ -370,34 +426,42 @@ def _batch_fire_statement(fenced: bool) -> Update:
 
 
 @cache
-def _batch_move_statement(fenced: bool) -> Update:
+def _batch_move_statement(fenced: bool, scheduled: bool) -> Update:
     return (
         update(REMINDERS_TABLE)
-        .where(*_fire_guard(fenced))
+        .where(*_fire_guard(fenced, scheduled))
         .values(due_us=_param("p_due"), updated_us=_param("p_now"), **_fence_values(fenced))
     )
 
 
-def _pending_guard() -> list[ColumnElement[bool]]:
+@cache
+def _expire_statement(fenced: bool, *, returning: bool) -> Any:
+    """Delete an expired reminder: the same compare-and-set as a fire (the row is as the caller
+    saw it, can fire, and no other node holds it), so a re-registration is never deleted."""
+    statement = delete(REMINDERS_TABLE).where(*_fire_guard(fenced, True))
+    return statement.returning(*REMINDERS_TABLE.c) if returning else statement
+
+
+def _pending_guard(scheduled: bool) -> list[ColumnElement[bool]]:
     r = REMINDERS_TABLE.c
     return [
-        *_registration_guard(),
+        *_registration_guard(scheduled),
         r.pending_fire == _param("p_fire"),
         r.pending_scheduled_us == _param("p_scheduled"),
     ]
 
 
 @cache
-def _batch_clear_statement() -> Update:
+def _batch_clear_statement(scheduled: bool) -> Update:
     r = REMINDERS_TABLE.c
     return (
         update(REMINDERS_TABLE)
-        .where(*_pending_guard(), r.finished == false())
+        .where(*_pending_guard(scheduled), r.finished == false())
         .values(pending_fire=null(), pending_scheduled_us=null(), **_handled_values())
     )
 
 
 @cache
-def _batch_delete_statement() -> Delete:
+def _batch_delete_statement(scheduled: bool) -> Delete:
     r = REMINDERS_TABLE.c
-    return delete(REMINDERS_TABLE).where(*_pending_guard(), r.finished == true())
+    return delete(REMINDERS_TABLE).where(*_pending_guard(scheduled), r.finished == true())

@@ -1,5 +1,5 @@
-"""Leases on SQL: `SqlLeaseStore`, reminder claims and activation leases, and the statements
-they run."""
+"""Leases on SQL: `SqlLeaseStore`, membership, bucket leases, reminder claims and activation
+leases, and the statements they run."""
 
 from __future__ import annotations
 
@@ -14,9 +14,11 @@ from sqlalchemy import (
     delete,
     exists,
     false,
+    func,
     insert,
     or_,
     select,
+    true,
     tuple_,
     update,
 )
@@ -24,13 +26,17 @@ from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Row
 
-from ..records import ReminderKey, StoredReminder
+from ..records import BucketCountError, NodeInfo, ReminderKey, StoredReminder, from_micros
 from .engine import (
     _KEY_COLUMNS,
     ACTIVATIONS_TABLE,
+    BUCKETS_TABLE,
+    NODES_TABLE,
     REMINDERS_TABLE,
     SqlStoreBase,
     _a,
+    _b,
+    _n,
     _Page,
     _Position,
     _r,
@@ -60,6 +66,8 @@ class SqlLeaseStore(SqlStoreBase):
         after: tuple[datetime, ReminderKey] | None = None,
         actor_types: Collection[str] | None = None,
         include_own: bool = True,
+        buckets: Collection[int] | None = None,
+        follow_activations: bool = True,
     ) -> list[StoredReminder]:
         self._check_node_id(node_id)
         until_us = self._check_time(until, "until")
@@ -70,10 +78,12 @@ class SqlLeaseStore(SqlStoreBase):
         types = self._check_types(actor_types)
         if lease_us <= now_us:
             raise ValueError(f"lease_until {lease_until!r} must be later than now {now!r}")
-        if types == []:
+        chosen = _check_buckets(buckets)
+        if types == [] or (chosen == [] and not follow_activations):
             return []
         claimable = and_(
-            _claimable_by(node_id, now_us, include_own), _not_active_elsewhere(node_id, now_us)
+            _claimable_by(node_id, now_us, include_own),
+            _entitled(node_id, now_us, chosen, follow_activations),
         )
         if types is not None:
             claimable = and_(claimable, _r.actor_type.in_(types))
@@ -128,15 +138,33 @@ class SqlLeaseStore(SqlStoreBase):
         return claimed
 
     @_reconnecting
-    def renew_claims(self, node_id: str, *, lease_until: datetime, now: datetime) -> int:
+    def renew_claims(
+        self,
+        node_id: str,
+        *,
+        lease_until: datetime,
+        now: datetime,
+        buckets: Collection[int] | None = None,
+        follow_activations: bool = True,
+    ) -> int:
         self._check_node_id(node_id)
         lease_us = self._check_time(lease_until, "lease_until")
         now_us = self._check_time(now, "now")
+        chosen = _check_buckets(buckets)
+        held = and_(_r.claimed_by == node_id, _r.claimed_until_us >= now_us)
+        if chosen is not None:
+            held = and_(held, _in_buckets(node_id, now_us, chosen, follow_activations))
+        if self._locks_rows:
+            # Skip the rows a fire or an acknowledgement of this node holds locked right now
+            # (their fire renews the claim itself; the next renewal takes the others): a
+            # renewal then never waits for a batch, so the two cannot deadlock, whatever order
+            # each takes its rows in.
+            held = tuple_(*_KEY_COLUMNS).in_(
+                select(*_KEY_COLUMNS).where(held).with_for_update(skip_locked=True)
+            )
         with self._write() as connection:
             result = connection.execute(
-                update(REMINDERS_TABLE)
-                .where(_r.claimed_by == node_id, _r.claimed_until_us >= now_us)
-                .values(claimed_until_us=lease_us)
+                update(REMINDERS_TABLE).where(held).values(claimed_until_us=lease_us)
             )
         return result.rowcount
 
@@ -157,6 +185,162 @@ class SqlLeaseStore(SqlStoreBase):
                 )
                 released += result.rowcount
         return released
+
+    # -- membership --------------------------------------------------------------------------------
+
+    @_reconnecting
+    def heartbeat(
+        self, node_id: str, *, hosts_actors: bool, lease_until: datetime, now: datetime
+    ) -> None:
+        self._check_node_id(node_id)
+        if not isinstance(hosts_actors, bool):
+            raise ValueError(f"hosts_actors {hosts_actors!r} must be a bool")
+        lease_us = self._check_time(lease_until, "lease_until")
+        now_us = self._check_time(now, "now")
+        if lease_us <= now_us:
+            raise ValueError(f"lease_until {lease_until!r} must be later than now {now!r}")
+        values = {"hosts_actors": hosts_actors, "heartbeat_us": now_us, "lease_until_us": lease_us}
+        with self._write() as connection:
+            # A row whose lease ran out belongs to a node that was counted dead: it joins anew.
+            rejoined = connection.execute(
+                update(NODES_TABLE)
+                .where(_n.node_id == node_id, _n.lease_until_us < now_us)
+                .values(started_us=now_us, **values)
+            ).rowcount
+            renewed = (
+                rejoined
+                or connection.execute(
+                    update(NODES_TABLE).where(_n.node_id == node_id).values(**values)
+                ).rowcount
+            )
+            if not renewed:
+                self._insert_ignoring_conflict(
+                    connection, NODES_TABLE, {"node_id": node_id, "started_us": now_us, **values}
+                )
+
+    @_reconnecting
+    def live_nodes(self, now: datetime) -> list[NodeInfo]:
+        now_us = self._check_time(now, "now")
+        rows = self._rows(
+            select(NODES_TABLE).where(_n.lease_until_us >= now_us).order_by(_n.node_id)
+        )
+        return [
+            NodeInfo(
+                node_id=str(row.node_id),
+                hosts_actors=bool(row.hosts_actors),
+                started_at=from_micros(row.started_us),
+                lease_until=from_micros(row.lease_until_us),
+            )
+            for row in rows
+        ]
+
+    @_reconnecting
+    def leave(self, node_id: str) -> int:
+        self._check_node_id(node_id)
+        with self._write() as connection:
+            connection.execute(delete(NODES_TABLE).where(_n.node_id == node_id))
+            return _release_buckets(connection, node_id, None)
+
+    # -- buckets -----------------------------------------------------------------------------------
+
+    @_reconnecting
+    def prepare_buckets(self, buckets: int) -> None:
+        self._check_count(buckets, "buckets", 1)
+        with self._write() as connection:
+            found = connection.execute(select(func.count()).select_from(BUCKETS_TABLE)).scalar_one()
+            if found == 0:
+                # Nodes starting at once insert the same rows: the first one wins, the others'
+                # inserts do nothing, and all of them then count the same rows.
+                self._insert_ignoring_conflict(
+                    connection, BUCKETS_TABLE, [{"bucket": bucket} for bucket in range(buckets)]
+                )
+                found = connection.execute(
+                    select(func.count()).select_from(BUCKETS_TABLE)
+                ).scalar_one()
+        if found != buckets:
+            url = self._engine.url.render_as_string(hide_password=True)
+            raise BucketCountError(
+                f"the cluster on {url} divides reminders into {found} buckets, and this node "
+                f"into {buckets}: every node of a cluster must run a plexspaces version with the "
+                "same bucket count"
+            )
+
+    @_reconnecting
+    def bucket_owners(self, now: datetime) -> dict[int, str]:
+        now_us = self._check_time(now, "now")
+        rows = self._rows(
+            select(_b.bucket, _b.owner).where(_b.owner.is_not(None), _b.lease_until_us >= now_us)
+        )
+        return {int(row.bucket): str(row.owner) for row in rows}
+
+    @_reconnecting
+    def claim_buckets(
+        self, node_id: str, *, count: int, lease_until: datetime, now: datetime
+    ) -> list[int]:
+        self._check_node_id(node_id)
+        self._check_count(count, "count", 0)
+        lease_us = self._check_time(lease_until, "lease_until")
+        now_us = self._check_time(now, "now")
+        if lease_us <= now_us:
+            raise ValueError(f"lease_until {lease_until!r} must be later than now {now!r}")
+        if count == 0:
+            return []
+        free = or_(_b.owner.is_(None), _b.lease_until_us < now_us)
+        chosen = select(_b.bucket).where(free).order_by(_b.bucket).limit(count)
+        if self._locks_rows:
+            chosen = chosen.with_for_update(skip_locked=True)
+        with self._write() as connection:
+            # One statement: SQLite's writer lock, or PostgreSQL's row locks (skipping rows
+            # another node is taking), makes the pick and the take one step. The outer guard
+            # repeats the pick's condition for a row that changed before it was locked.
+            taken = connection.execute(
+                update(BUCKETS_TABLE)
+                .where(_b.bucket.in_(chosen.scalar_subquery()), free)
+                .values(owner=node_id, lease_until_us=lease_us)
+                .returning(_b.bucket)
+            ).all()
+        return sorted(int(row.bucket) for row in taken)
+
+    @_reconnecting
+    def renew_buckets(self, node_id: str, *, lease_until: datetime, now: datetime) -> list[int]:
+        self._check_node_id(node_id)
+        lease_us = self._check_time(lease_until, "lease_until")
+        now_us = self._check_time(now, "now")
+        with self._write() as connection:
+            renewed = connection.execute(
+                update(BUCKETS_TABLE)
+                .where(_b.owner == node_id, _b.lease_until_us >= now_us)
+                .values(lease_until_us=lease_us)
+                .returning(_b.bucket)
+            ).all()
+        return sorted(int(row.bucket) for row in renewed)
+
+    @_reconnecting
+    def release_buckets(self, node_id: str, buckets: Collection[int] | None = None) -> int:
+        self._check_node_id(node_id)
+        chosen = _check_buckets(buckets)
+        if chosen == []:
+            return 0
+        with self._write() as connection:
+            return _release_buckets(connection, node_id, chosen)
+
+    def _insert_ignoring_conflict(
+        self, connection: Any, table: Any, values: dict[str, Any] | list[dict[str, Any]]
+    ) -> None:
+        """Insert rows (in one statement) except those whose primary key exists (another node
+        was first)."""
+        rows = values if isinstance(values, list) else [values]
+        if self._dialect in ("sqlite", "postgresql"):
+            dialect = sqlite_dialect if self._dialect == "sqlite" else pg_dialect
+            connection.execute(dialect.insert(table).values(rows).on_conflict_do_nothing())
+            return
+        primary = list(table.primary_key.columns)
+        for row in rows:
+            present = connection.execute(
+                select(*primary).where(*(column == row[column.name] for column in primary))
+            ).first()
+            if present is None:
+                connection.execute(insert(table).values(row))
 
     # -- activation leases -------------------------------------------------------------------------
 
@@ -274,6 +458,67 @@ class SqlLeaseStore(SqlStoreBase):
 def _claimable_by(node_id: str, now_us: int, include_own: bool) -> ColumnElement[bool]:
     free = or_(_r.claimed_by.is_(None), _r.claimed_until_us < now_us)
     return or_(free, _r.claimed_by == node_id) if include_own else free
+
+
+def _check_buckets(buckets: Collection[int] | None) -> list[int] | None:
+    if buckets is None:
+        return None
+    if isinstance(buckets, str | bytes) or not isinstance(buckets, Collection):
+        raise ValueError(f"buckets {buckets!r} must be a collection of ints, or None")
+    chosen = sorted(set(buckets))
+    for bucket in chosen:
+        if isinstance(bucket, bool) or not isinstance(bucket, int) or bucket < 0:
+            raise ValueError(f"bucket {bucket!r} in buckets must be an int >= 0")
+    return chosen
+
+
+def _entitled(
+    node_id: str, now_us: int, buckets: list[int] | None, follow_activations: bool
+) -> ColumnElement[bool]:
+    """The reminders `node_id` may fire: those of its buckets (all when `buckets` is None) and,
+    when it follows activations, only those of actors that no other node holds, plus those of
+    actors it holds itself whatever their bucket."""
+    if not follow_activations:
+        return true() if buckets is None else _r.bucket.in_(buckets)
+    if buckets is None:
+        return _not_active_elsewhere(node_id, now_us)
+    return or_(
+        and_(_r.bucket.in_(buckets), _not_active_elsewhere(node_id, now_us)),
+        _active_here(node_id, now_us),
+    )
+
+
+def _in_buckets(
+    node_id: str, now_us: int, buckets: list[int], follow_activations: bool
+) -> ColumnElement[bool]:
+    """The reminders in `buckets` or, when following activations, of actors `node_id` holds."""
+    if not follow_activations:
+        return _r.bucket.in_(buckets)
+    return or_(_r.bucket.in_(buckets), _active_here(node_id, now_us))
+
+
+def _release_buckets(connection: Any, node_id: str, buckets: list[int] | None) -> int:
+    """Drop `node_id`'s leases on `buckets` (all when None) and its claims on their reminders."""
+    claims = update(REMINDERS_TABLE).where(_r.claimed_by == node_id)
+    leases = update(BUCKETS_TABLE).where(_b.owner == node_id)
+    if buckets is None:
+        owned = select(_b.bucket).where(_b.owner == node_id)
+        claims = claims.where(_r.bucket.in_(owned.scalar_subquery()))
+    else:
+        claims = claims.where(_r.bucket.in_(buckets))
+        leases = leases.where(_b.bucket.in_(buckets))
+    connection.execute(claims.values(claimed_by=None, claimed_until_us=None))
+    return int(connection.execute(leases.values(owner=None, lease_until_us=None)).rowcount)
+
+
+def _active_here(node_id: str, now_us: int) -> ColumnElement[bool]:
+    """The reminder's actor has a live activation lease held by `node_id`."""
+    return exists().where(
+        _a.actor_type == _r.actor_type,
+        _a.actor_key == _r.actor_key,
+        _a.node_id == node_id,
+        _a.lease_until_us >= now_us,
+    )
 
 
 def _not_active_elsewhere(node_id: str, now_us: int) -> ColumnElement[bool]:

@@ -6,7 +6,7 @@ built once and run with parameters; the guard is the whole compare-and-set.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import datetime
 from functools import cache
 from typing import Any, Final
@@ -36,7 +36,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.engine import Connection
 
+from ..._errors import ReminderExistsError
 from ..codec import _decode_row, _row_values
 from ..records import ReminderKey, StoredReminder, UndecodableReminder
 from .engine import (
@@ -69,8 +71,11 @@ class SqlReminderRecords(SqlStoreBase):
     # -- reminders ---------------------------------------------------------------------------------
 
     @_reconnecting
-    def upsert(self, reminder: StoredReminder) -> None:
+    def upsert(self, reminder: StoredReminder, *, create_only: bool = False) -> None:
         values = _row_values(reminder, self._checked_payload(reminder))
+        if create_only:
+            self._write_rows([(reminder.key, values)], {reminder.key})
+            return
         with self._write() as connection:
             if self._upsert is not None:
                 connection.execute(self._upsert, values)
@@ -79,7 +84,12 @@ class SqlReminderRecords(SqlStoreBase):
                 connection.execute(_DELETE_ONE, _key_params(reminder.key))
                 connection.execute(insert(REMINDERS_TABLE), values)
 
-    def upsert_many(self, reminders: Iterable[StoredReminder]) -> int:
+    def upsert_many(
+        self,
+        reminders: Iterable[StoredReminder],
+        *,
+        create_only: Collection[ReminderKey] = frozenset(),
+    ) -> int:
         if isinstance(reminders, StoredReminder | str | bytes) or not isinstance(
             reminders, Iterable
         ):
@@ -93,18 +103,47 @@ class SqlReminderRecords(SqlStoreBase):
             # touches one row twice.
             rows[reminder.key] = _row_values(reminder, payload)
         if rows:
-            self._write_rows(list(rows.items()))
+            self._write_rows(list(rows.items()), frozenset(create_only))
         return len(rows)
 
     @_reconnecting
-    def _write_rows(self, rows: list[tuple[ReminderKey, dict[str, Any]]]) -> None:
+    def _write_rows(
+        self,
+        rows: list[tuple[ReminderKey, dict[str, Any]]],
+        create_only: Collection[ReminderKey] = frozenset(),
+    ) -> None:
+        replaced = [(key, values) for key, values in rows if key not in create_only]
+        created = [(key, values) for key, values in rows if key in create_only]
         with self._write() as connection:
-            if self._upsert is not None:
-                connection.execute(self._upsert, [values for _, values in rows])
+            # Created first, each its own insert that the database refuses on the key (not a
+            # read, then a write): a concurrent registration of the same name cannot slip in
+            # between, and the first refusal rolls back the whole batch.
+            for key, values in created:
+                if not self._create_row(connection, key, values):
+                    raise ReminderExistsError(f"{key.actor_type}/{key.actor_key}", key.name)
+            if not replaced:
                 return
-            for key, values in rows:
+            if self._upsert is not None:
+                connection.execute(self._upsert, [values for _, values in replaced])
+                return
+            for key, values in replaced:
                 connection.execute(_DELETE_ONE, _key_params(key))
                 connection.execute(insert(REMINDERS_TABLE), values)
+
+    def _create_row(self, connection: Connection, key: ReminderKey, values: dict[str, Any]) -> bool:
+        """Insert a row unless an unfinished reminder holds its key; False if one does. A
+        finished one (its last fire being handled) is replaced: it is as good as gone."""
+        statement = _create_statement(self._dialect)
+        if statement is not None:
+            # A row comes back when one was written (rowcount is not reliable for an upsert on
+            # every driver: psycopg reports -1).
+            return connection.execute(statement, values).first() is not None
+        existing = connection.execute(_SELECT_ONE, _key_params(key)).first()
+        if existing is not None and not existing.finished:
+            return False
+        connection.execute(_DELETE_ONE, _key_params(key))
+        connection.execute(insert(REMINDERS_TABLE), values)
+        return True
 
     @_reconnecting
     def delete(self, key: ReminderKey) -> bool:
@@ -356,6 +395,27 @@ def _upsert_statement(dialect: str) -> Any:
         if not column.primary_key
     }
     return statement.on_conflict_do_update(index_elements=list(_KEY_COLUMNS), set_=replaced)
+
+
+@cache
+def _create_statement(dialect: str) -> Any:
+    """`INSERT ... ON CONFLICT (key) DO UPDATE ... WHERE finished`: inserts a new reminder, or
+    replaces a finished one, and matches no row where an unfinished reminder has the key. None
+    where the dialect has no such statement."""
+    if dialect == "sqlite":
+        statement: Any = sqlite_dialect.insert(REMINDERS_TABLE)
+    elif dialect == "postgresql":
+        statement = pg_dialect.insert(REMINDERS_TABLE)
+    else:
+        return None
+    replaced = {
+        column.name: statement.excluded[column.name]
+        for column in REMINDERS_TABLE.columns
+        if not column.primary_key
+    }
+    return statement.on_conflict_do_update(
+        index_elements=list(_KEY_COLUMNS), set_=replaced, where=_r.finished == true()
+    ).returning(_r.name)
 
 
 # Statements used on every fire are built once, with parameters: building a SQLAlchemy statement
