@@ -667,8 +667,8 @@ def _list_table() -> Table:
         "fires",
         "pending fire",
         "claimed by",
-        "expires (UTC)",
         "last error",
+        "expires (UTC)",
     ):
         table.add_column(header, overflow="fold")
     return table
@@ -687,8 +687,8 @@ def _list_row(table: Table, record: StoredReminder) -> None:
                 _fires(record),
                 _pending(record),
                 _claim(record),
-                _expires(record),
                 _failure_text(record.last_error, width=60),
+                _expires(record),
             )
         )
     )

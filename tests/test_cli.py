@@ -175,8 +175,8 @@ def test_list_shows_every_column_in_next_fire_order(any_url: str) -> None:
         "fires",
         "pending fire",
         "claimed by",
-        "expires (UTC)",
         "last error",
+        "expires (UTC)",
     ]
     assert rows[1:] == [
         [
