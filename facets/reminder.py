@@ -16,6 +16,7 @@ one.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
@@ -30,6 +31,7 @@ from plexspaces import (
     ReminderInfo,
     ReminderRegistration,
     ReminderService,
+    RetryPolicy,
     positive_duration,
 )
 
@@ -43,12 +45,18 @@ class ReminderFacet(Facet):
 
     Config:
         min_period: the shortest period a periodic reminder may have (duration, default "1s").
+        retry: the failure policy of reminders registered without one: a `RetryPolicy`, or a
+            mapping of its fields (`{"max_attempts": 5, "backoff": "2s"}`). Default: retry for
+            ever, 1 s doubling to 60 s.
 
     Every method works on this actor's reminders only and may be called from any thread.
     """
 
     facet_type = "reminder"
-    config_schema: ClassVar[dict[str, ConfigSpec]] = {"min_period": positive_duration}
+    config_schema: ClassVar[dict[str, ConfigSpec]] = {
+        "min_period": positive_duration,
+        "retry": RetryPolicy.of,
+    }
 
     def __init__(self) -> None:
         super().__init__()
@@ -56,6 +64,7 @@ class ReminderFacet(Facet):
         self._type = ""
         self._key = ""
         self._min_period = DEFAULT_MIN_PERIOD
+        self._retry: RetryPolicy | None = None
 
     def on_attach(self, ctx: ActorContext, config: Mapping[str, Any]) -> None:
         if ctx.actor_type is None or ctx.actor_key is None:
@@ -66,6 +75,7 @@ class ReminderFacet(Facet):
                 "system.virtual(type_name, key)"
             )
         self._min_period = config.get("min_period", DEFAULT_MIN_PERIOD)
+        self._retry = config.get("retry")
         self._type, self._key = ctx.actor_type, ctx.actor_key
         self._service = ctx.system.reminders
 
@@ -83,6 +93,7 @@ class ReminderFacet(Facet):
         expires_at: datetime | None = None,
         ttl: Duration | None = None,
         overwrite: bool = True,
+        retry: RetryPolicy | None = None,
     ) -> ReminderInfo:
         """Store a reminder, replacing one of the same name; durable when this returns.
 
@@ -110,6 +121,9 @@ class ReminderFacet(Facet):
             ttl: the same as a duration from now (give one of `expires_at` and `ttl`).
             overwrite: False refuses to replace an existing reminder of this name
                 (`ReminderExistsError`), decided atomically by the store.
+            retry: what happens when the handler raises (see `RetryPolicy`): delivered again
+                after a backoff, and after `max_attempts` failed deliveries dead-lettered while
+                the reminder goes on. None: the facet's `retry` config, else retry for ever.
 
         Raises:
             ValueError: a bad name, due, period, cron, tz, expiry, max_count, payload or policy;
@@ -131,6 +145,7 @@ class ReminderFacet(Facet):
             expires_at=expires_at,
             ttl=ttl,
             overwrite=overwrite,
+            retry=self._retry if retry is None else retry,
         )
 
     def register_reminders(
@@ -146,7 +161,16 @@ class ReminderFacet(Facet):
             ReminderExistsError: a registration with `overwrite=False` names an existing
                 reminder; nothing is stored.
         """
-        return self._require().register_many(
+        service = self._require()
+        if self._retry is not None and isinstance(registrations, Iterable):
+            default = self._retry
+            registrations = [
+                replace(registration, retry=default)
+                if isinstance(registration, ReminderRegistration) and registration.retry is None
+                else registration
+                for registration in registrations
+            ]
+        return service.register_many(
             self._type, self._key, registrations, min_period=self._min_period
         )
 

@@ -57,12 +57,15 @@ from ._metrics import (
 from ._ref import DEFAULT_ASK_TIMEOUT, ActorRef, VirtualActorRef
 from ._registration import ReminderInfo, ReminderRegistration
 from ._reminders import ReminderService
+from ._retry import RetryPolicy
 from ._scheduler import ScheduledCall, Scheduler
 from ._store import (
     MAX_PAYLOAD_BYTES,
     MAX_PAYLOAD_DEPTH,
     MISSED_POLICIES,
     BucketCountError,
+    DeadLetter,
+    FireFailure,
     SchemaVersionError,
     StoreClosedError,
     StoreUnavailableError,
@@ -98,6 +101,7 @@ __all__ = [
     "Clock",
     "Codec",
     "ConfigSpec",
+    "DeadLetter",
     "DuplicateFacetError",
     "Duration",
     "Facet",
@@ -106,6 +110,7 @@ __all__ = [
     "FacetNotAttachedError",
     "FacetService",
     "FacetSpec",
+    "FireFailure",
     "HistogramSnapshot",
     "LatencyHistogram",
     "ManualClock",
@@ -125,6 +130,7 @@ __all__ = [
     "ReminderRegistration",
     "ReminderService",
     "RemoteActorError",
+    "RetryPolicy",
     "ScheduledCall",
     "Scheduler",
     "SchemaVersionError",

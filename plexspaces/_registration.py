@@ -16,7 +16,8 @@ from zoneinfo import ZoneInfo
 from ._calendar import calendar_schedule
 from ._duration import _ACCEPTED as _DURATION_ACCEPTED
 from ._duration import Duration, parse_duration, parse_period, positive_duration
-from ._store import MISSED_POLICIES, ReminderKey, StoredReminder, encode_payload
+from ._retry import RetryPolicy, retry_policy
+from ._store import MISSED_POLICIES, FireFailure, ReminderKey, StoredReminder, encode_payload
 
 __all__ = ["ReminderInfo", "ReminderRegistration", "info_of", "new_record"]
 
@@ -37,6 +38,7 @@ class ReminderRegistration:
     expires_at: datetime | None = None
     ttl: Duration | None = None
     overwrite: bool = True
+    retry: RetryPolicy | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +60,13 @@ class ReminderInfo:
         next_fire_local: `next_fire_at` in the reminder's zone (`tz`); for a reminder without
             one, the same as `next_fire_at` (UTC).
         expires_at: when it expires (aware UTC): no fire at or after it. None: never.
+        last_fired_at: when its last fire was recorded (aware UTC), or None.
+        last_handled_at: when a handler last returned for one of its fires, or None.
+        last_error: what the handler of its last failed delivery raised (`type`, `text`);
+            None once a fire was handled since.
+        attempts: failed deliveries of the pending fire so far (0 without one).
+        retry: its failure policy; None for the default `RetryPolicy()`.
+        actor_type, actor_key: the virtual actor it belongs to.
     """
 
     name: str
@@ -72,6 +81,13 @@ class ReminderInfo:
     tz: str | None = None
     next_fire_local: datetime | None = None
     expires_at: datetime | None = None
+    last_fired_at: datetime | None = None
+    last_handled_at: datetime | None = None
+    last_error: FireFailure | None = None
+    attempts: int = 0
+    retry: RetryPolicy | None = None
+    actor_type: str | None = None
+    actor_key: str | None = None
 
 
 def info_of(record: StoredReminder) -> ReminderInfo:
@@ -93,6 +109,13 @@ def info_of(record: StoredReminder) -> ReminderInfo:
         tz=record.tz,
         next_fire_local=next_fire_local,
         expires_at=record.expires_at,
+        last_fired_at=record.last_fired_at,
+        last_handled_at=record.last_handled_at,
+        last_error=record.last_error,
+        attempts=record.attempts,
+        retry=record.retry,
+        actor_type=record.key.actor_type,
+        actor_key=record.key.actor_key,
     )
 
 
@@ -167,6 +190,7 @@ def new_record(
         raise ValueError(f"missed {missed!r} must be one of {', '.join(MISSED_POLICIES)}")
     if not isinstance(registration.overwrite, bool):
         raise ValueError(f"overwrite {registration.overwrite!r} must be True or False")
+    retry = None if registration.retry is None else retry_policy(registration.retry)
     key = ReminderKey(actor_type, actor_key, name)
     # Refuse what JSON cannot carry back unchanged, and hand back what the store will.
     payload = json.loads(encode_payload(key, registration.payload))
@@ -189,6 +213,7 @@ def new_record(
         cron=cron,
         tz=tz if cron is not None else None,
         expires_at=expires_at,
+        retry=retry,
     )
 
 

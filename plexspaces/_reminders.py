@@ -25,6 +25,14 @@ Delivery is at-least-once: a fire recorded but not acknowledged (a crash, a fail
 acknowledgement that never came) is delivered again with the same `fire_count`, and `max_count`
 is never exceeded. No store I/O runs under a lock that senders, the scheduler or metrics take.
 
+A handler that raises is a failed delivery: the fire thread counts it in the store (with the
+error) and delivers the fire again after the reminder's `RetryPolicy` backoff. Once the policy's
+`max_attempts` deliveries failed, the fire becomes a dead letter (kept in the store, in the same
+transaction that clears it from the reminder) and the reminder goes on with its next tick. A
+re-drive (`retry_dead_letter`, or `plexspaces reminders retry` from another process) marks the
+letter in the store; a node serving its actor type takes it, delivers it once more and deletes it
+when the handler returns, or puts it back with the new error.
+
 Under a `ManualClock` the same steps run: the fires that came due at one instant are recorded as
 one batch on the thread that advances time, at the end of the step, and the hand-off waits until
 each was handled and acknowledged, so tests are deterministic.
@@ -34,6 +42,7 @@ Cluster concerns (claims, fencing, leases, polls, hand-over) live in `ClusterNod
 
 from __future__ import annotations
 
+import builtins
 import math
 import queue
 import threading
@@ -54,9 +63,12 @@ from ._errors import ActorActiveElsewhereError
 from ._messages import ReminderFired
 from ._ref import VirtualActorRef
 from ._registration import ReminderInfo, ReminderRegistration, info_of, new_record
+from ._retry import RetryPolicy
 from ._scheduler import ScheduledCall
 from ._store import (
+    DeadLetter,
     FireChange,
+    FireFailure,
     ReminderKey,
     ReminderStore,
     StoredReminder,
@@ -82,6 +94,12 @@ _LOAD_PAGE: Final = 1000
 """Rows a load reads at a time; each page is armed as soon as it is read."""
 _MAX_TOTAL_IN_FLIGHT: Final = 20_000
 """Fires of all actors together delivered and not yet handled, at most."""
+_VIEW_PAGE: Final = 1000
+"""Reminders a whole-type cancel reads and deletes at a time."""
+_REDRIVE_PAGE: Final = 100
+"""Re-drives a node takes from the store at a time."""
+_REDRIVE_BACKOFF: Final = 60
+"""While no re-drive is asked for, the look for one backs off to this many poll intervals."""
 _ACTIVATION_THREADS: Final = 8
 """Virtual actors activated for fires at once; each activation holds one thread while its
 on_start runs, and every other fire goes on meanwhile."""
@@ -127,17 +145,37 @@ class _Armed(ScheduledCall):
 
 
 class _Ack:
-    """A handled fire waiting to be acknowledged. `settled` turns true once that was attempted;
-    `written` is set then too (only for a fire delivered inside `ManualClock.advance`, whose
-    hand-off waits for it)."""
+    """A handled fire waiting to be acknowledged, or (with `error`) a failed delivery waiting
+    to be counted. `settled` turns true once that was attempted; `written` is set then too (only
+    for a fire delivered inside `ManualClock.advance`, whose hand-off waits for it)."""
 
-    __slots__ = ("armed", "fired", "settled", "written")
+    __slots__ = ("armed", "error", "fired", "settled", "written")
 
-    def __init__(self, armed: _Armed, fired: ReminderFired, written: threading.Event | None):
+    def __init__(
+        self,
+        armed: _Armed,
+        fired: ReminderFired,
+        written: threading.Event | None,
+        error: BaseException | None = None,
+    ):
         self.armed = armed
         self.fired = fired
         self.settled = False
         self.written = written
+        self.error = error
+
+
+class _Redrives:
+    """Re-drives of dead letters on this node: those it delivers right now (taken, not yet
+    answered, by dead letter id), the timer of its next look for more, and how long after the
+    last look that comes. Changed under the service lock."""
+
+    __slots__ = ("delay", "taken", "timer")
+
+    def __init__(self, delay: float) -> None:
+        self.taken: set[int] = set()
+        self.timer: ScheduledCall | None = None
+        self.delay = delay
 
 
 class _Stop:
@@ -164,7 +202,11 @@ class ReminderService:
         max_in_flight: the most fires of one actor that are delivered but not yet handled;
             more due fires of that actor wait, unrecorded, until it catches up.
         ack_timeout: a fire not acknowledged this long after delivery is delivered again.
-        retry_delay, max_retry_delay: the backoff for work that failed on the store.
+        retry_delay, max_retry_delay: the backoff for work that failed on the store, and for a
+            handler that raised when its reminder has no `RetryPolicy` of its own.
+        dead_letter_poll: while the store holds dead letters, how often to look for re-drives
+            asked for by another process (`plexspaces reminders retry`), backing off to 60 times
+            that while nobody asks.
     """
 
     def __init__(
@@ -179,6 +221,7 @@ class ReminderService:
         ack_timeout: Duration = "60s",
         retry_delay: Duration = "1s",
         max_retry_delay: Duration = "60s",
+        dead_letter_poll: Duration = "1s",
     ) -> None:
         self._system = system
         self._store = store
@@ -191,6 +234,9 @@ class ReminderService:
         self._ack_timeout = positive_duration(ack_timeout).total_seconds()
         self._retry_delay = positive_duration(retry_delay).total_seconds()
         self._max_retry_delay = positive_duration(max_retry_delay).total_seconds()
+        self._default_retry = RetryPolicy(None, retry_delay, max_retry_delay)
+        self._dead_letter_poll = positive_duration(dead_letter_poll).total_seconds()
+        self._redrives = _Redrives(self._dead_letter_poll)
         # Guards the armed reminders, the in-flight counts and the activation queues. Never held
         # while the store is used: senders, the scheduler and metrics take it.
         self._lock = threading.RLock()
@@ -285,6 +331,7 @@ class ReminderService:
         expires_at: datetime | None = None,
         ttl: Duration | None = None,
         overwrite: bool = True,
+        retry: RetryPolicy | None = None,
     ) -> ReminderInfo:
         """Store a reminder (replacing one of the same name, unless `overwrite` is False) and
         arm it; durable on return."""
@@ -300,6 +347,7 @@ class ReminderService:
             expires_at=expires_at,
             ttl=ttl,
             overwrite=overwrite,
+            retry=retry,
         )
         [info] = self.register_many(actor_type, actor_key, [registration], min_period=min_period)
         return info
@@ -378,6 +426,138 @@ class ReminderService:
     def list_actor(self, actor_type: str, actor_key: str) -> list[ReminderInfo]:
         return [info_of(record) for record in self._store.list_actor(actor_type, actor_key)]
 
+    # -- whole-type views (any thread; no actor is activated) --------------------------------------
+
+    def list(
+        self,
+        actor_type: str | None = None,
+        *,
+        name_prefix: str | None = None,
+        limit: int = 100,
+        after: ReminderInfo | None = None,
+    ) -> builtins.list[ReminderInfo]:
+        """One page of stored reminders, across actors, in (actor type, actor key, name) order:
+        of `actor_type` when given, whose name starts with `name_prefix` when given. Pass the
+        last one of a page as `after` for the next page; a page shorter than `limit` is the
+        last. Reads the store only: no actor is activated.
+
+        Raises:
+            ValueError: `limit` is not an int >= 1, a filter is not a non-empty str, or `after`
+                is not a `ReminderInfo` of this listing.
+        """
+        records = self._store.find(
+            limit, actor_type=actor_type, name_prefix=name_prefix, after=_cursor(after)
+        )
+        return [info_of(record) for record in records]
+
+    def count(self, actor_type: str | None = None, *, name_prefix: str | None = None) -> int:
+        """How many reminders `list` would page through (rows that cannot be decoded
+        included): one query."""
+        return self._store.count_matching(actor_type=actor_type, name_prefix=name_prefix)
+
+    def cancel(self, actor_type: str | None = None, *, name_prefix: str | None = None) -> int:
+        """Delete every reminder of `actor_type` and/or whose name starts with `name_prefix`
+        (at least one of the two), durably, page by page, and disarm them on this node.
+        Returns how many were deleted. Another node that has one armed finds its row gone at
+        the fire's compare-and-set, and drops it.
+
+        Raises:
+            ValueError: neither filter given, or a filter is not a non-empty str.
+        """
+        if actor_type is None and name_prefix is None:
+            raise ValueError(
+                "cancel needs actor_type or name_prefix (or both); refusing to cancel every "
+                "reminder of every actor type"
+            )
+        deleted = 0
+        after: ReminderKey | None = None
+        while True:
+            # Keys only matter here, but `find` skips rows it cannot decode: those are deleted
+            # by key below too, as an explicit cancel of everything matching.
+            page = self._store.find(
+                _VIEW_PAGE, actor_type=actor_type, name_prefix=name_prefix, after=after
+            )
+            keys = [record.key for record in page]
+            if keys:
+                deleted += self._store.delete_many(keys)
+                with self._lock:
+                    for key in keys:
+                        self._disarm(key)
+            if len(page) < _VIEW_PAGE:
+                break
+            after = keys[-1]
+        _log.info(
+            "reminder.cancelled",
+            actor_type=actor_type,
+            name_prefix=name_prefix,
+            reminders=deleted,
+        )
+        return deleted
+
+    # -- dead letters ------------------------------------------------------------------------------
+
+    def dead_letters(
+        self,
+        actor_type: str | None = None,
+        *,
+        actor_key: str | None = None,
+        name: str | None = None,
+        limit: int = 100,
+        after: DeadLetter | int | None = None,
+    ) -> builtins.list[DeadLetter]:
+        """One page of dead letters (fires whose handler failed as often as their
+        `RetryPolicy` allows), oldest first, of the actor type, actor key and reminder name
+        given. Pass the last one of a page (or its id) as `after` for the next page.
+
+        Raises:
+            ValueError: `limit` is not an int >= 1, or a filter is not a non-empty str.
+        """
+        last = after.id if isinstance(after, DeadLetter) else after
+        return self._store.dead_letters(
+            limit, after=last, actor_type=actor_type, actor_key=actor_key, name=name
+        )
+
+    def retry_dead_letter(self, letter: DeadLetter | int) -> bool:
+        """Deliver the dead letter `letter` (or its id) once more, with the same `fire_count`:
+        the letter is deleted when the handler returns, and stays a dead letter (one attempt
+        more, the new error) when it raises. The request is stored first, so it survives a
+        crash. Returns False if there is no such letter.
+
+        This node delivers it now when it serves the actor type; otherwise a node that does
+        takes it at its next look (while dead letters exist, every `dead_letter_poll`, backing
+        off to 60 of them while nobody asks).
+        """
+        letter_id = letter.id if isinstance(letter, DeadLetter) else letter
+        found = self._store.request_retry([letter_id], now=self._clock.now()) > 0
+        if found:
+            self._redrive()
+        return found
+
+    def retry_dead_letters(
+        self,
+        actor_type: str | None = None,
+        *,
+        actor_key: str | None = None,
+        name: str | None = None,
+    ) -> int:
+        """`retry_dead_letter` for every dead letter of the actor type, actor key and reminder
+        name given (all of them when none is); returns how many were asked for."""
+        asked = 0
+        after: int | None = None
+        while True:
+            page = self._store.dead_letters(
+                _VIEW_PAGE, after=after, actor_type=actor_type, actor_key=actor_key, name=name
+            )
+            if page:
+                ids = [letter.id for letter in page]
+                asked += self._store.request_retry(ids, now=self._clock.now())
+                after = ids[-1]
+            if len(page) < _VIEW_PAGE:
+                break
+        if asked:
+            self._redrive()
+        return asked
+
     def gauges(self) -> dict[str, float]:
         """`reminders.armed` (in the scheduler), `reminders.in_flight` (delivered, not yet
         handled), `reminders.waiting` (due, held back while their actor has `max_in_flight`
@@ -401,7 +581,7 @@ class ReminderService:
                 _log.warning("reminder.count_failed", error=repr(error))
         return gauges
 
-    def errors(self) -> list[UndecodableReminder]:
+    def errors(self) -> builtins.list[UndecodableReminder]:
         """Stored rows that could not be decoded: kept, reported here, never fired."""
         return self._store.errors()
 
@@ -430,6 +610,9 @@ class ReminderService:
                     self._watch = None
             if self._loader is not None:
                 self._loader.cancel()
+            if self._redrives.timer is not None:
+                self._redrives.timer.cancel()
+                self._redrives.timer = None
         self._node.stop()
         # Wait for the batch the fire thread may be delivering right now.
         self._flush()
@@ -527,6 +710,7 @@ class ReminderService:
         try:
             if not self._load_due(now, include_own=True):
                 return
+            self._look_for_redrives()
             later = self._store.next_due_at(after=until_at)
         except Exception as error:
             # The store is unavailable: look again after a backoff; nothing is lost meanwhile.
@@ -576,11 +760,21 @@ class ReminderService:
                 return True
             after = page[-1].position
 
+    def _look_for_redrives(self) -> None:
+        """Start looking for re-drives if the store holds dead letters (written by this node
+        before a restart, or by another node) and nobody looks yet."""
+        with self._lock:
+            if self._redrives.timer is not None:
+                return
+        if self._store.dead_letters(1):
+            self._poll_redrives()
+
     def _poll(self) -> None:
         # Reminders nobody holds: registered on another node, released, or left by a node whose
         # lease ran out. Own claims are armed already (and reconciled by every horizon load).
         try:
             self._load_due(self._clock.time(), include_own=False)
+            self._look_for_redrives()
         except Exception as error:
             _log.warning("reminder.poll_failed", node_id=self._node.node_id, error=repr(error))
 
@@ -629,7 +823,7 @@ class ReminderService:
     def _arm_record(self, record: StoredReminder) -> None:
         if record.pending_fire is not None:
             # Recorded before a crash (or a failed handler) and never acknowledged: deliver it
-            # again, with the same fire_count.
+            # again, with the same fire_count, at once (its failures so far stay counted).
             self._arm(record, self._clock.time())
         elif not record.finished:
             self._arm(record, record.due_at.timestamp())
@@ -710,9 +904,9 @@ class ReminderService:
                     items.append(inbox.get_nowait())
                 except queue.Empty:
                     break
-            acks: list[_Ack] = []
-            due: list[_Armed] = []
-            done: list[threading.Event] = []
+            acks: builtins.list[_Ack] = []
+            due: builtins.list[_Armed] = []
+            done: builtins.list[threading.Event] = []
             for item in items:
                 if type(item) is _Armed:
                     due.append(item)
@@ -722,7 +916,12 @@ class ReminderService:
                     stopping = True
                 else:
                     done.append(cast("threading.Event", item))
+            failed = [ack for ack in acks if ack.error is not None]
+            if failed:
+                acks = [ack for ack in acks if ack.error is None]
             try:
+                if failed:
+                    self._fail(failed)
                 for start in range(0, len(acks), self._batch):
                     self._acknowledge(acks[start : start + self._batch])
                 for start in range(0, len(due), self._batch):
@@ -748,7 +947,7 @@ class ReminderService:
             self._settled_all = True
             self._settled.notify_all()
 
-    def _fire_batch(self, batch: list[_Armed]) -> None:
+    def _fire_batch(self, batch: builtins.list[_Armed]) -> None:
         """Record the fires of `batch` in one transaction, then deliver them."""
         if not self._firing:
             return
@@ -770,14 +969,14 @@ class ReminderService:
             self._deliver(armed)
 
     def _admit(
-        self, batch: list[_Armed], now: float
-    ) -> tuple[list[FireChange], list[_Armed], list[_Armed]]:
+        self, batch: builtins.list[_Armed], now: float
+    ) -> tuple[builtins.list[FireChange], builtins.list[_Armed], builtins.list[_Armed]]:
         """Sort a batch of due reminders (under the lock): the changes to record and their
         reminders, and the fires recorded already, to deliver again as they are. Reminders
         replaced meanwhile are dropped; those of an actor at its in-flight bound wait."""
-        changes: list[FireChange] = []
-        recording: list[_Armed] = []
-        redeliver: list[_Armed] = []
+        changes: builtins.list[FireChange] = []
+        recording: builtins.list[_Armed] = []
+        redeliver: builtins.list[_Armed] = []
         with self._lock:
             for armed in batch:
                 if self._closed or self._armed.get(armed.record.key) is not armed:
@@ -812,8 +1011,8 @@ class ReminderService:
         armed.in_flight = True
 
     def _record(
-        self, changes: list[FireChange], recording: list[_Armed], now: float
-    ) -> list[StoredReminder | None] | None:
+        self, changes: builtins.list[FireChange], recording: builtins.list[_Armed], now: float
+    ) -> builtins.list[StoredReminder | None] | None:
         """Record the batch in one transaction; what the store holds afterwards, per change.
         None when the store could not be reached: nothing was recorded, and each fire is
         tried again after a backoff."""
@@ -823,7 +1022,7 @@ class ReminderService:
             self._record_failed(recording, error)
             return None
 
-    def _record_failed(self, failed: list[_Armed], error: Exception) -> None:
+    def _record_failed(self, failed: builtins.list[_Armed], error: Exception) -> None:
         first = failed[0]
         _log.warning(
             "reminder.record_failed",
@@ -1091,7 +1290,7 @@ class ReminderService:
         # On the scheduler thread, at the earliest deadline: every fire that got no answer in
         # time (its activation died with it in the mailbox, or the handler is very slow) is
         # delivered again: at-least-once.
-        lost: list[tuple[_Armed, ReminderFired]] = []
+        lost: builtins.list[tuple[_Armed, ReminderFired]] = []
         with self._deadlines_lock:
             self._watch = None
             now = self._clock.time()
@@ -1144,9 +1343,9 @@ class ReminderService:
             # attribute write; no lock that hundreds of actor threads would contend for.
             armed.answered = fired.fire_count
         else:
+            # A failed delivery: the fire thread counts it in the store, then delivers the fire
+            # again after its backoff or dead-letters it.
             self._answered(armed)
-            with self._lock:
-                self._take_off(armed)
             self._failures.add()
             _log.error(
                 "reminder.handler_failed",
@@ -1154,11 +1353,10 @@ class ReminderService:
                 facet="reminder",
                 reminder=fired.reminder_name,
                 fire_count=fired.fire_count,
+                attempt=armed.record.attempts + 1,
                 exc_info=error,
             )
-            self._retry(armed)
-            return None
-        ack = _Ack(armed, fired, threading.Event() if wait else None)
+        ack = _Ack(armed, fired, threading.Event() if wait else None, error)
         self._inbox.put(ack)
         if self._drained:
             # The fire thread ended before it could take this one: it is delivered again
@@ -1178,7 +1376,7 @@ class ReminderService:
         with self._settled:
             self._settled.wait_for(lambda: ack.settled or self._settled_all, self._ack_timeout)
 
-    def _mark_settled(self, acks: list[_Ack]) -> None:
+    def _mark_settled(self, acks: builtins.list[_Ack]) -> None:
         for ack in acks:
             ack.settled = True
             if ack.written is not None:
@@ -1186,10 +1384,10 @@ class ReminderService:
         with self._settled:
             self._settled.notify_all()
 
-    def _acknowledge(self, acks: list[_Ack]) -> None:
+    def _acknowledge(self, acks: builtins.list[_Ack]) -> None:
         """On the fire thread: write a batch of acknowledgements in one transaction, then arm
         each reminder's next tick."""
-        current: list[_Ack] = []
+        current: builtins.list[_Ack] = []
         seen: set[ReminderKey] = set()
         with self._lock:
             for ack in acks:
@@ -1255,6 +1453,236 @@ class ReminderService:
                 if not record.finished:
                     self._arm(_replace_pending(record), record.due_at.timestamp())
         self._mark_settled(acks)
+
+    def _fail(self, failed: builtins.list[_Ack]) -> None:
+        """On the fire thread: count each failed delivery in the store and deliver its fire
+        again after the reminder's backoff, or, once its `RetryPolicy` gives up, dead-letter the
+        fire and arm the reminder's next tick."""
+        try:
+            for ack in failed:
+                self._fail_one(ack)
+        finally:
+            self._mark_settled(failed)
+
+    def _fail_one(self, ack: _Ack) -> None:
+        armed, fired = ack.armed, ack.fired
+        assert ack.error is not None
+        with self._lock:
+            if (
+                self._closed
+                or self._armed.get(armed.record.key) is not armed
+                or armed.record.pending_fire != fired.fire_count
+            ):
+                return  # replaced or unregistered meanwhile: that registration owns the row
+        record = armed.record
+        policy = record.retry or self._default_retry
+        failures = record.attempts + 1
+        failure = FireFailure.of(ack.error)
+        now = self._clock.now()
+        dead: tuple[DeadLetter, StoredReminder | None] | None = None
+        updated: StoredReminder | None = None
+        try:
+            if policy.exhausted(failures):
+                dead = self._store.dead_letter(record, failure, now=now)
+            else:
+                updated = self._store.record_failure(record, failure, now=now)
+        except Exception as error:
+            # Not counted: delivered again after a backoff all the same, never dropped.
+            _log.warning(
+                "reminder.failure_unrecorded",
+                actor_id=_actor_id(record.key),
+                reminder=record.key.name,
+                fire_count=fired.fire_count,
+                error=repr(error),
+            )
+            with self._lock:
+                self._take_off(armed)
+            self._retry(armed)
+            return
+        if dead is None and updated is None:
+            with self._lock:
+                self._take_off(armed)
+            # Changed under us (re-registered, deleted, handled elsewhere): follow the store.
+            self._rearm_from_store(armed, self._store_get(record.key))
+            return
+        if dead is not None:
+            letter, after = dead
+            _log.warning(
+                "reminder.dead_lettered",
+                actor_id=_actor_id(record.key),
+                facet="reminder",
+                reminder=record.key.name,
+                fire_count=fired.fire_count,
+                attempts=letter.attempts,
+                dead_letter=letter.id,
+                error_type=failure.type,
+            )
+            with self._lock:
+                self._take_off(armed)
+                if self._armed.get(record.key) is armed:
+                    del self._armed[record.key]
+                    if after is not None:
+                        self._arm_record(after)  # it goes on with its next tick
+                self._watch_dead_letters(soon=True)
+            return
+        assert updated is not None
+        delay = policy.delay(failures)
+        _log.info(
+            "reminder.retry_scheduled",
+            actor_id=_actor_id(record.key),
+            reminder=record.key.name,
+            fire_count=fired.fire_count,
+            attempt=failures,
+            retry_in_s=delay,
+        )
+        with self._lock:
+            self._take_off(armed)
+            if self._armed.get(record.key) is armed and self._firing:
+                armed.record = updated
+                self._scheduler.schedule(armed, self._clock.time() + delay)
+
+    # -- re-drives ---------------------------------------------------------------------------------
+
+    def _watch_dead_letters(self, *, soon: bool = False) -> None:
+        """Look for re-drives while the store holds dead letters (under the lock); not before,
+        so a node without dead letters never polls for them. Every `dead_letter_poll` at first
+        (`soon`: a fire was just dead-lettered, or a re-drive was just found), then less often
+        while nobody asks, up to `_REDRIVE_BACKOFF` times that: a `ManualClock` moved on by
+        days must not run a query for every second of them."""
+        if not self._firing:
+            return
+        if soon:
+            self._redrives.delay = self._dead_letter_poll
+            if self._redrives.timer is not None:
+                if self._redrives.timer.when <= self._clock.time() + self._redrives.delay:
+                    return
+                self._redrives.timer.cancel()
+                self._redrives.timer = None
+        if self._redrives.timer is None:
+            self._redrives.timer = self._scheduler.call_later(
+                self._redrives.delay, self._redrive_tick
+            )
+
+    def _redrive_tick(self) -> None:
+        with self._lock:
+            self._redrives.timer = None
+        self._maintain(self._poll_redrives)
+
+    def _poll_redrives(self) -> None:
+        """Deliver the re-drives asked for, and keep looking while dead letters exist."""
+        found = False
+        try:
+            found = self._redrive()
+            more = bool(self._store.dead_letters(1))
+        except Exception as error:
+            _log.warning("reminder.redrive_poll_failed", error=repr(error))
+            more = True
+        if more:
+            with self._lock:
+                if not found:
+                    self._redrives.delay = min(
+                        self._redrives.delay * 2, self._dead_letter_poll * _REDRIVE_BACKOFF
+                    )
+                self._watch_dead_letters(soon=found)
+
+    def _redrive(self) -> bool:
+        """Take the re-drives asked for, of the types this node serves, and deliver each once
+        more; whether there was any. On the calling thread: a delivery may wait for an actor's
+        activation."""
+        found = False
+        # A read first: most looks find nothing, and a read does not contend with the fire
+        # thread's writes as the taking (a write) would.
+        while self._firing and self._store.dead_letters(1, requested=True):
+            with self._lock:
+                served = sorted(self._served)
+            if not served:
+                break
+            taken = self._store.take_retries(
+                self._node.node_id,
+                now=self._clock.now(),
+                lease_until=self._node.lease_end(),
+                limit=_REDRIVE_PAGE,
+                actor_types=served,
+            )
+            fresh = []
+            with self._lock:
+                for letter in taken:
+                    if letter.id not in self._redrives.taken:  # not still being delivered
+                        self._redrives.taken.add(letter.id)
+                        fresh.append(letter)
+            found = found or bool(taken)
+            for letter in fresh:
+                self._deliver_redrive(letter)
+            if len(taken) < _REDRIVE_PAGE or not fresh:
+                break
+        return found
+
+    def _deliver_redrive(self, letter: DeadLetter) -> None:
+        fired = ReminderFired(
+            reminder_name=letter.reminder_name,
+            fire_count=letter.fire_count,
+            max_count=letter.max_count,
+            scheduled_at=letter.scheduled_at,
+            payload=letter.payload,
+        )
+        ref = VirtualActorRef(self._system, letter.actor_type, letter.actor_key)
+        _log.info(
+            "reminder.redrive",
+            actor_id=letter.actor_id,
+            reminder=letter.reminder_name,
+            fire_count=letter.fire_count,
+            dead_letter=letter.id,
+        )
+        try:
+            self._system._deliver_virtual(
+                ref,
+                fired,
+                guard=lambda: not self._closed,
+                done=lambda error: self._redriven(letter, error),
+            )
+        except ActorActiveElsewhereError:
+            # The node holding the actor takes the re-drive once this node's hold runs out.
+            with self._lock:
+                self._redrives.taken.discard(letter.id)
+        except Exception as error:
+            self._redriven(letter, error)  # the activation failed: a failed delivery too
+
+    def _redriven(self, letter: DeadLetter, error: BaseException | None) -> None:
+        """A re-drive was handled (on the actor's thread): delete the letter, or put it back
+        with the new error. Left held when the system closes meanwhile or the store fails: it
+        is delivered again once this node's hold runs out (or after a restart)."""
+        with self._lock:
+            self._redrives.taken.discard(letter.id)
+        if self._closed:
+            return
+        node = self._node.node_id
+        try:
+            if error is None:
+                self._store.finish_retry(letter.id, node)
+                _log.info(
+                    "reminder.redrive_handled",
+                    actor_id=letter.actor_id,
+                    reminder=letter.reminder_name,
+                    dead_letter=letter.id,
+                )
+            else:
+                self._store.fail_retry(
+                    letter.id, node, FireFailure.of(error), now=self._clock.now()
+                )
+                _log.warning(
+                    "reminder.redrive_failed",
+                    actor_id=letter.actor_id,
+                    reminder=letter.reminder_name,
+                    dead_letter=letter.id,
+                    error_type=type(error).__name__,
+                )
+        except Exception as store_error:
+            _log.warning(
+                "reminder.redrive_unrecorded",
+                actor_id=letter.actor_id,
+                dead_letter=letter.id,
+                error=repr(store_error),
+            )
 
     def _ack_later(self, ack: _Ack) -> None:
         armed = ack.armed
@@ -1368,6 +1796,18 @@ def _latest_tick(record: StoredReminder, now: datetime) -> datetime:
 def _by_actor(item: tuple[_Armed, FireChange, StoredReminder | None]) -> tuple[str, str]:
     key = item[0].record.key
     return (key.actor_type, key.actor_key)
+
+
+def _cursor(after: ReminderInfo | None) -> ReminderKey | None:
+    """Where a page after the reminder `after` (from `ReminderService.list`) begins."""
+    if after is None:
+        return None
+    if not isinstance(after, ReminderInfo) or after.actor_type is None or after.actor_key is None:
+        raise ValueError(
+            f"after {after!r} must be a ReminderInfo from ReminderService.list (the last one "
+            "of the previous page)"
+        )
+    return ReminderKey(after.actor_type, after.actor_key, after.name)
 
 
 def _positive_int(value: int, what: str) -> int:

@@ -181,7 +181,10 @@ class ActorSystem:
             reminders registered or given up by other nodes, and takes an activation lease for
             each virtual actor it activates, so an actor is active on one node at a time.
         poll_interval: in a cluster, how often to look for reminders to take over (registered
-            elsewhere, released, or left by a node that died). Runs on the system's clock.
+            elsewhere, released, or left by a node that died); on any node, while the store
+            holds dead letters, how often to look for re-drives asked for by another process
+            (`plexspaces reminders retry`; backing off to 60 poll intervals while nobody asks).
+            Runs on the system's clock.
         max_reminders_in_flight: the most reminder fires of one actor that are delivered and not
             yet handled. Further fires of that actor that come due wait, unrecorded, until it
             catches up, so a flood of due reminders for a slow actor does not grow memory.
@@ -456,7 +459,11 @@ class ActorSystem:
                     # reach actors on other nodes.
                     self._start_router(store, self._node)
                 service = ReminderService(
-                    self, store, self._node, max_in_flight=self._max_reminders_in_flight
+                    self,
+                    store,
+                    self._node,
+                    max_in_flight=self._max_reminders_in_flight,
+                    dead_letter_poll=self.poll_interval,
                 )
                 for type_name in self.virtual_types():
                     service.serve_type(type_name)

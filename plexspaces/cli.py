@@ -4,6 +4,10 @@
                               [--limit N] [--json]
     plexspaces reminders show TYPE KEY NAME [--json]     (or TYPE/KEY NAME, as list prints it)
     plexspaces reminders cancel TYPE KEY NAME           (or TYPE/KEY NAME)
+    plexspaces reminders count [--type T] [--prefix P]
+    plexspaces reminders cancel-all [--type T] [--prefix P]
+    plexspaces reminders dead [--type T] [--key K] [--name N] [--limit N] [--json]
+    plexspaces reminders retry ID... | --type T [--key K] [--name N] | --all
     plexspaces reminders export [--out FILE] [--type T] [--key K]
     plexspaces reminders import [FILE | -]
     plexspaces doctor [--overdue 1m] [--pending 5m] [--stale-lease 1m] [--json]
@@ -13,9 +17,9 @@ uses: `$PLEXSPACES_STORAGE_URL`, else the SQLite file `plexspaces.db` in the cur
 Everything goes through `SqlReminderStore`, the same store the nodes use, and reads in keyset
 pages: no command loads a whole table.
 
-Commands that only read (and `cancel`) never create anything: a SQLite file that does not exist,
-or a database without plexspaces tables, is an error rather than a new empty database. `import`
-creates the database and its tables when they are missing.
+Commands that only read (and `cancel`, `cancel-all`, `retry`) never create anything: a SQLite
+file that does not exist, or a database without plexspaces tables, is an error rather than a new
+empty database. `import` creates the database and its tables when they are missing.
 
 Times are printed in UTC (ISO 8601, `Z`). WHEN arguments take an ISO 8601 datetime (one without
 an offset is read as UTC), `now`, or a duration from now: `1h` or `+1h` is an hour from now,
@@ -56,9 +60,12 @@ from ._duration import parse_duration
 from ._errors import PlexSpacesError
 from ._logging import ensure_logging_configured
 from ._redact import redact_text
+from ._retry import RetryPolicy
 from ._store import (
     MAX_STORED_INT,
     SCHEMA_VERSION,
+    DeadLetter,
+    FireFailure,
     NodeLeases,
     ReminderKey,
     SqlReminderStore,
@@ -116,12 +123,27 @@ _EXPORT_FIELDS: Final = (
     "cron",
     "tz",
     "expires_at",
+    "retry",
+    "attempts",
+    "last_fired_at",
+    "last_handled_at",
+    "last_error",
 )
 # Claims name nodes of the database exported from: an import may omit them, and drops them.
 _CLAIM_FIELDS: Final = ("claimed_by", "claimed_until")
 # A calendar schedule and an expiry are written only when a reminder has them, so the lines of
 # other reminders read as before; an import takes a line without them as having none.
-_OPTIONAL_FIELDS: Final = ("cron", "tz", "expires_at")
+# So are the failure policy and the fire history, written when a reminder has them.
+_OPTIONAL_FIELDS: Final = (
+    "cron",
+    "tz",
+    "expires_at",
+    "retry",
+    "attempts",
+    "last_fired_at",
+    "last_handled_at",
+    "last_error",
+)
 
 
 # -- errors --------------------------------------------------------------------------------------
@@ -532,6 +554,67 @@ def _record_json(record: StoredReminder) -> dict[str, Any]:
         "updated_at": time(record.updated_at),
         **({} if record.cron is None else {"cron": record.cron, "tz": record.tz}),
         **({} if record.expires_at is None else {"expires_at": time(record.expires_at)}),
+        **({} if record.retry is None else {"retry": _retry_json(record.retry)}),
+        **({} if not record.attempts else {"attempts": record.attempts}),
+        **({} if record.last_fired_at is None else {"last_fired_at": time(record.last_fired_at)}),
+        **(
+            {}
+            if record.last_handled_at is None
+            else {"last_handled_at": time(record.last_handled_at)}
+        ),
+        **({} if record.last_error is None else {"last_error": _failure_json(record.last_error)}),
+    }
+
+
+def _retry_json(policy: RetryPolicy) -> dict[str, Any]:
+    return {
+        "max_attempts": policy.max_attempts,
+        "backoff_us": policy.backoff_delta // _US,
+        "max_backoff_us": policy.max_backoff_delta // _US,
+    }
+
+
+def _failure_json(failure: FireFailure | None) -> dict[str, str] | None:
+    return None if failure is None else {"type": failure.type, "text": failure.text}
+
+
+def _failure_text(failure: FireFailure | None, *, width: int | None = None) -> str:
+    if failure is None:
+        return ""
+    text = f"{failure.type}: {failure.text}" if failure.text else failure.type
+    if width is not None and len(text) > width:
+        text = text[: width - 1] + "…"
+    return text
+
+
+def _retry_text(policy: RetryPolicy | None) -> str:
+    policy = policy or RetryPolicy()
+    attempts = "for ever" if policy.max_attempts is None else f"{policy.max_attempts} attempts"
+    return (
+        f"{attempts}, backoff {_duration_text(policy.backoff_delta)} doubling to "
+        f"{_duration_text(policy.max_backoff_delta)}"
+    )
+
+
+def _letter_json(letter: DeadLetter) -> dict[str, Any]:
+    """One dead letter as a JSON object: every field, times exact in UTC."""
+    return {
+        "id": letter.id,
+        "actor_type": letter.actor_type,
+        "actor_key": letter.actor_key,
+        "name": letter.reminder_name,
+        "fire_count": letter.fire_count,
+        "max_count": letter.max_count,
+        "scheduled_at": _iso(letter.scheduled_at, exact=True),
+        "payload": letter.payload,
+        "error": _failure_json(letter.error),
+        "attempts": letter.attempts,
+        "dead_at": _iso(letter.dead_at, exact=True),
+        "retry_requested_at": (
+            None
+            if letter.retry_requested_at is None
+            else _iso(letter.retry_requested_at, exact=True)
+        ),
     }
 
 
@@ -584,6 +667,7 @@ def _list_table() -> Table:
         "fires",
         "pending fire",
         "claimed by",
+        "last error",
         "expires (UTC)",
     ):
         table.add_column(header, overflow="fold")
@@ -603,6 +687,7 @@ def _list_row(table: Table, record: StoredReminder) -> None:
                 _fires(record),
                 _pending(record),
                 _claim(record),
+                _failure_text(record.last_error, width=60),
                 _expires(record),
             )
         )
@@ -638,7 +723,8 @@ def cli() -> None:
 
 @cli.group()
 def reminders() -> None:
-    """List, show, cancel, export and import stored reminders."""
+    """List, show, count, cancel, export and import stored reminders; list and retry dead
+    letters."""
 
 
 @reminders.command("list")
@@ -767,6 +853,11 @@ def show_reminder(db: str | None, reminder_key: ReminderKey, as_json: bool) -> N
         ("created", time(record.created_at)),
         ("updated", time(record.updated_at)),
         ("expires", time(record.expires_at)),
+        ("retry", _retry_text(record.retry)),
+        ("failed attempts", str(record.attempts) if record.attempts else ""),
+        ("last fired", time(record.last_fired_at)),
+        ("last handled", time(record.last_handled_at)),
+        ("last error", _failure_text(record.last_error)),
     ]
     for field, value in fields:
         table.add_row(Text(field), _text(value, newlines=field == "payload"))
@@ -803,6 +894,218 @@ def cancel_reminder(db: str | None, reminder_key: ReminderKey) -> None:
     _say(
         f"cancelled reminder {key}: next fire {_next_fire(record)}, period {_period(record)}, "
         f"fires {_fires(record)}"
+    )
+
+
+@reminders.command("count")
+@_db_option
+@click.option(
+    "--type", "actor_type", metavar="TYPE", callback=_non_empty, help="Only actors of this type."
+)
+@click.option(
+    "--prefix",
+    "name_prefix",
+    metavar="PREFIX",
+    callback=_non_empty,
+    help="Only reminders whose name starts with PREFIX (taken literally).",
+)
+def count_reminders(db: str | None, actor_type: str | None, name_prefix: str | None) -> None:
+    """Print how many reminders there are (of TYPE, named PREFIX...): one query."""
+    with _open_store(db) as (store, _):
+        click.echo(store.count_matching(actor_type=actor_type, name_prefix=name_prefix))
+
+
+@reminders.command("cancel-all")
+@_db_option
+@click.option(
+    "--type", "actor_type", metavar="TYPE", callback=_non_empty, help="Only actors of this type."
+)
+@click.option(
+    "--prefix",
+    "name_prefix",
+    metavar="PREFIX",
+    callback=_non_empty,
+    help="Only reminders whose name starts with PREFIX (taken literally).",
+)
+def cancel_all(db: str | None, actor_type: str | None, name_prefix: str | None) -> None:
+    """Delete every reminder of the actor type TYPE and/or named PREFIX..., in pages of 500.
+
+    Needs --type or --prefix. A node that has one armed finds it gone at its next fire (the
+    fire's compare-and-set fails) and drops it.
+    """
+    if actor_type is None and name_prefix is None:
+        raise CliError("cancel-all needs --type TYPE or --prefix PREFIX (or both)")
+    deleted = 0
+    with _open_store(db) as (store, _):
+        after: ReminderKey | None = None
+        while True:
+            page = store.find(PAGE, actor_type=actor_type, name_prefix=name_prefix, after=after)
+            if page:
+                deleted += store.delete_many([record.key for record in page])
+                after = page[-1].key
+            if len(page) < PAGE:
+                break
+    _say(f"cancelled {_count(deleted, 'reminder')}")
+
+
+def _letter_filters(command: Callable[..., Any]) -> Callable[..., Any]:
+    for option in (
+        click.option(
+            "--name", "name", metavar="NAME", callback=_non_empty, help="Only this reminder name."
+        ),
+        click.option(
+            "--key", "actor_key", metavar="KEY", callback=_non_empty, help="Only this actor key."
+        ),
+        click.option(
+            "--type",
+            "actor_type",
+            metavar="TYPE",
+            callback=_non_empty,
+            help="Only actors of this type.",
+        ),
+    ):
+        command = option(command)
+    return command
+
+
+def _dead_table() -> Table:
+    table = Table(box=box.SIMPLE, pad_edge=False)
+    for header in ("id", "actor", "name", "fire", "due (UTC)", "attempts", "dead at", "error"):
+        table.add_column(header, overflow="fold")
+    return table
+
+
+@reminders.command("dead")
+@_db_option
+@_letter_filters
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    metavar="N",
+    default=100,
+    show_default=True,
+    help="Show at most this many dead letters; 0 for all of them.",
+)
+@click.option("--json", "as_json", is_flag=True, help="JSON lines, every field.")
+def dead_letters(
+    *,
+    db: str | None,
+    actor_type: str | None,
+    actor_key: str | None,
+    name: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """List dead letters, oldest first: fires whose handler failed as often as their retry
+    policy allows. Re-drive them with 'plexspaces reminders retry'."""
+    shown = 0
+    more = False
+    with _open_store(db) as (store, _):
+        console = _console()
+        table = _dead_table()
+        after: int | None = None
+        while not more:
+            want = PAGE if limit == 0 else min(PAGE, limit + 1 - shown)
+            page = store.dead_letters(
+                want, after=after, actor_type=actor_type, actor_key=actor_key, name=name
+            )
+            for letter in page:
+                if limit and shown == limit:
+                    more = True
+                    break
+                shown += 1
+                if as_json:
+                    click.echo(json_text(_letter_json(letter)))
+                    continue
+                requested = " (re-drive asked for)" if letter.retry_requested_at else ""
+                table.add_row(
+                    *(
+                        _text(cell)
+                        for cell in (
+                            str(letter.id),
+                            letter.actor_id,
+                            letter.reminder_name,
+                            f"#{letter.fire_count}",
+                            _iso(letter.scheduled_at),
+                            str(letter.attempts),
+                            _iso(letter.dead_at) + requested,
+                            _failure_text(letter.error, width=80),
+                        )
+                    )
+                )
+                if table.row_count == _TABLE_ROWS:
+                    console.print(table)
+                    table = _dead_table()
+            if len(page) < want or not page:
+                break
+            after = page[-1].id
+        if not as_json and table.row_count:
+            console.print(table)
+    if not shown:
+        click.echo("no dead letters", err=True)
+    elif more:
+        click.echo(
+            f"showing the first {_count(limit, 'dead letter')}; more follow (raise --limit, 0 "
+            "for all)",
+            err=True,
+        )
+
+
+@reminders.command("retry")
+@_db_option
+@click.argument("ids", nargs=-1, type=click.IntRange(min=1), metavar="[ID]...")
+@_letter_filters
+@click.option("--all", "every", is_flag=True, help="Every dead letter (with no ID or filter).")
+@_now_option
+def retry_dead_letters(
+    *,
+    db: str | None,
+    ids: tuple[int, ...],
+    actor_type: str | None,
+    actor_key: str | None,
+    name: str | None,
+    every: bool,
+    now: _When | None,
+) -> None:
+    """Ask for dead letters to be delivered once more: by ID, by --type/--key/--name, or --all.
+
+    The request is stored; a running node serving the actor type delivers each at its next
+    look for re-drives (every poll interval while dead letters exist, backing off to a minute
+    while nobody asks), a stopped one when it starts. A letter whose handler returns is
+    deleted; one that fails again stays, with one attempt more and the new error.
+    """
+    filtered = actor_type is not None or actor_key is not None or name is not None
+    if not ids and not filtered and not every:
+        raise CliError("name the dead letters to retry: ID..., --type/--key/--name, or --all")
+    if ids and (filtered or every):
+        raise CliError("give dead letter IDs, or filters (--type/--key/--name/--all), not both")
+    moment = _clock_now(now)
+    with _open_store(db) as (store, _):
+        if ids:
+            asked = store.request_retry(ids, now=moment)
+            if asked < len(set(ids)):
+                found = {letter.id for letter in store.dead_letters(len(ids), ids=ids)}
+                missing = ", ".join(str(i) for i in sorted(set(ids) - found))
+                if not asked:
+                    raise NotFoundError(f"no dead letter {missing}; nothing to retry")
+                _say(f"no dead letter {missing}", err=True)
+        else:
+            asked = 0
+            after: int | None = None
+            while True:
+                page = store.dead_letters(
+                    PAGE, after=after, actor_type=actor_type, actor_key=actor_key, name=name
+                )
+                if page:
+                    asked += store.request_retry([letter.id for letter in page], now=moment)
+                    after = page[-1].id
+                if len(page) < PAGE:
+                    break
+            if not asked:
+                raise NotFoundError("no dead letters match; nothing to retry")
+    _say(
+        f"asked to retry {_count(asked, 'dead letter')}: a node serving the actor type delivers "
+        f"{'it' if asked == 1 else 'them'} at its next poll, or when it starts"
     )
 
 
@@ -1019,6 +1322,15 @@ def _parse_record(line: str) -> StoredReminder:
         cron=value.get("cron"),
         tz=value.get("tz"),
         expires_at=_parse_optional_time(value, "expires_at") if "expires_at" in value else None,
+        retry=_parse_retry(value.get("retry")),
+        attempts=value.get("attempts", 0),
+        last_fired_at=(
+            _parse_optional_time(value, "last_fired_at") if "last_fired_at" in value else None
+        ),
+        last_handled_at=(
+            _parse_optional_time(value, "last_handled_at") if "last_handled_at" in value else None
+        ),
+        last_error=_parse_failure(value.get("last_error")),
     )
     validate_reminder(record)
     encode_payload(key, record.payload)
@@ -1045,7 +1357,43 @@ def _parse_time(value: dict[str, Any], field: str) -> datetime:
 
 
 def _parse_optional_time(value: dict[str, Any], field: str) -> datetime | None:
-    return None if value[field] is None else _parse_time(value, field)
+    return None if value.get(field) is None else _parse_time(value, field)
+
+
+def _parse_retry(value: Any) -> RetryPolicy | None:
+    if value is None:
+        return None
+    fields = ("max_attempts", "backoff_us", "max_backoff_us")
+    if not isinstance(value, dict) or sorted(value) != sorted(fields):
+        raise ValueError(
+            f"retry {_short(value)} must be null or an object with {', '.join(fields)}"
+        )
+    for field in fields[1:]:
+        micros = value[field]
+        if isinstance(micros, bool) or not isinstance(micros, int) or micros < 1:
+            raise ValueError(f"retry {field} {_short(micros)} must be a positive integer")
+    try:
+        return RetryPolicy(
+            max_attempts=value["max_attempts"],
+            backoff=timedelta(microseconds=value["backoff_us"]),
+            max_backoff=timedelta(microseconds=value["max_backoff_us"]),
+        )
+    except OverflowError:
+        raise ValueError(f"retry {_short(value)} holds a duration out of range") from None
+
+
+def _parse_failure(value: Any) -> FireFailure | None:
+    if value is None:
+        return None
+    if (
+        not isinstance(value, dict)
+        or sorted(value) != ["text", "type"]
+        or not all(isinstance(part, str) for part in value.values())
+    ):
+        raise ValueError(
+            f"last_error {_short(value)} must be null or an object with the strings type and text"
+        )
+    return FireFailure(value["type"], value["text"])
 
 
 def _refuse_constant(name: str) -> Any:

@@ -175,6 +175,7 @@ def test_list_shows_every_column_in_next_fire_order(any_url: str) -> None:
         "fires",
         "pending fire",
         "claimed by",
+        "last error",
         "expires (UTC)",
     ]
     assert rows[1:] == [

@@ -30,13 +30,15 @@ from .codec import (
     encode_payload,
     json_text,
 )
-from .interfaces import AdminScans, LeaseStore, ReminderRecords, ReminderStore
+from .interfaces import AdminScans, DeadLetterStore, LeaseStore, ReminderRecords, ReminderStore
 from .records import (
     BUCKETS,
     MAX_STORED_INT,
     MISSED_POLICIES,
     BucketCountError,
+    DeadLetter,
     FireChange,
+    FireFailure,
     NodeInfo,
     NodeLeases,
     ReminderKey,
@@ -78,7 +80,10 @@ __all__ = [
     "AdminScans",
     "BaseReminderStore",
     "BucketCountError",
+    "DeadLetter",
+    "DeadLetterStore",
     "FireChange",
+    "FireFailure",
     "LeaseStore",
     "NodeInfo",
     "NodeLeases",

@@ -20,8 +20,10 @@ import sys
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
+from .._retry import RetryPolicy
 from .records import (
     _ONE_MICROSECOND,
+    FireFailure,
     ReminderKey,
     StoredReminder,
     UndecodableReminder,
@@ -294,7 +296,47 @@ def _row_values(record: StoredReminder, payload: str) -> dict[str, Any]:
         "cron": record.cron,
         "tz": record.tz,
         "expires_us": micros(record.expires_at),
+        **_retry_values(record.retry),
+        "attempts": record.attempts or None,
+        "last_fired_us": micros(record.last_fired_at),
+        "last_handled_us": micros(record.last_handled_at),
+        "last_error_type": None if record.last_error is None else record.last_error.type,
+        "last_error_text": None if record.last_error is None else record.last_error.text,
     }
+
+
+def _retry_values(retry: RetryPolicy | None) -> dict[str, int | None]:
+    if retry is None:
+        return {"retry_max_attempts": None, "retry_backoff_us": None, "retry_max_backoff_us": None}
+    return {
+        "retry_max_attempts": retry.max_attempts,
+        "retry_backoff_us": retry.backoff_delta // _ONE_MICROSECOND,
+        "retry_max_backoff_us": retry.max_backoff_delta // _ONE_MICROSECOND,
+    }
+
+
+def _decode_retry(row: RowMapping) -> RetryPolicy | None:
+    backoff, longest = row["retry_backoff_us"], row["retry_max_backoff_us"]
+    attempts = row["retry_max_attempts"]
+    if backoff is None and longest is None and attempts is None:
+        return None
+    if not all(type(value) is int for value in (backoff, longest)):
+        raise ValueError(
+            f"retry_backoff_us {backoff!r} and retry_max_backoff_us {longest!r} must both be "
+            "whole microseconds when a retry policy is stored"
+        )
+    return RetryPolicy(
+        max_attempts=attempts,
+        backoff=timedelta(microseconds=backoff),
+        max_backoff=timedelta(microseconds=longest),
+    )
+
+
+def _decode_failure(row: RowMapping) -> FireFailure | None:
+    kind, text = row["last_error_type"], row["last_error_text"]
+    if kind is None and text is None:
+        return None
+    return FireFailure(str(kind), "" if text is None else str(text))
 
 
 def _decode_row(row: RowMapping) -> StoredReminder | UndecodableReminder:
@@ -350,6 +392,11 @@ def _decode_row(row: RowMapping) -> StoredReminder | UndecodableReminder:
             cron=row["cron"],
             tz=row["tz"],
             expires_at=optional_time("expires_us"),
+            retry=_decode_retry(row),
+            attempts=row["attempts"] or 0,
+            last_fired_at=optional_time("last_fired_us"),
+            last_handled_at=optional_time("last_handled_us"),
+            last_error=_decode_failure(row),
         )
         validate_reminder(record, times_checked=True)
     except Exception as error:

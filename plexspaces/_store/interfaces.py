@@ -4,8 +4,10 @@
 - `LeaseStore`: claims on due reminders and activation leases of virtual actors, for several
   nodes on one database.
 - `AdminScans`: what an operator's tools read (the `plexspaces` command).
+- `DeadLetterStore`: fires whose handler failed as often as their retry policy allows, kept
+  until they are re-driven.
 
-`ReminderStore` is all three: the interface a backend implements and everything else uses.
+`ReminderStore` is all four: the interface a backend implements and everything else uses.
 
 Rules every backend keeps:
 
@@ -30,7 +32,9 @@ from types import TracebackType
 from typing import Self
 
 from .records import (
+    DeadLetter,
     FireChange,
+    FireFailure,
     NodeInfo,
     NodeLeases,
     ReminderKey,
@@ -38,7 +42,7 @@ from .records import (
     UndecodableReminder,
 )
 
-__all__ = ["AdminScans", "LeaseStore", "ReminderRecords", "ReminderStore"]
+__all__ = ["AdminScans", "DeadLetterStore", "LeaseStore", "ReminderRecords", "ReminderStore"]
 
 
 class ReminderRecords(ABC):
@@ -237,6 +241,60 @@ class ReminderRecords(ABC):
 
         Raises:
             ValueError: a record has no pending fire, or appears twice. Nothing is changed.
+        """
+
+    @abstractmethod
+    def record_failure(
+        self, record: StoredReminder, error: FireFailure, *, now: datetime
+    ) -> StoredReminder | None:
+        """The pending fire of `record` was delivered and its handler raised `error`: count the
+        failed delivery (`attempts` + 1), keep `error` as `last_error`, `updated_at` = `now`. The
+        fire stays pending, to be delivered again.
+
+        A compare-and-set: applies only while the row holds the registration of `record` with
+        the same pending fire and the same `attempts`, so two reports of one failure count once.
+
+        Returns:
+            The record as stored afterwards, or None if the compare-and-set failed.
+
+        Raises:
+            ValueError: `record` has no pending fire, `error` is not a `FireFailure`, or `now`
+                is naive. Nothing is changed.
+        """
+
+    @abstractmethod
+    def find(
+        self,
+        limit: int,
+        *,
+        actor_type: str | None = None,
+        name_prefix: str | None = None,
+        after: ReminderKey | None = None,
+    ) -> list[StoredReminder]:
+        """One page of reminders in key order (actor type, actor key, name), finished ones
+        included: of one actor type when `actor_type` is given, and whose name starts with
+        `name_prefix` when that is given. At most `limit` records, each strictly after `after`
+        when given (pass the last record's key for the next page); a shorter page is the last.
+        Rows that cannot be decoded are skipped (and reported), never shorten a page.
+
+        Raises:
+            ValueError: `limit` is not an int >= 1, a filter is not a non-empty str, or `after`
+                is not a `ReminderKey`.
+        """
+
+    @abstractmethod
+    def count_matching(
+        self, *, actor_type: str | None = None, name_prefix: str | None = None
+    ) -> int:
+        """How many rows `find` would page through, undecodable ones included: one query."""
+
+    @abstractmethod
+    def delete_many(self, keys: Collection[ReminderKey]) -> int:
+        """Delete the reminders `keys` in one transaction (rows that cannot be decoded
+        included: this is an explicit delete); returns how many rows were deleted.
+
+        Raises:
+            ValueError: a key is not a `ReminderKey`. Nothing is deleted.
         """
 
     @abstractmethod
@@ -495,7 +553,97 @@ class AdminScans(ABC):
         """
 
 
-class ReminderStore(ReminderRecords, LeaseStore, AdminScans):
+class DeadLetterStore(ABC):
+    """Fires whose handler failed as often as their `RetryPolicy` allows. A dead letter is kept
+    until it is re-driven successfully: nothing deletes one otherwise. Ids are positive, ordered
+    by when the letter was first stored, and never reused within a database."""
+
+    @abstractmethod
+    def dead_letter(
+        self, record: StoredReminder, error: FireFailure, *, now: datetime
+    ) -> tuple[DeadLetter, StoredReminder | None] | None:
+        """The pending fire of `record` failed for the last time: store it as a dead letter
+        (its attempts `record.attempts + 1`, `error`, dead at `now`) and, in the same
+        transaction, clear the pending fire so the reminder goes on with its next tick (its
+        `last_error` kept, `attempts` back to 0), or delete the reminder when that fire was its
+        last. The same compare-and-set as `record_failure`.
+
+        Returns:
+            The dead letter and the reminder as stored afterwards (None when it was deleted), or
+            None if the compare-and-set failed: nothing was stored.
+
+        Raises:
+            ValueError: as `record_failure`. Nothing is changed.
+        """
+
+    @abstractmethod
+    def dead_letters(
+        self,
+        limit: int,
+        *,
+        after: int | None = None,
+        actor_type: str | None = None,
+        actor_key: str | None = None,
+        name: str | None = None,
+        ids: Collection[int] | None = None,
+        requested: bool = False,
+    ) -> list[DeadLetter]:
+        """One page of dead letters by id, each with an id above `after` when given (pass the
+        last one's id for the next page), of the actor type, actor key and reminder name given,
+        among `ids` when given, and with a re-drive asked for when `requested`. A letter whose
+        payload cannot be decoded is skipped and reported (event `dead_letter.undecodable`),
+        never deleted.
+
+        Raises:
+            ValueError: `limit` is not an int >= 1, `after` or an id is not an int >= 0, or a
+                filter is not a non-empty str.
+        """
+
+    @abstractmethod
+    def request_retry(self, ids: Collection[int], *, now: datetime) -> int:
+        """Ask for the dead letters `ids` to be delivered again: their `retry_requested_at`
+        becomes `now` (one already asked for keeps its time). A node serving the actor type
+        takes them (`take_retries`); a node that is down takes them when it starts. Returns how
+        many of `ids` exist.
+
+        Raises:
+            ValueError: an id is not an int >= 0, or `now` is naive. Nothing is changed.
+        """
+
+    @abstractmethod
+    def take_retries(
+        self,
+        node_id: str,
+        *,
+        now: datetime,
+        lease_until: datetime,
+        limit: int,
+        actor_types: Collection[str] | None = None,
+    ) -> list[DeadLetter]:
+        """Take up to `limit` requested re-drives (oldest request first) for node `node_id` to
+        deliver, atomically: those not held by another node whose hold lasts past `now`, of
+        `actor_types` when given. Each is held by `node_id` until `lease_until`, so two nodes
+        never take one letter at once, and one whose node died is taken again later.
+
+        Raises:
+            ValueError: a bad node id, naive datetime, `limit` or actor type.
+        """
+
+    @abstractmethod
+    def finish_retry(self, letter_id: int, node_id: str) -> bool:
+        """The re-drive of `letter_id` taken by `node_id` was handled: delete the letter. True if
+        it was deleted (False: it is gone, or another node holds it now)."""
+
+    @abstractmethod
+    def fail_retry(
+        self, letter_id: int, node_id: str, error: FireFailure, *, now: datetime
+    ) -> bool:
+        """The re-drive of `letter_id` taken by `node_id` failed with `error`: back to a plain
+        dead letter (one attempt more, `error`, dead at `now`, no request, no holder). True if
+        it was changed."""
+
+
+class ReminderStore(ReminderRecords, LeaseStore, AdminScans, DeadLetterStore):
     """Durable storage of reminders: what the reminder service needs, and no more.
 
     Implementations are safe to call from many threads at once. Every method that changes a row

@@ -15,13 +15,16 @@ from typing import Any, Final
 
 from .._calendar import calendar_schedule
 from .._errors import PlexSpacesError
+from .._retry import RetryPolicy
 
 __all__ = [
     "BUCKETS",
     "MAX_STORED_INT",
     "MISSED_POLICIES",
     "BucketCountError",
+    "DeadLetter",
     "FireChange",
+    "FireFailure",
     "NodeInfo",
     "NodeLeases",
     "ReminderKey",
@@ -178,6 +181,12 @@ class StoredReminder:
         tz: the IANA zone `cron` is read in; set exactly when `cron` is.
         expires_at: no fire is recorded at or after this time; the reminder is then deleted.
             None: it does not expire.
+        retry: what happens when a handler raises; None for the default `RetryPolicy()`.
+        attempts: deliveries of the pending fire whose handler raised (0 without one).
+        last_fired_at: when its last fire was recorded, or None.
+        last_handled_at: when its last fire was acknowledged (handled), or None.
+        last_error: what the handler of its last failed delivery raised, cleared when a fire is
+            handled; None when the last delivery did not fail.
     """
 
     key: ReminderKey
@@ -198,6 +207,11 @@ class StoredReminder:
     cron: str | None = None
     tz: str | None = None
     expires_at: datetime | None = None
+    retry: RetryPolicy | None = None
+    attempts: int = 0
+    last_fired_at: datetime | None = None
+    last_handled_at: datetime | None = None
+    last_error: FireFailure | None = None
 
     @property
     def position(self) -> tuple[datetime, ReminderKey]:
@@ -208,6 +222,68 @@ class StoredReminder:
         """
         when = self.pending_scheduled_at if self.pending_scheduled_at is not None else self.due_at
         return (when, self.key)
+
+
+@dataclass(frozen=True, slots=True)
+class FireFailure:
+    """What a reminder's handler raised: the exception's type name and its text.
+
+    Attributes:
+        type: the exception's class name (`"ValueError"`).
+        text: `str()` of the exception, at most `MAX_ERROR_TEXT` characters.
+    """
+
+    type: str
+    text: str
+
+    @classmethod
+    def of(cls, error: BaseException) -> FireFailure:
+        """The failure `error` describes, its text cut to `MAX_ERROR_TEXT` characters."""
+        # Kept storable everywhere: no NUL (PostgreSQL text refuses it), no lone surrogates.
+        text = str(error).replace("\x00", "\\x00")
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+        if len(text) > MAX_ERROR_TEXT:
+            text = text[: MAX_ERROR_TEXT - 3] + "..."
+        return cls(type(error).__name__ or "Exception", text)
+
+
+MAX_ERROR_TEXT: Final = 2000
+"""The most characters of an exception's text a store keeps."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A reminder fire whose handler failed `RetryPolicy.max_attempts` times: kept, not retried.
+
+    Attributes:
+        id: its number in the store (positive, never reused within a database).
+        actor_type, actor_key: the virtual actor it belongs to.
+        reminder_name: the reminder's name.
+        fire_count, max_count, scheduled_at, payload: the fire, as it was delivered (a re-drive
+            delivers exactly this `ReminderFired` again).
+        error: what the handler raised the last time.
+        attempts: deliveries that failed, re-drives included.
+        dead_at: when it was (last) dead-lettered.
+        retry_requested_at: when a re-drive was asked for and not yet done, else None.
+    """
+
+    id: int
+    actor_type: str
+    actor_key: str
+    reminder_name: str
+    fire_count: int
+    max_count: int | None
+    scheduled_at: datetime
+    payload: Any
+    error: FireFailure
+    attempts: int
+    dead_at: datetime
+    retry_requested_at: datetime | None = None
+
+    @property
+    def actor_id(self) -> str:
+        """The actor as `"<type>/<key>"`."""
+        return f"{self.actor_type}/{self.actor_key}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,6 +439,37 @@ def validate_reminder(record: StoredReminder, *, times_checked: bool = False) ->
             )
         if not times_checked:
             _check_time(record.claimed_until, "claimed_until", key)
+    _check_history(record, key, pending, times_checked=times_checked)
+
+
+def _check_history(
+    record: StoredReminder, key: ReminderKey, pending: int | None, *, times_checked: bool
+) -> None:
+    """The failure policy and history fields of `record` (see `validate_reminder`)."""
+    if record.retry is not None and not isinstance(record.retry, RetryPolicy):
+        raise ValueError(f"reminder {key}: retry {record.retry!r} must be None or a RetryPolicy")
+    attempts = record.attempts
+    if not _is_int(attempts) or not 0 <= attempts <= MAX_STORED_INT:
+        raise ValueError(
+            f"reminder {key}: attempts {attempts!r} must be an int from 0 to {MAX_STORED_INT}"
+        )
+    if attempts and pending is None:
+        raise ValueError(
+            f"reminder {key}: attempts {attempts!r} counts failed deliveries of the pending "
+            "fire, and there is none"
+        )
+    for field in ("last_fired_at", "last_handled_at"):
+        value = getattr(record, field)
+        if value is not None and not times_checked:
+            _check_time(value, field, key)
+    error = record.last_error
+    if error is not None and not (
+        isinstance(error, FireFailure) and _is_text(error.type) and isinstance(error.text, str)
+    ):
+        raise ValueError(
+            f"reminder {key}: last_error {error!r} must be None or a FireFailure with a "
+            "non-empty type"
+        )
 
 
 def _check_schedule(record: StoredReminder, key: ReminderKey, times_checked: bool) -> None:

@@ -3,6 +3,7 @@ reading a database's schema version without opening a store on it."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -11,17 +12,20 @@ from sqlalchemy import (
     ColumnElement,
     Select,
     case,
+    delete,
     false,
     func,
     inspect,
+    literal,
     select,
     true,
+    tuple_,
     union_all,
 )
 from sqlalchemy.engine import URL, Engine, create_engine, make_url
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from ..records import NodeLeases, ReminderKey, StoredReminder, from_micros
+from ..records import NodeLeases, ReminderKey, StoredReminder, _check_key, from_micros
 from .engine import (
     _KEY_COLUMNS,
     REMINDERS_TABLE,
@@ -32,6 +36,8 @@ from .engine import (
     _after,
     _is_memory_sqlite,
     _is_truthy,
+    _key_literals,
+    _KeyText,
     _Page,
     _Position,
     _r,
@@ -40,8 +46,11 @@ from .engine import (
     _serializer,
     _unavailable,
 )
+from .leases import _keys_in
 
 __all__ = ["SqlAdminScans"]
+
+_DELETE_CHUNK = 300  # keys per statement: 900 parameters, far below every limit
 
 
 class SqlAdminScans(SqlStoreBase):
@@ -91,6 +100,76 @@ class SqlAdminScans(SqlStoreBase):
             return rows, len(rows) < want
 
         return self._scan(fetch, limit, start)
+
+    # -- whole-type views --------------------------------------------------------------------------
+
+    def _view_filters(
+        self, actor_type: str | None, name_prefix: str | None
+    ) -> list[ColumnElement[bool]]:
+        filters: list[ColumnElement[bool]] = []
+        if actor_type is not None:
+            filters.append(_r.actor_type == self._check_text(actor_type, "actor_type"))
+        if name_prefix is not None:
+            prefix = self._check_text(name_prefix, "name_prefix")
+            # substr counts characters on SQLite and PostgreSQL alike, and needs no escaping
+            # of the LIKE wildcards a name may contain.
+            filters.append(func.substr(_r.name, 1, len(prefix)) == literal(prefix, _KeyText))
+        return filters
+
+    @_reconnecting
+    def find(
+        self,
+        limit: int,
+        *,
+        actor_type: str | None = None,
+        name_prefix: str | None = None,
+        after: ReminderKey | None = None,
+    ) -> list[StoredReminder]:
+        self._check_count(limit, "limit", 1)
+        filters = self._view_filters(actor_type, name_prefix)
+        cursor = None if after is None else _check_key(after)
+        found: list[StoredReminder] = []
+        while len(found) < limit:
+            want = limit - len(found)
+            statement = select(REMINDERS_TABLE).where(*filters)
+            if cursor is not None:
+                statement = statement.where(
+                    tuple_(*_KEY_COLUMNS)
+                    > tuple_(*_key_literals((cursor.actor_type, cursor.actor_key, cursor.name)))
+                )
+            rows = self._rows(statement.order_by(*_KEY_COLUMNS).limit(want))
+            found.extend(self._decode_all(rows))
+            if len(rows) < want:
+                break
+            last = rows[-1]
+            cursor = ReminderKey(last.actor_type, last.actor_key, last.name)
+        return found
+
+    @_reconnecting
+    def count_matching(
+        self, *, actor_type: str | None = None, name_prefix: str | None = None
+    ) -> int:
+        filters = self._view_filters(actor_type, name_prefix)
+        with self._connection() as connection:
+            return int(
+                connection.execute(
+                    select(func.count()).select_from(REMINDERS_TABLE).where(*filters)
+                ).scalar_one()
+            )
+
+    @_reconnecting
+    def delete_many(self, keys: Collection[ReminderKey]) -> int:
+        if isinstance(keys, ReminderKey | str | bytes) or not isinstance(keys, Collection):
+            raise ValueError(f"keys {keys!r} must be a collection of ReminderKey")
+        checked = sorted({_check_key(key) for key in keys})
+        deleted = 0
+        with self._write() as connection:
+            for begin in range(0, len(checked), _DELETE_CHUNK):
+                chunk = checked[begin : begin + _DELETE_CHUNK]
+                deleted += connection.execute(
+                    delete(REMINDERS_TABLE).where(_keys_in(chunk))
+                ).rowcount
+        return deleted
 
     @_reconnecting
     def lease_holders(self, now: datetime) -> list[NodeLeases]:

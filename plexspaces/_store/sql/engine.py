@@ -68,6 +68,7 @@ __all__ = [
     "BUCKETS_TABLE",
     "CLUSTER_TABLE",
     "COLUMNS_ADDED",
+    "DEAD_LETTERS_TABLE",
     "METADATA",
     "NODES_TABLE",
     "REMINDERS_TABLE",
@@ -130,6 +131,15 @@ REMINDERS_TABLE: Final = Table(
     Column("cron", String, nullable=True),
     Column("tz", String, nullable=True),
     Column("expires_us", BigInteger, nullable=True),
+    # The failure policy (all NULL: the default) and the fire history.
+    Column("retry_max_attempts", BigInteger, nullable=True),
+    Column("retry_backoff_us", BigInteger, nullable=True),
+    Column("retry_max_backoff_us", BigInteger, nullable=True),
+    Column("attempts", BigInteger, nullable=True),
+    Column("last_fired_us", BigInteger, nullable=True),
+    Column("last_handled_us", BigInteger, nullable=True),
+    Column("last_error_type", Text, nullable=True),
+    Column("last_error_text", Text, nullable=True),
 )
 """One row per reminder, keyed by (actor_type, actor_key, name)."""
 
@@ -189,12 +199,50 @@ node holding it, and until when; both NULL when nobody does."""
 _b = BUCKETS_TABLE.c
 Index("ix_plexspaces_buckets_owner", _b.owner)
 
+DEAD_LETTERS_TABLE: Final = Table(
+    "plexspaces_dead_letters",
+    _metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("actor_type", _KeyText, nullable=False),
+    Column("actor_key", _KeyText, nullable=False),
+    Column("name", _KeyText, nullable=False),
+    Column("fire_count", BigInteger, nullable=False),
+    Column("max_count", BigInteger, nullable=True),
+    Column("scheduled_us", BigInteger, nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("error_type", Text, nullable=False),
+    Column("error_text", Text, nullable=False),
+    Column("attempts", BigInteger, nullable=False),
+    Column("dead_us", BigInteger, nullable=False),
+    # A re-drive asked for (and when), and the node delivering it until when.
+    Column("retry_requested_us", BigInteger, nullable=True),
+    Column("retry_by", String, nullable=True),
+    Column("retry_until_us", BigInteger, nullable=True),
+    sqlite_autoincrement=True,  # ids are never reused, so an id in a log names one fire
+)
+"""Fires whose handler failed as often as their `RetryPolicy` allows: kept until re-driven."""
+
+_d = DEAD_LETTERS_TABLE.c
+Index("ix_plexspaces_dead_letters_actor", _d.actor_type, _d.actor_key, _d.name, _d.id)
+# Re-drives asked for: NULL for almost every row.
+Index("ix_plexspaces_dead_letters_retry", _d.retry_requested_us, _d.id)
+
 COLUMNS_ADDED: Final[dict[int, tuple[tuple[Table, str], ...]]] = {
     2: (
         (REMINDERS_TABLE, "bucket"),
         (REMINDERS_TABLE, "cron"),
         (REMINDERS_TABLE, "tz"),
         (REMINDERS_TABLE, "expires_us"),
+        (REMINDERS_TABLE, "retry_max_attempts"),
+        (REMINDERS_TABLE, "retry_backoff_us"),
+        (REMINDERS_TABLE, "retry_max_backoff_us"),
+        (REMINDERS_TABLE, "attempts"),
+        (REMINDERS_TABLE, "last_fired_us"),
+        (REMINDERS_TABLE, "last_handled_us"),
+        (REMINDERS_TABLE, "last_error_type"),
+        (REMINDERS_TABLE, "last_error_text"),
     ),
 }
 """The columns each schema version added to a table that existed before it, by version: opening a

@@ -50,6 +50,7 @@ from .reminders import (
     SqlReminderRecords,
     _fence_guard,
     _fence_values,
+    _handled_values,
     _key_params,
     _param,
 )
@@ -291,6 +292,7 @@ def _changed(
     claimed_by, claimed_until = (
         (r.claimed_by, r.claimed_until) if node_id is None else (node_id, lease_until)
     )
+    last_fired = r.last_fired_at
     if change.scheduled_at is None:
         assert change.next_due_at is not None
         count, pending, pending_at, finished, due = (
@@ -301,6 +303,7 @@ def _changed(
             change.next_due_at,
         )
     else:
+        last_fired = now
         count = r.fire_count + 1
         finished = change.next_due_at is None or (r.max_count is not None and r.max_count <= count)
         pending, pending_at = count, change.scheduled_at
@@ -324,6 +327,11 @@ def _changed(
         r.cron,
         r.tz,
         r.expires_at,
+        r.retry,
+        r.attempts,
+        last_fired,
+        r.last_handled_at,
+        r.last_error,
     )
 
 
@@ -411,6 +419,7 @@ def _batch_fire_statement(fenced: bool, scheduled: bool) -> Update:
             finished=case((last, true()), else_=false()),
             due_us=case((last, r.due_us), else_=_param("p_next")),
             updated_us=_param("p_now"),
+            last_fired_us=_param("p_now"),
             **_fence_values(fenced),
         )
     )
@@ -448,7 +457,7 @@ def _batch_clear_statement(scheduled: bool) -> Update:
     return (
         update(REMINDERS_TABLE)
         .where(*_pending_guard(scheduled), r.finished == false())
-        .values(pending_fire=null(), pending_scheduled_us=null(), updated_us=_param("p_now"))
+        .values(pending_fire=null(), pending_scheduled_us=null(), **_handled_values())
     )
 
 

@@ -26,6 +26,7 @@ from sqlalchemy import (
     false,
     func,
     insert,
+    null,
     or_,
     select,
     true,
@@ -460,6 +461,19 @@ def _fire_guard(with_due_guard: bool, fenced: bool) -> list[ColumnElement[bool]]
     return guard
 
 
+def _handled_values() -> dict[str, Any]:
+    """What acknowledging a fire writes besides clearing it: handled now (`p_now`), no failure
+    pending."""
+    return {
+        "updated_us": _param("p_now"),
+        "last_handled_us": _param("p_now"),
+        # null(), not None: the batch path hands its parameter sets to the driver as they are.
+        "attempts": null(),
+        "last_error_type": null(),
+        "last_error_text": null(),
+    }
+
+
 def _fence_guard() -> ColumnElement[bool]:
     """No other node holds a live claim on the row (parameters `p_now`, `p_node`)."""
     return or_(
@@ -483,6 +497,7 @@ def _fire_statement(with_next: bool, with_due_guard: bool, fenced: bool) -> Upda
         "pending_fire": count,
         "pending_scheduled_us": _param("p_scheduled"),
         "updated_us": _param("p_now"),
+        "last_fired_us": _param("p_now"),
         **_fence_values(fenced),
     }
     if with_next:
@@ -525,7 +540,7 @@ def _acknowledge_statement(finished: bool, with_scheduled: bool) -> Delete | Upd
     return (
         update(REMINDERS_TABLE)
         .where(*guard, _r.finished == false())
-        .values(pending_fire=None, pending_scheduled_us=None, updated_us=_param("p_now"))
+        .values(pending_fire=None, pending_scheduled_us=None, **_handled_values())
         .returning(*REMINDERS_TABLE.c)
     )
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from .admin import SqlAdminScans
+from .dead_letters import SqlDeadLetters
 from .fires import SqlFires
 from .leases import SqlLeaseStore
 
 __all__ = ["SqlReminderStore"]
 
 
-class SqlReminderStore(SqlFires, SqlLeaseStore, SqlAdminScans):
+class SqlReminderStore(SqlFires, SqlLeaseStore, SqlAdminScans, SqlDeadLetters):
     """A `ReminderStore` on any SQLAlchemy database: SQLite files, in-memory SQLite, PostgreSQL.
 
     Args:
