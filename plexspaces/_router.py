@@ -302,17 +302,11 @@ class Router:
             raise TransportTimeoutError(
                 f"no node took {type(message).__name__} for actor {ref.actor_id!r} in time"
             )
-        done = threading.Event()
-        outcome: list[bytes | BaseException] = []
-
-        def answered(result: bytes | BaseException) -> None:
-            outcome.append(result)
-            done.set()
-
+        answered = _Answer()
         self._transport.request_async(holder, body, left, answered)
         # A node that dies with the message in flight never answers: while waiting, check now
         # and then that it is still a member, and give up once its lease has run out.
-        while not done.wait(min(self._liveness_check, max(0.0, deadline - time.monotonic()))):
+        while not answered.wait(min(self._liveness_check, max(0.0, deadline - time.monotonic()))):
             if time.monotonic() >= deadline:
                 raise TransportTimeoutError(
                     f"node {holder!r} did not answer {type(message).__name__} for actor "
@@ -325,7 +319,8 @@ class Router:
                     f"out) with {type(message).__name__} in flight: it may or may not have been "
                     "handled there; a new message reaches the actor where it is activated next"
                 )
-        result = outcome[0]
+        result = answered.outcome
+        assert result is not None
         if isinstance(result, NoResponderError):
             # Nobody serves that node's subject: it died or shut down. Its activation lease
             # runs out (or was released), and a fresh lookup then finds the key free.
@@ -556,6 +551,25 @@ class Router:
             return self._codec.encode([_RAISE, error])
         except Exception:
             return self._codec.encode([_ERROR, [type(error).__name__, str(error)]])
+
+
+class _Answer:
+    """What a sender waits on for its reply: a lock held until the transport hands the outcome
+    over (cheaper than an Event, whose condition wakes through a waiters list)."""
+
+    __slots__ = ("_lock", "outcome")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+        self.outcome: bytes | BaseException | None = None
+
+    def __call__(self, outcome: bytes | BaseException) -> None:
+        self.outcome = outcome
+        self._lock.release()
+
+    def wait(self, timeout: float) -> bool:
+        return self._lock.acquire(timeout=timeout)
 
 
 def _placed(queued: _Queued, deadline: float | None) -> None:
