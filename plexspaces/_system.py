@@ -456,8 +456,17 @@ class ActorSystem:
                 self._node.activations_renewed = self._check_activations
                 if self._transport_spec is not None:
                     # Before the service starts, so the node's first round knows that fires
-                    # reach actors on other nodes.
-                    self._start_router(store, self._node)
+                    # reach actors on other nodes. A transport that cannot connect leaves
+                    # nothing open behind it: the next use tries again.
+                    try:
+                        self._start_router(store, self._node)
+                    except BaseException:
+                        self._node = None
+                        self._store = None
+                        if self._given_store is None:
+                            store.close()
+                        self._release_node_lock()
+                        raise
                 service = ReminderService(
                     self,
                     store,

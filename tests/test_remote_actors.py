@@ -278,3 +278,18 @@ def test_bad_transport_settings_are_refused_before_anything_opens(tmp_path: Any)
         ActorSystem(storage_url=url, transport_options={"token": "t"})
     with pytest.raises(TypeError, match="hosts_actors"):
         ActorSystem(storage_url=url, hosts_actors="no")  # type: ignore[arg-type]
+
+
+def test_a_transport_that_cannot_connect_fails_the_first_use_and_leaves_nothing_open(
+    pg_url: str, make_system: Callable[..., ActorSystem]
+) -> None:
+    """With no NATS server at the transport URL, the first use of the cluster raises
+    TransportUnavailableError naming the URL; nothing stays open (the next use tries again and
+    fails the same way, and the system shuts down without leaks)."""
+    url = f"nats://127.0.0.1:{natsserver.free_port()}"
+    system = make_system(storage_url=pg_url, cluster=True, transport=url, node_id="node-a")
+    with pytest.raises(TransportUnavailableError, match=r"127\.0\.0\.1"):
+        system.register_virtual("place", Place)  # a cluster node joins (and connects) here
+    for _ in range(2):
+        with pytest.raises(TransportUnavailableError, match=r"127\.0\.0\.1"):
+            system.virtual("place", "k").ask("where", timeout=5)
