@@ -1257,13 +1257,26 @@ class ReminderService:
         get there is retried (a fresh delivery finds where the actor is by then)."""
         route = self._node.route_remote
         assert route is not None
-        route(
-            ref,
-            fired,
-            holder,
-            lambda outcome: self._handled(armed, fired, outcome, False),
-            lambda why: self._delivery_failed(armed, fired, ref, why),
-        )
+        try:
+            route(
+                ref,
+                fired,
+                holder,
+                lambda outcome: self._handled(armed, fired, outcome, False),
+                lambda why: self._delivery_failed(armed, fired, ref, why),
+            )
+        except Exception as error:  # not sent at all (the transport is closed or refuses it)
+            self._answered(armed)
+            with self._lock:
+                self._take_off(armed)
+            _log.warning(
+                "reminder.delivery_failed",
+                actor_id=ref.actor_id,
+                reminder=armed.record.key.name,
+                fire_count=fired.fire_count,
+                error=repr(error),
+            )
+            self._retry(armed)
 
     def _done(self, armed: _Armed, fired: ReminderFired) -> Done:
         # A fire delivered inside ManualClock.advance is acknowledged before its hand-off is
