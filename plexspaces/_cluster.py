@@ -561,8 +561,10 @@ class ClusterNode:
                     share=share,
                 )
         self._owned = frozenset(owned)
-        if lost:
-            self._tell_lost(frozenset(lost))
+        # A bucket whose lease ran out while the store was away and that this round took back
+        # was never another node's: its reminders stay armed here (telling it lost would
+        # disarm reminders this node goes on claiming and renewing, and they would never fire).
+        self._tell_lost(frozenset(lost) - self._owned)
 
     def _tell_lost(self, buckets: frozenset[int]) -> None:
         if buckets and self._lost is not None:

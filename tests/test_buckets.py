@@ -382,3 +382,28 @@ def test_a_node_that_gives_a_bucket_up_disarms_its_reminders_and_the_new_holder_
     assert [k.actor_key for k in b.reminders._armed] == [key]
     clock.advance("8s")
     assert fires == [("node-b", key, 1)]
+
+
+def test_buckets_that_lapsed_and_are_taken_back_keep_their_reminders_firing(
+    pg_url: str, make_system: Callable[..., ActorSystem], clock: ManualClock
+) -> None:
+    """When a node's bucket leases ran out unrenewed (the store was away longer than the lease)
+    and its next round takes the same buckets back, its reminders in them go on firing: they
+    are not given up as if another node had taken the buckets."""
+    fires: list[tuple[str, str, int]] = []
+    cls = type("Device", (Device,), {"fires": fires})
+    system = make_system(
+        storage_url=pg_url, clock=clock, node_id="n1", lease="3s", poll_interval="1s"
+    )
+    system.register_virtual("dev", cls)
+    system.virtual("dev", "d1").ask(("register", {"due": "1s", "period": "1s"}))
+    clock.advance("2s")
+    assert [count for _, _, count in fires] == [1, 2]
+    engine = create_engine(pg_url)
+    with engine.begin() as connection:  # every bucket lease runs out, as after an outage
+        connection.execute(text("UPDATE plexspaces_buckets SET lease_until_us = 0"))
+    engine.dispose()
+    for _ in range(5):
+        clock.advance("1s")
+    assert [count for _, _, count in fires] == [1, 2, 3, 4, 5, 6, 7]
+    assert bucket_of("dev", "d1") in system.reminders._node.owned_buckets()
