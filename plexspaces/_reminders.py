@@ -288,12 +288,18 @@ class ReminderService:
         # Loads, polls and lease renewals: long store work that must not hold up fires.
         self._work: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self._maintainer = threading.Thread(
-            target=self._serve_work, name=f"{system.name}-reminder-loads", daemon=True
+            target=_serve_queue,
+            args=(self._work, "reminder.work_failed"),
+            name=f"{system.name}-reminder-loads",
+            daemon=True,
         )
         # Membership, bucket and lease renewals of a cluster node, apart from the long work.
         self._leases: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self._leaser = threading.Thread(
-            target=self._serve_leases, name=f"{system.name}-reminder-leases", daemon=True
+            target=_serve_queue,
+            args=(self._leases, "reminder.lease_work_failed"),
+            name=f"{system.name}-reminder-leases",
+            daemon=True,
         )
         # Activating a virtual actor for a fire runs its on_start: never on the fire thread.
         self._activator = ThreadPoolExecutor(
@@ -655,40 +661,14 @@ class ReminderService:
     # -- loading (maintenance thread) --------------------------------------------------------------
 
     def _maintain(self, work: Callable[[], None]) -> None:
-        """Run store work that may take long (loads, polls, renewals) on the maintenance
-        thread; inline inside `ManualClock.advance`, so it is done when the step ends."""
-        if current_handoff() is not None:
-            work()
-        else:
-            self._work.put(work)
+        """Run store work that may take long (loads, polls) on the maintenance thread; inline
+        inside `ManualClock.advance`, so it is done when the step ends."""
+        _hand_to(self._work, work)
 
     def _renew(self, work: Callable[[], None]) -> None:
         """Run lease work (membership, buckets, renewals) on the lease thread, which nothing
         else uses, so it is never late behind a long poll; inline inside `ManualClock.advance`."""
-        if current_handoff() is not None:
-            work()
-        else:
-            self._leases.put(work)
-
-    def _serve_leases(self) -> None:
-        while True:
-            work = self._leases.get()
-            if work is None:
-                return
-            try:
-                work()
-            except Exception as error:  # a renewal logs its own failures; this is a bug
-                _log.error("reminder.lease_work_failed", error=repr(error), exc_info=error)
-
-    def _serve_work(self) -> None:
-        while True:
-            work = self._work.get()
-            if work is None:
-                return
-            try:
-                work()
-            except Exception:
-                _log.exception("reminder.work_failed")
+        _hand_to(self._leases, work)
 
     def _schedule_loader(self, when: float) -> None:
         if not self._firing:
@@ -1831,3 +1811,27 @@ def _positive_int(value: int, what: str) -> int:
 
 def _replace_pending(record: StoredReminder) -> StoredReminder:
     return replace(record, pending_fire=None, pending_scheduled_at=None)
+
+
+def _hand_to(
+    queue_: queue.SimpleQueue[Callable[[], None] | None], work: Callable[[], None]
+) -> None:
+    """Put `work` on a service thread's queue; run it here inside `ManualClock.advance`."""
+    if current_handoff() is not None:
+        work()
+    else:
+        queue_.put(work)
+
+
+def _serve_queue(queue_: queue.SimpleQueue[Callable[[], None] | None], event: str) -> None:
+    """A service thread: run the work put on `queue_` in order until None comes; a failure
+    (each piece of work logs its own expected ones) is logged as `event` and the thread goes
+    on."""
+    while True:
+        work = queue_.get()
+        if work is None:
+            return
+        try:
+            work()
+        except Exception:
+            _log.exception(event)

@@ -21,7 +21,6 @@ messages one thread sends to one actor arrive in the order it sent them, whereve
 from __future__ import annotations
 
 import hashlib
-import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -45,6 +44,7 @@ from ._errors import (
     TransportTimeoutError,
 )
 from ._messages import ReminderFired
+from ._transport import ReplyWaiter
 
 if TYPE_CHECKING:
     from ._actor import Done, _Queued
@@ -302,7 +302,7 @@ class Router:
             raise TransportTimeoutError(
                 f"no node took {type(message).__name__} for actor {ref.actor_id!r} in time"
             )
-        answered = _Answer()
+        answered = ReplyWaiter()
         self._transport.request_async(holder, body, left, answered)
         # A node that dies with the message in flight never answers: while waiting, check now
         # and then that it is still a member, and give up once its lease has run out.
@@ -365,6 +365,8 @@ class Router:
                 "out yet"
             )
         if self._holders.get(ref.actor_id) is None:
+            # A real-time backoff, as the request's own timeout is: waiting for a dead holder's
+            # lease to run out, seen through the store, not a timing mechanism of the system.
             time.sleep(min(backoff, left))
             return min(backoff * 2, _MAX_BACKOFF)
         return backoff  # redirected to a known holder: try it at once
@@ -551,25 +553,6 @@ class Router:
             return self._codec.encode([_RAISE, error])
         except Exception:
             return self._codec.encode([_ERROR, [type(error).__name__, str(error)]])
-
-
-class _Answer:
-    """What a sender waits on for its reply: a lock held until the transport hands the outcome
-    over (cheaper than an Event, whose condition wakes through a waiters list)."""
-
-    __slots__ = ("_lock", "outcome")
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._lock.acquire()
-        self.outcome: bytes | BaseException | None = None
-
-    def __call__(self, outcome: bytes | BaseException) -> None:
-        self.outcome = outcome
-        self._lock.release()
-
-    def wait(self, timeout: float) -> bool:
-        return self._lock.acquire(timeout=timeout)
 
 
 def _placed(queued: _Queued, deadline: float | None) -> None:

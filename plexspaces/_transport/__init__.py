@@ -9,6 +9,7 @@ or may not have been handled by the other node.
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,7 @@ __all__ = [
     "Handler",
     "JsonCodec",
     "PickleCodec",
+    "ReplyWaiter",
     "Transport",
     "codec_named",
     "open_transport",
@@ -31,6 +33,27 @@ __all__ = [
 
 Handler = Callable[[bytes, Callable[[bytes], None]], None]
 """`handler(body, reply)`: serves one request; see `Transport.start`."""
+
+
+class ReplyWaiter:
+    """What a thread waits on for a request's outcome: a callback for `request_async` that
+    hands the reply (or the error) over through a lock held until then (lighter than a
+    `concurrent.futures.Future` or an `Event`, which wake through a condition's waiters list)."""
+
+    __slots__ = ("_lock", "outcome")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+        self.outcome: bytes | BaseException | None = None
+
+    def __call__(self, outcome: bytes | BaseException) -> None:
+        self.outcome = outcome
+        self._lock.release()
+
+    def wait(self, timeout: float) -> bool:
+        """Whether the outcome arrived within `timeout` seconds."""
+        return self._lock.acquire(timeout=timeout)
 
 
 class Transport(ABC):

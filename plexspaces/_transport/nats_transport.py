@@ -44,7 +44,7 @@ from .._errors import (
 )
 from .._logging import ensure_logging_configured
 from .._redact import HIDDEN, redact_text
-from . import Handler, Transport
+from . import Handler, ReplyWaiter, Transport
 
 __all__ = [
     "DEFAULT_RECONNECT_WAIT_S",
@@ -297,25 +297,6 @@ class _Reply:
             self._transport._submit(_Outgoing(subject, body))
 
 
-class _Waiter:
-    """What `request` waits on: a lock held until the loop hands over the outcome (lighter than
-    a `concurrent.futures.Future`, which needs a condition and its waiters list)."""
-
-    __slots__ = ("_lock", "outcome")
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._lock.acquire()
-        self.outcome: bytes | BaseException | None = None
-
-    def __call__(self, outcome: bytes | BaseException) -> None:
-        self.outcome = outcome
-        self._lock.release()
-
-    def wait(self, timeout: float) -> bool:
-        return self._lock.acquire(timeout=timeout)
-
-
 def _checked_body(body: object, what: str) -> bytes:
     if isinstance(body, bytes):
         return body
@@ -427,7 +408,7 @@ class NatsTransport(Transport):
 
     def request(self, node_id: str, body: bytes, timeout: float) -> bytes:
         self._refuse_on_loop("request")
-        waiter = _Waiter()
+        waiter = ReplyWaiter()
         self._begin(node_id, body, timeout, waiter, fail_fast=True)
         seconds = float(timeout)
         if not waiter.wait(seconds + _WAIT_GRACE_S):
