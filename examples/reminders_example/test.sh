@@ -71,7 +71,12 @@ for name in NAMES:
     check(f"{name}: a repeat only at the kill", repeats in ([], [max(child, default=0)]) and len(repeats) <= 1 and all(counts(name).count(c) == 2 for c in repeats), f"repeats {repeats}")
     check(f"{name}: the new process never goes back before the kill", all(c >= max(child, default=0) for c in parent), f"child {child}, parent {parent}")
     stored = out.matching(rf"^parent  found in the store: {name} fire_count ")
-    equal(f"{name}: found in the store after the kill with the child's count", [int(re.search(r"fire_count (\d+),", line)[1]) for line in stored], [max(child, default=0)])
+    # The store holds the child's last handled count, or one more when the kill came after the
+    # next fire was recorded (fires due within milliseconds are recorded together) and before
+    # it was handled: then the new process delivers exactly that count first (at-least-once).
+    stored_counts = [int(re.search(r"fire_count (\d+),", line)[1]) for line in stored]
+    last = max(child, default=0)
+    check(f"{name}: found in the store after the kill with the child's count (or its recorded next)", stored_counts == [last] or (stored_counts == [last + 1] and parent[:1] == [last + 1]), f"got {stored_counts}, child {child}, parent {parent}")
     late = [c for p, n, c, due in fires if n == name and abs(due - (first_due.get(name, 0) + 2 * (c - 1))) > 1e-6]
     equal(f"{name}: every fire due exactly on its 2-second grid", late, [])
 
