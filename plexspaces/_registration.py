@@ -7,7 +7,6 @@ what cannot be stored or fired (with a `ValueError` naming the field and the val
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,7 +16,7 @@ from ._calendar import calendar_schedule
 from ._duration import _ACCEPTED as _DURATION_ACCEPTED
 from ._duration import Duration, parse_duration, parse_period, positive_duration
 from ._retry import RetryPolicy, retry_policy
-from ._store import MISSED_POLICIES, FireFailure, ReminderKey, StoredReminder, encode_payload
+from ._store import MISSED_POLICIES, FireFailure, ReminderKey, StoredReminder, stored_payload
 
 __all__ = ["ReminderInfo", "ReminderRegistration", "info_of", "new_record"]
 
@@ -193,7 +192,7 @@ def new_record(
     retry = None if registration.retry is None else retry_policy(registration.retry)
     key = ReminderKey(actor_type, actor_key, name)
     # Refuse what JSON cannot carry back unchanged, and hand back what the store will.
-    payload = json.loads(encode_payload(key, registration.payload))
+    _, payload = stored_payload(key, registration.payload)
     return StoredReminder(
         key=key,
         due_at=due_at,

@@ -432,6 +432,59 @@ def test_the_payload_is_the_json_value_stored_at_registration(
     assert isinstance(fire.payload["pair"], list)
 
 
+@pytest.mark.parametrize(
+    ("payload", "stored"),
+    [
+        ({"n": 1, "s": "x", "f": 0.5, "b": True, "none": None}, None),
+        ((1, "a", None), [1, "a", None]),
+        ([1, 2.5], None),
+        ("text", None),
+        (7, None),
+    ],
+    ids=["flat-dict", "flat-tuple", "flat-list", "str", "int"],
+)
+def test_a_flat_payload_is_stored_as_json_hands_it_back(
+    rem: ActorSystem, clock: ManualClock, journal: Journal, payload: Any, stored: Any
+) -> None:
+    """Scalars and short lists or dicts of scalars (stored without walking the value) come back
+    as JSON hands them back, a tuple as a list, and are copies: changing the caller's object
+    after registering changes nothing stored."""
+    expected = payload if stored is None else stored
+    expected = json.loads(json.dumps(expected))
+    ref = rem.virtual("rem", "k")
+    info = register(ref, "r", due="1s", payload=payload)
+    if isinstance(payload, dict):
+        payload["later"] = 1
+    elif isinstance(payload, list):
+        payload.append("later")
+    assert info.payload == expected
+    assert type(info.payload) is type(expected)
+    clock.advance("1s")
+    [fire] = journal.fired()
+    assert fire.payload == expected
+    assert type(fire.payload) is type(expected)
+
+
+@pytest.mark.parametrize(
+    ("payload", "problem"),
+    [
+        ({"f": float("nan")}, "NaN"),
+        ({"f": float("inf")}, "inf"),
+        ({1: "a"}, "dict key 1"),
+        ([float("-inf")], "inf"),
+    ],
+    ids=["nan-in-dict", "inf-in-dict", "int-key", "inf-in-list"],
+)
+def test_a_flat_payload_json_would_change_is_refused(
+    rem: ActorSystem, payload: Any, problem: str
+) -> None:
+    """The quick path for flat payloads refuses what the full check refuses, naming it."""
+    ref = rem.virtual("rem", "k")
+    with pytest.raises(ValueError, match=problem):
+        register(ref, "r", due="1s", payload=payload)
+    assert rem.reminders.list_actor("rem", "k") == []
+
+
 # -- durability ------------------------------------------------------------------------------------
 
 

@@ -236,3 +236,39 @@ def test_batches_of_a_thousand(store: ReminderStore, backend: Backend) -> None:
     print(f"{backend.name}: {count / elapsed:,.0f} fires/s recorded and acknowledged in batches")
     assert backend.count() == 0
     assert store.get(ReminderKey("order", "k1", "r1")) is None
+
+
+def test_rows_decode_positionally_in_the_table_order() -> None:
+    """Rows are decoded by position in the order `ROW_COLUMNS` gives, which must be the reminder
+    table's own order (a column added to one and not the other would shift every value)."""
+    from plexspaces._store.codec import ROW_COLUMNS
+    from plexspaces._store.sql.engine import REMINDERS_TABLE
+
+    assert tuple(column.name for column in REMINDERS_TABLE.columns) == ROW_COLUMNS
+
+
+def test_rows_selected_in_another_column_order_decode_alike(store: ReminderStore) -> None:
+    """A statement that selects the table's columns in another order still decodes each row
+    into the stored record (by name, not by position)."""
+    from sqlalchemy import select
+
+    from plexspaces._retry import RetryPolicy
+    from plexspaces._store.sql.engine import REMINDERS_TABLE
+
+    plain = _stored(store, reminder("plain", payload={"n": 1}))
+    full = _stored(
+        store,
+        reminder(
+            "full",
+            cron="0 9 * * *",
+            tz="Europe/Prague",
+            expires_at=T0 + 100 * SECOND,
+            retry=RetryPolicy(max_attempts=3),
+            last_fired_at=T0 - SECOND,
+            last_handled_at=T0 - SECOND,
+        ),
+    )
+    rows = store._rows(  # type: ignore[attr-defined]
+        select(*reversed(REMINDERS_TABLE.columns)).order_by(REMINDERS_TABLE.c.name)
+    )
+    assert store._decode_all(rows) == [full, plain]  # type: ignore[attr-defined]

@@ -29,6 +29,7 @@ from .codec import (
     decode_payload,
     encode_payload,
     json_text,
+    stored_payload,
 )
 from .interfaces import AdminScans, DeadLetterStore, LeaseStore, ReminderRecords, ReminderStore
 from .records import (
@@ -102,6 +103,7 @@ __all__ = [
     "encode_payload",
     "from_micros",
     "json_text",
+    "stored_payload",
     "to_micros",
     "validate_reminder",
 ]

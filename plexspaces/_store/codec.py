@@ -17,8 +17,10 @@ from __future__ import annotations
 import json
 import math
 import sys
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Final
+from functools import lru_cache
+from typing import Any, Final
 
 from .._retry import RetryPolicy
 from .records import (
@@ -33,15 +35,13 @@ from .records import (
     validate_reminder,
 )
 
-if TYPE_CHECKING:
-    from sqlalchemy.engine import RowMapping
-
 __all__ = [
     "MAX_PAYLOAD_BYTES",
     "MAX_PAYLOAD_DEPTH",
     "decode_payload",
     "encode_payload",
     "json_text",
+    "stored_payload",
 ]
 
 MAX_PAYLOAD_DEPTH: Final = 64
@@ -68,20 +68,25 @@ def encode_payload(key: ReminderKey, payload: Any) -> str:
         ValueError: naming the reminder, where in the payload the problem is, and the value (or
             the limit it goes beyond).
     """
-    shape = _measure(payload)
-    if shape is not None:
-        raise ValueError(f"payload of reminder {key} {shape}")
-    try:
+    if _is_flat(payload):
+        # Scalars, or one short list or str-keyed dict of them (most payloads): nothing to
+        # measure or hunt for, JSON writes them as they are; only the size is left to check.
         text = json_text(payload)
-    except (TypeError, ValueError, RecursionError) as error:
-        problem = _find_non_json(payload) or str(error)
-        raise ValueError(
-            f"payload of reminder {key} is not JSON (dict with str keys, list, str, int, finite "
-            f"float, bool, None): {problem}"
-        ) from None
-    lossy = _find_non_json(payload)
-    if lossy is not None:
-        raise ValueError(f"payload of reminder {key} would not come back as stored: {lossy}")
+    else:
+        shape = _measure(payload)
+        if shape is not None:
+            raise ValueError(f"payload of reminder {key} {shape}")
+        try:
+            text = json_text(payload)
+        except (TypeError, ValueError, RecursionError) as error:
+            problem = _find_non_json(payload) or str(error)
+            raise ValueError(
+                f"payload of reminder {key} is not JSON (dict with str keys, list, str, int, "
+                f"finite float, bool, None): {problem}"
+            ) from None
+        lossy = _find_non_json(payload)
+        if lossy is not None:
+            raise ValueError(f"payload of reminder {key} would not come back as stored: {lossy}")
     size = _text_bytes(text)
     if size > MAX_PAYLOAD_BYTES:
         raise ValueError(
@@ -89,6 +94,52 @@ def encode_payload(key: ReminderKey, payload: Any) -> str:
             f"{MAX_PAYLOAD_BYTES} (MAX_PAYLOAD_BYTES)"
         )
     return text
+
+
+def stored_payload(key: ReminderKey, payload: Any) -> tuple[str, Any]:
+    """`encode_payload(key, payload)`, and the value a store will hand back for it (tuples
+    become lists; a copy, so changing `payload` later changes nothing stored).
+
+    Raises:
+        ValueError: as `encode_payload`.
+    """
+    text = encode_payload(key, payload)
+    if type(payload) is dict and _is_flat(payload):
+        return text, dict(payload)
+    if type(payload) in (list, tuple) and _is_flat(payload):
+        return text, list(payload)
+    if payload is None or type(payload) in _SCALARS:
+        return text, payload
+    return text, json.loads(text)
+
+
+# Types JSON writes and reads back as the same value (a float only when finite).
+_SCALARS: Final = frozenset({str, int, bool, float, type(None)})
+# The longest list or dict `_is_flat` takes without measuring it.
+_FLAT_ITEMS: Final = 64
+
+
+def _is_flat(payload: Any) -> bool:
+    """Whether `payload` is a scalar, or a short list, tuple or str-keyed dict of scalars: what
+    JSON carries back unchanged (a tuple as a list) without a walk of the value."""
+    kind = type(payload)
+    if kind is dict:
+        if len(payload) > _FLAT_ITEMS:
+            return False
+        for item_key, item in payload.items():
+            if type(item_key) is not str or not _is_scalar(item):
+                return False
+        return True
+    if kind is list or kind is tuple:
+        return len(payload) <= _FLAT_ITEMS and all(map(_is_scalar, payload))
+    return _is_scalar(payload)
+
+
+def _is_scalar(value: Any) -> bool:
+    kind = type(value)
+    if kind is float:
+        return math.isfinite(value)
+    return kind in _SCALARS
 
 
 def json_text(value: Any) -> str:
@@ -271,53 +322,63 @@ def _find_non_json(payload: Any, root: str = "payload") -> str | None:
 
 
 def _row_values(record: StoredReminder, payload: str) -> dict[str, Any]:
-    def micros(value: datetime | None) -> int | None:
-        return None if value is None else to_micros(value)
-
+    # Runs once per row written: equal times (due and anchor, created and updated, as a new
+    # registration has them) are converted once, and unset optional fields cost a test each.
+    due_at, anchor_at = record.due_at, record.anchor_at
+    due_us = to_micros(due_at)
+    created_at, updated_at = record.created_at, record.updated_at
+    created_us = to_micros(created_at)
+    pending_at, claimed_until = record.pending_scheduled_at, record.claimed_until
+    expires_at, fired_at, handled_at = (
+        record.expires_at,
+        record.last_fired_at,
+        record.last_handled_at,
+    )
+    retry, error, key = record.retry, record.last_error, record.key
     return {
-        "actor_type": record.key.actor_type,
-        "actor_key": record.key.actor_key,
-        "name": record.key.name,
-        "due_us": to_micros(record.due_at),
-        "anchor_us": to_micros(record.anchor_at),
+        "actor_type": key.actor_type,
+        "actor_key": key.actor_key,
+        "name": key.name,
+        "due_us": due_us,
+        "anchor_us": due_us if anchor_at is due_at else to_micros(anchor_at),
         "period_us": None if record.period is None else record.period // _ONE_MICROSECOND,
         "max_count": record.max_count,
         "fire_count": record.fire_count,
         "missed": record.missed,
         "payload": payload,
         "pending_fire": record.pending_fire,
-        "pending_scheduled_us": micros(record.pending_scheduled_at),
+        "pending_scheduled_us": None if pending_at is None else to_micros(pending_at),
         "finished": record.finished,
         "claimed_by": record.claimed_by,
-        "claimed_until_us": micros(record.claimed_until),
-        "created_us": to_micros(record.created_at),
-        "updated_us": to_micros(record.updated_at),
-        "bucket": bucket_of(record.key.actor_type, record.key.actor_key),
+        "claimed_until_us": None if claimed_until is None else to_micros(claimed_until),
+        "created_us": created_us,
+        "updated_us": created_us if updated_at is created_at else to_micros(updated_at),
+        "bucket": _bucket(key.actor_type, key.actor_key),
         "cron": record.cron,
         "tz": record.tz,
-        "expires_us": micros(record.expires_at),
-        **_retry_values(record.retry),
+        "expires_us": None if expires_at is None else to_micros(expires_at),
+        "retry_max_attempts": None if retry is None else retry.max_attempts,
+        "retry_backoff_us": None if retry is None else retry.backoff_delta // _ONE_MICROSECOND,
+        "retry_max_backoff_us": (
+            None if retry is None else retry.max_backoff_delta // _ONE_MICROSECOND
+        ),
         "attempts": record.attempts or None,
-        "last_fired_us": micros(record.last_fired_at),
-        "last_handled_us": micros(record.last_handled_at),
-        "last_error_type": None if record.last_error is None else record.last_error.type,
-        "last_error_text": None if record.last_error is None else record.last_error.text,
+        "last_fired_us": None if fired_at is None else to_micros(fired_at),
+        "last_handled_us": None if handled_at is None else to_micros(handled_at),
+        "last_error_type": None if error is None else error.type,
+        "last_error_text": None if error is None else error.text,
     }
 
 
-def _retry_values(retry: RetryPolicy | None) -> dict[str, int | None]:
-    if retry is None:
-        return {"retry_max_attempts": None, "retry_backoff_us": None, "retry_max_backoff_us": None}
-    return {
-        "retry_max_attempts": retry.max_attempts,
-        "retry_backoff_us": retry.backoff_delta // _ONE_MICROSECOND,
-        "retry_max_backoff_us": retry.max_backoff_delta // _ONE_MICROSECOND,
-    }
+@lru_cache(maxsize=4096)
+def _bucket(actor_type: str, actor_key: str) -> int:
+    """`bucket_of`, remembered for the actors written lately (a batch is often one actor's)."""
+    return bucket_of(actor_type, actor_key)
 
 
-def _decode_retry(row: RowMapping) -> RetryPolicy | None:
-    backoff, longest = row["retry_backoff_us"], row["retry_max_backoff_us"]
-    attempts = row["retry_max_attempts"]
+def _decode_retry(values: Sequence[Any]) -> RetryPolicy | None:
+    backoff, longest = values[_AT["retry_backoff_us"]], values[_AT["retry_max_backoff_us"]]
+    attempts = values[_AT["retry_max_attempts"]]
     if backoff is None and longest is None and attempts is None:
         return None
     if not all(type(value) is int for value in (backoff, longest)):
@@ -332,72 +393,149 @@ def _decode_retry(row: RowMapping) -> RetryPolicy | None:
     )
 
 
-def _decode_failure(row: RowMapping) -> FireFailure | None:
-    kind, text = row["last_error_type"], row["last_error_text"]
+def _decode_failure(values: Sequence[Any]) -> FireFailure | None:
+    kind, text = values[_AT["last_error_type"]], values[_AT["last_error_text"]]
     if kind is None and text is None:
         return None
     return FireFailure(str(kind), "" if text is None else str(text))
 
 
-def _decode_row(row: RowMapping) -> StoredReminder | UndecodableReminder:
-    # A service may hold a hundred thousand decoded rows at once (after a restart with many
-    # overdue): actor types and keys are shared between the rows of one actor (interned), and
-    # equal times within a row (due and anchor, created and updated) are one object.
-    key = ReminderKey(
-        sys.intern(str(row["actor_type"])), sys.intern(str(row["actor_key"])), str(row["name"])
-    )
-    times: dict[int, datetime] = {}
+ROW_COLUMNS: Final = (
+    "actor_type",
+    "actor_key",
+    "name",
+    "due_us",
+    "anchor_us",
+    "period_us",
+    "max_count",
+    "fire_count",
+    "missed",
+    "payload",
+    "pending_fire",
+    "pending_scheduled_us",
+    "finished",
+    "claimed_by",
+    "claimed_until_us",
+    "created_us",
+    "updated_us",
+    "bucket",
+    "cron",
+    "tz",
+    "expires_us",
+    "retry_max_attempts",
+    "retry_backoff_us",
+    "retry_max_backoff_us",
+    "attempts",
+    "last_fired_us",
+    "last_handled_us",
+    "last_error_type",
+    "last_error_text",
+)
+"""The columns of the reminder table, in the table's order: what `_decode_values` reads."""
 
-    def time(column: str) -> datetime:
-        micros = row[column]
+_AT: Final = {column: index for index, column in enumerate(ROW_COLUMNS)}
+# The columns that are NULL on a reminder with no calendar, expiry, failure policy, history,
+# pending fire or claim (most rows after a restart): one slice to test before decoding each.
+_OPTIONAL_FIRST: Final = _AT["cron"]
+_OPTIONAL_LAST: Final = _AT["last_error_text"]
+
+
+def _decode_row(row: Mapping[Any, Any]) -> StoredReminder | UndecodableReminder:
+    """The record of one row of the reminder table, given as a mapping of its columns; an
+    `UndecodableReminder` (never an exception) when it does not decode."""
+    return _decode_values(tuple(row[column] for column in ROW_COLUMNS))
+
+
+def _decode_values(
+    values: Sequence[Any], times: dict[int, datetime] | None = None
+) -> StoredReminder | UndecodableReminder:
+    """`_decode_row` of the row's values in `ROW_COLUMNS` order (a row of a statement that
+    selects the table's columns first). `times` shares equal times between the rows of one page.
+
+    A service may hold a hundred thousand decoded rows at once (after a restart with many
+    overdue): actor types and keys are shared between the rows of one actor (interned), and
+    equal times (due and anchor, created and updated, rows written together) are one object.
+    """
+    (
+        actor_type,
+        actor_key,
+        name,
+        due_us,
+        anchor_us,
+        period_us,
+        max_count,
+        fire_count,
+        missed,
+        payload_text,
+        pending_fire,
+        pending_us,
+        finished,
+        claimed_by,
+        claimed_until_us,
+        created_us,
+        updated_us,
+    ) = values[: _AT["bucket"]]
+    key = ReminderKey(sys.intern(str(actor_type)), sys.intern(str(actor_key)), str(name))
+    if times is None:
+        times = {}
+
+    def time(micros: Any, column: str) -> datetime:
         found = times.get(micros) if type(micros) is int else None
-        if found is not None:
-            return found
-        try:
-            value = from_micros(micros)
-        except ValueError as error:
-            raise ValueError(f"{column}: {error}") from None
-        times[micros] = value
-        return value
-
-    def optional_time(column: str) -> datetime | None:
-        return None if row[column] is None else time(column)
+        if found is None:
+            try:
+                found = from_micros(micros)
+            except ValueError as error:
+                raise ValueError(f"{column}: {error}") from None
+            times[micros] = found
+        return found
 
     try:
-        period_us = row["period_us"]
         if period_us is not None and (
             isinstance(period_us, bool) or not isinstance(period_us, int) or period_us <= 0
         ):
             raise ValueError(f"period_us {period_us!r} is not a positive number of microseconds")
         try:
-            payload = decode_payload(row["payload"])
+            payload = decode_payload(payload_text)
         except json.JSONDecodeError as error:
             raise ValueError(f"payload is not valid JSON: {error}") from None
-        record = StoredReminder(
-            key=key,
-            due_at=time("due_us"),
-            anchor_at=time("anchor_us"),
-            period=None if period_us is None else timedelta(microseconds=period_us),
-            max_count=row["max_count"],
-            fire_count=row["fire_count"],
-            missed=row["missed"],
-            payload=payload,
-            pending_fire=row["pending_fire"],
-            pending_scheduled_at=optional_time("pending_scheduled_us"),
-            finished=row["finished"],
-            claimed_by=row["claimed_by"],
-            claimed_until=optional_time("claimed_until_us"),
-            created_at=time("created_us"),
-            updated_at=time("updated_us"),
-            cron=row["cron"],
-            tz=row["tz"],
-            expires_at=optional_time("expires_us"),
-            retry=_decode_retry(row),
-            attempts=row["attempts"] or 0,
-            last_fired_at=optional_time("last_fired_us"),
-            last_handled_at=optional_time("last_handled_us"),
-            last_error=_decode_failure(row),
+        common = (
+            key,
+            time(due_us, "due_us"),
+            time(anchor_us, "anchor_us"),
+            None if period_us is None else timedelta(microseconds=period_us),
+            max_count,
+            fire_count,
+            missed,
+            payload,
+            pending_fire,
+            None if pending_us is None else time(pending_us, "pending_scheduled_us"),
+            finished,
+            claimed_by,
+            None if claimed_until_us is None else time(claimed_until_us, "claimed_until_us"),
+            time(created_us, "created_us"),
+            time(updated_us, "updated_us"),
         )
+        attempts = values[_AT["attempts"]] or 0
+        optional = values[_OPTIONAL_FIRST : _OPTIONAL_LAST + 1]
+        if optional.count(None) == len(optional):
+            record = StoredReminder(*common, attempts=attempts)
+        else:
+
+            def optional_time(column: str) -> datetime | None:
+                micros = values[_AT[column]]
+                return None if micros is None else time(micros, column)
+
+            record = StoredReminder(
+                *common,
+                cron=values[_AT["cron"]],
+                tz=values[_AT["tz"]],
+                expires_at=optional_time("expires_us"),
+                retry=_decode_retry(values),
+                attempts=attempts,
+                last_fired_at=optional_time("last_fired_us"),
+                last_handled_at=optional_time("last_handled_us"),
+                last_error=_decode_failure(values),
+            )
         validate_reminder(record, times_checked=True)
     except Exception as error:
         # Any failure to decode one row makes that row undecodable, nothing more: a decoder

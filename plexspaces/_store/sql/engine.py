@@ -18,6 +18,8 @@ import uuid
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from datetime import datetime
+from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Concatenate, Final, ParamSpec, TypeVar
 
@@ -43,13 +45,13 @@ from sqlalchemy import (
     tuple_,
     update,
 )
-from sqlalchemy.engine import URL, Connection, Engine, Row, create_engine, make_url
+from sqlalchemy.engine import URL, Connection, Dialect, Engine, Row, create_engine, make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.schema import CreateColumn, CreateIndex, CreateTable
 
 from ..base import BaseReminderStore
-from ..codec import _decode_row
+from ..codec import ROW_COLUMNS, _decode_values
 from ..records import (
     ReminderKey,
     SchemaVersionError,
@@ -464,9 +466,11 @@ class SqlStoreBase(BaseReminderStore):
         with self._write_serial, self._connection() as connection, connection.begin():
             yield connection
 
-    def _rows(self, statement: Select[Any]) -> Sequence[Row[Any]]:
+    def _rows(
+        self, statement: Select[Any], params: dict[str, Any] | None = None
+    ) -> Sequence[Row[Any]]:
         with self._connection() as connection:
-            return connection.execute(statement).all()
+            return connection.execute(statement, params).all()
 
     # -- schema ------------------------------------------------------------------------------------
 
@@ -569,14 +573,26 @@ class SqlStoreBase(BaseReminderStore):
     # -- decoding ----------------------------------------------------------------------------------
 
     def _decode(self, row: Row[Any]) -> StoredReminder | None:
-        decoded = _decode_row(row._mapping)
-        if isinstance(decoded, UndecodableReminder):
-            self._report_undecodable(decoded)
-            return None
-        return decoded
+        found = self._decode_all([row])
+        return found[0] if found else None
 
     def _decode_all(self, rows: Sequence[Row[Any]]) -> list[StoredReminder]:
-        return [record for record in map(self._decode, rows) if record is not None]
+        """The records of `rows` (rows of a statement selecting the reminder table's columns),
+        leaving out (and reporting) those that do not decode."""
+        if not rows:
+            return []
+        values: Sequence[Sequence[Any]] = rows
+        if tuple(rows[0]._fields[: len(ROW_COLUMNS)]) != ROW_COLUMNS:
+            values = [tuple(row._mapping[column] for column in ROW_COLUMNS) for row in rows]
+        times: dict[int, datetime] = {}
+        found: list[StoredReminder] = []
+        for row_values in values:
+            decoded = _decode_values(row_values, times)
+            if isinstance(decoded, UndecodableReminder):
+                self._report_undecodable(decoded)
+            else:
+                found.append(decoded)
+        return found
 
     def _scan(
         self,
@@ -642,6 +658,47 @@ def _schema_version(recorded: Any, engine: Engine) -> int | None:
         f"writes schema version {SCHEMA_VERSION}. The table was changed by something other "
         "than plexspaces: restore it, or use another database"
     )
+
+
+# -- statements through the driver ---------------------------------------------------------------
+
+
+def _execute_many(connection: Connection, statement: Any, params: list[dict[str, Any]]) -> int:
+    """Run `statement` once per parameter set through the driver's executemany; rows matched.
+
+    The statement is compiled once per dialect, and the parameter sets go to the driver as they
+    are: for thousands of sets SQLAlchemy's per-set parameter processing would cost more than
+    the database takes to run them. Only for statements whose parameters need no bind
+    processor: ints, strings, bools and NULLs (every column of the reminder tables)."""
+    sql, order = _driver_sql(connection.dialect, statement)
+    rows: list[Any] = params if order is None else list(map(order, params))
+    return connection.exec_driver_sql(sql, rows).rowcount
+
+
+_driver_statements: dict[
+    tuple[str, str, Any], tuple[str, Callable[[dict[str, Any]], Any] | None]
+] = {}
+
+
+def _driver_sql(
+    dialect: Dialect, statement: Any
+) -> tuple[str, Callable[[dict[str, Any]], Any] | None]:
+    """The SQL text of `statement` for `dialect`, and for a driver that takes positional
+    parameters, what turns a parameter set into them in order (None for named ones)."""
+    # Keyed by what decides the SQL text, and by the statement itself (kept alive by the key):
+    # an id() could be reused by another object once the first is gone.
+    cache_key = (dialect.name, dialect.paramstyle, statement)
+    found = _driver_statements.get(cache_key)
+    if found is None:
+        compiled = statement.compile(dialect=dialect)
+        order = None
+        if compiled.positional:
+            names = list(compiled.positiontup)
+            getter = itemgetter(*names)
+            # itemgetter of one name gives the value, not a 1-tuple.
+            order = getter if len(names) > 1 else (lambda params: (getter(params),))
+        found = _driver_statements[cache_key] = (compiled.string, order)
+    return found
 
 
 # -- keyset pages --------------------------------------------------------------------------------

@@ -19,10 +19,9 @@ has not seen, and the slow path gives each change exactly the single-row semanti
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from functools import cache
-from operator import itemgetter
 from typing import Any, Final
 
 from sqlalchemy import (
@@ -40,11 +39,10 @@ from sqlalchemy import (
     true,
     update,
 )
-from sqlalchemy.engine import Connection, Dialect
 
 from ..codec import json_text
 from ..records import FireChange, StoredReminder, to_micros
-from .engine import REMINDERS_TABLE, _reconnecting
+from .engine import REMINDERS_TABLE, _execute_many, _reconnecting
 from .reminders import (
     _KEY_MATCH,
     SqlReminderRecords,
@@ -240,44 +238,6 @@ def _check_changes(changes: Sequence[FireChange]) -> list[FireChange]:
 
 
 _Batches = list[tuple[Any, list[dict[str, Any]]]]
-
-
-def _execute_many(connection: Connection, statement: Any, params: list[dict[str, Any]]) -> int:
-    """Run `statement` once per parameter set through the driver's executemany; rows matched.
-
-    The statement is compiled once per dialect, and the parameter sets go to the driver as they
-    are: for thousands of sets SQLAlchemy's per-set parameter processing would cost more than
-    the database takes to run them. (None of these parameters needs a bind processor: they are
-    ints, strings and NULLs.)"""
-    sql, order = _driver_sql(connection.dialect, statement)
-    rows: list[Any] = params if order is None else list(map(order, params))
-    return connection.exec_driver_sql(sql, rows).rowcount
-
-
-_driver_statements: dict[
-    tuple[str, str, Any], tuple[str, Callable[[dict[str, Any]], Any] | None]
-] = {}
-
-
-def _driver_sql(
-    dialect: Dialect, statement: Any
-) -> tuple[str, Callable[[dict[str, Any]], Any] | None]:
-    """The SQL text of `statement` for `dialect`, and for a driver that takes positional
-    parameters, what turns a parameter set into them in order (None for named ones)."""
-    # Keyed by what decides the SQL text, and by the statement itself (kept alive by the key):
-    # an id() could be reused by another object once the first is gone.
-    cache_key = (dialect.name, dialect.paramstyle, statement)
-    found = _driver_statements.get(cache_key)
-    if found is None:
-        compiled = statement.compile(dialect=dialect)
-        order = None
-        if compiled.positional:
-            names = list(compiled.positiontup)
-            getter = itemgetter(*names)
-            # itemgetter of one name gives the value, not a 1-tuple.
-            order = getter if len(names) > 1 else (lambda params: (getter(params),))
-        found = _driver_statements[cache_key] = (compiled.string, order)
-    return found
 
 
 def _changed(

@@ -46,6 +46,7 @@ from .engine import (
     REMINDERS_TABLE,
     SqlStoreBase,
     _after,
+    _execute_many,
     _key_literals,
     _KeyText,
     _Page,
@@ -78,7 +79,7 @@ class SqlReminderRecords(SqlStoreBase):
             return
         with self._write() as connection:
             if self._upsert is not None:
-                connection.execute(self._upsert, values)
+                _execute_many(connection, self._upsert, [values])
             else:
                 # Databases without an upsert statement: replace in one transaction.
                 connection.execute(_DELETE_ONE, _key_params(reminder.key))
@@ -124,7 +125,7 @@ class SqlReminderRecords(SqlStoreBase):
             if not replaced:
                 return
             if self._upsert is not None:
-                connection.execute(self._upsert, [values for _, values in replaced])
+                _execute_many(connection, self._upsert, [values for _, values in replaced])
                 return
             for key, values in replaced:
                 connection.execute(_DELETE_ONE, _key_params(key))
@@ -183,17 +184,11 @@ class SqlReminderRecords(SqlStoreBase):
         start = self._check_position(after)
 
         def fetch(cursor: _Position | None, want: int) -> _Page:
-            # One statement, so both halves see the same snapshot: a row that gets a pending fire
-            # or loses one meanwhile is neither missed nor returned twice.
-            scheduled = _scheduled_select(until_us, cursor).limit(want).subquery()
-            pending = _pending_select(cursor).limit(want).subquery()
-            both = union_all(select(scheduled), select(pending)).subquery()
-            statement = (
-                select(both)
-                .order_by(both.c.pos, both.c.actor_type, both.c.actor_key, both.c.name)
-                .limit(want)
-            )
-            rows = self._rows(statement)
+            params: dict[str, Any] = {"until_us": until_us, "want": want}
+            if cursor is not None:
+                at, key = cursor
+                params.update(c_at=at, c_type=key.actor_type, c_key=key.actor_key, c_name=key.name)
+            rows = self._rows(_due_statement(cursor is not None), params)
             return rows, len(rows) < want
 
         return self._scan(fetch, limit, start)
@@ -555,6 +550,44 @@ def _scheduled_select(until_us: int, cursor: _Position | None) -> Select[Any]:
     if cursor is not None:
         statement = statement.where(_after(_r.due_us, cursor))
     return statement.order_by(_r.due_us, *_KEY_COLUMNS)
+
+
+@cache
+def _due_statement(paged: bool) -> Select[Any]:
+    """The scan of `due()`, built once (a page after the first also takes a cursor): its
+    parameters are `until_us`, `want` (the page size) and, when `paged`, the cursor's `c_at`,
+    `c_type`, `c_key` and `c_name`. One statement, so both halves see the same snapshot: a row
+    that gets a pending fire or loses one meanwhile is neither missed nor returned twice."""
+    want = bindparam("want", type_=BigInteger)
+    cursor = (
+        tuple_(
+            bindparam("c_at", type_=BigInteger),
+            bindparam("c_type", type_=_KeyText),
+            bindparam("c_key", type_=_KeyText),
+            bindparam("c_name", type_=_KeyText),
+        )
+        if paged
+        else None
+    )
+    scheduled = select(REMINDERS_TABLE, _r.due_us.label("pos")).where(
+        _r.finished == false(),
+        _r.pending_scheduled_us.is_(None),
+        _r.due_us <= bindparam("until_us", type_=BigInteger),
+    )
+    pending = select(REMINDERS_TABLE, _r.pending_scheduled_us.label("pos")).where(
+        _r.pending_scheduled_us.is_not(None)
+    )
+    if cursor is not None:
+        scheduled = scheduled.where(tuple_(_r.due_us, *_KEY_COLUMNS) > cursor)
+        pending = pending.where(tuple_(_r.pending_scheduled_us, *_KEY_COLUMNS) > cursor)
+    first = scheduled.order_by(_r.due_us, *_KEY_COLUMNS).limit(want).subquery()
+    second = pending.order_by(_r.pending_scheduled_us, *_KEY_COLUMNS).limit(want).subquery()
+    both = union_all(select(first), select(second)).subquery()
+    return (
+        select(both)
+        .order_by(both.c.pos, both.c.actor_type, both.c.actor_key, both.c.name)
+        .limit(want)
+    )
 
 
 def _pending_select(cursor: _Position | None) -> Select[Any]:
