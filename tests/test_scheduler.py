@@ -363,3 +363,62 @@ def test_compaction_keeps_every_live_call_in_order(system: ActorSystem, clock: M
     clock.advance("20s")
     assert ran == list(range(0, 10_000, 10))
     assert len(scheduler) == 0
+
+
+# -- keyed entries: owners with many deadlines ---------------------------------------------------
+
+
+def test_keyed_entries_run_through_their_owner_and_stale_ones_are_dropped(
+    manual_clock: ManualClock,
+) -> None:
+    """A keyed entry that is still its owner's current one is taken (under the lock) and run; one
+    replaced or dropped meanwhile never runs, and len() counts only current ones."""
+    scheduler = Scheduler(manual_clock, name="keyed")
+    scheduler.start()
+    current: dict[str, Any] = {}
+    taken: list[str] = []
+    ran: list[tuple[str, float]] = []
+
+    def take(entry: Any) -> None:
+        taken.append(entry[3])
+        current[entry[3]] = "taken"
+
+    owner = scheduler.add_owner(current, take, lambda entry: ran.append((entry[3], entry[0])))
+    now = manual_clock.time()
+    with scheduler.lock:
+        for name, delay in (("a", 1), ("b", 2), ("c", 3)):
+            entry = scheduler.push_locked(owner, name, now + delay, None)
+            current[name] = entry
+        # "b" replaced by a later entry, "c" dropped: their first entries are stale.
+        current["b"] = scheduler.push_locked(owner, "b", now + 4, None)
+        scheduler.discard_locked(1)
+        del current["c"]
+        scheduler.discard_locked(1)
+    assert len(scheduler) == 2
+    manual_clock.advance("5s")
+    assert ran == [("a", now + 1), ("b", now + 4)]
+    assert taken == ["a", "b"]
+    assert len(scheduler) == 0
+    assert scheduler._heap == []  # internal: every stale entry was dropped as it came up
+    scheduler.close()
+
+
+def test_removing_an_owner_makes_its_entries_stale(manual_clock: ManualClock) -> None:
+    """Once its owner is removed, none of its entries runs and len() no longer counts them."""
+    scheduler = Scheduler(manual_clock, name="keyed-removed")
+    scheduler.start()
+    current: dict[str, Any] = {}
+    ran: list[Any] = []
+    owner = scheduler.add_owner(current, lambda entry: None, ran.append)
+    with scheduler.lock:
+        for index in range(3):
+            name = f"t{index}"
+            current[name] = scheduler.push_locked(owner, name, manual_clock.time() + 1, 1.0)
+    assert len(scheduler) == 3
+    with scheduler.lock:
+        scheduler.remove_owner_locked(owner)
+    assert current == {}
+    assert len(scheduler) == 0
+    manual_clock.advance("2s")
+    assert ran == []
+    scheduler.close()
