@@ -368,6 +368,10 @@ def test_compaction_keeps_every_live_call_in_order(system: ActorSystem, clock: M
 # -- keyed entries: owners with many deadlines ---------------------------------------------------
 
 
+class Idle(Actor):
+    """An actor that only hosts timers."""
+
+
 def test_keyed_entries_run_through_their_owner_and_stale_ones_are_dropped(
     manual_clock: ManualClock,
 ) -> None:
@@ -422,3 +426,56 @@ def test_removing_an_owner_makes_its_entries_stale(manual_clock: ManualClock) ->
     manual_clock.advance("2s")
     assert ran == []
     scheduler.close()
+
+
+def test_armed_timers_add_no_objects_for_the_garbage_collector(
+    system: ActorSystem, clock: ManualClock
+) -> None:
+    """10,000 plain periodic timers add (almost) no GC-tracked objects: their heap entries hold
+    plain values only, so the collector untracks them and has nothing to walk per timer."""
+    timers = system.spawn(Idle).attach_facet(TimerFacet())
+    names = [f"t{index}" for index in range(10_000)]
+    gc.collect()
+    before = len(gc.get_objects())
+    for name in names:
+        timers.register_periodic(name, "1h")
+    gc.collect()
+    assert len(system.scheduler) == 10_000
+    assert len(gc.get_objects()) - before < 100
+
+
+def test_replaced_and_unregistered_timers_are_compacted_and_never_fire(
+    system: ActorSystem, clock: ManualClock
+) -> None:
+    """Replacing 10,000 timers (earlier, so not a move) and then unregistering most of them keeps
+    len(scheduler) exact, frees their stale heap entries without waiting for their deadlines, and
+    only the timers still registered fire."""
+
+    class Counting(Actor):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fired: list[str] = []
+
+        def on_receive(self, message: Any) -> Any:
+            if isinstance(message, TimerFired):
+                self.fired.append(message.timer_name)
+                return None
+            return sorted(self.fired)
+
+    ref = system.spawn(Counting)
+    timers = ref.attach_facet(TimerFacet())
+    scheduler = system.scheduler
+    names = [f"t{index}" for index in range(10_000)]
+    for name in names:
+        timers.register_one_shot(name, "2h")
+    for name in names:
+        timers.register_one_shot(name, "1h")  # earlier: a replacement, the old entry is stale
+    assert len(scheduler) == 10_000
+    for name in names[10:]:
+        assert timers.unregister_timer(name)
+    assert len(scheduler) == 10
+    assert len(scheduler._heap) < 5_000  # internal: compaction, not lazy dropping, freed them
+    clock.advance("3h")
+    assert ref.ask("fired") == sorted(names[:10])
+    assert len(scheduler) == 0
+    assert scheduler._heap == []
