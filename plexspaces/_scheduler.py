@@ -336,12 +336,20 @@ class Scheduler:
         heap = self._heap
         dead = self._cancelled_in_heap + self._stale
         if dead > _COMPACT_MIN and dead * 2 > len(heap):
-            live = []
+            live: list[Any] = []
+            keep = live.append
+            owners = self._owners
+            # _is_live, inlined: this walks every entry of a large heap.
             for entry in heap:
-                if self._is_live(entry):
-                    live.append(entry)
-                elif len(entry) == 3:
-                    self._unqueue(entry[2])
+                if len(entry) == 3:
+                    if entry[2].cancelled:
+                        self._unqueue(entry[2])
+                    else:
+                        keep(entry)
+                    continue
+                owner = owners.get(entry[2])
+                if owner is not None and owner[0].get(entry[3]) is entry:
+                    keep(entry)
             heapq.heapify(live)
             self._heap = live
             self._cancelled_in_heap = 0
