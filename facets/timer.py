@@ -421,12 +421,15 @@ class TimerFacet(Facet):
         # Each distinct duration string is parsed once per batch (periods once per facet).
         seconds: dict[str, float] = {}
         periods = self._periods
-        prepared: list[_Request] = []
-        add = prepared.append
+        items = registrations if type(registrations) is list else list(registrations)
+        if not items:
+            return
+        # Per item, None for the common one (a plain periodic timer by a period string already
+        # checked), read again in the loop below rather than copied; anything else is checked
+        # and parsed here, by _prepare.
+        requests: list[_Request | None] = [None] * len(items)
         checked = False  # whether an item needs the checks against the registered timers
-        for registration in registrations:
-            # The common item, a plain periodic timer by a period string seen before, is read
-            # here; anything else goes through every check in _prepare.
+        for index, registration in enumerate(items):
             if (
                 type(registration) is TimerRegistration
                 and registration.periodic
@@ -439,31 +442,20 @@ class TimerFacet(Facet):
                 and type(name := registration.name) is str
                 and name
                 and type(interval := registration.interval) is str
-                and (period := periods.get(interval)) is not None
+                and interval in periods
             ):
-                add((name, period, period, registration.payload, None, None, True))
                 continue
-            request = self._prepare(registration, seconds)
+            request = requests[index] = self._prepare(registration, seconds)
             checked = checked or request[4] is not None or not request[6]
-            add(request)
-        if not prepared:
-            return
-        lock = self._lock
-        with lock:
+        with self._lock:
             ctx = self._attached_context()
             now = self._clock.time()
             if checked:
-                # Refusals first, so that a refused batch arms none.
-                named: set[str] = set()
-                for name, _, delay, _, options, ttl, overwrite in prepared:
-                    if not overwrite and (name in self._entries or name in named):
-                        raise self._exists(ctx, name)
-                    named.add(name)
-                    _check_expiry(name, now + delay, _expiring(options, ttl, now))
+                self._refuse_locked(ctx, items, requests, now)
             scheduler = self._scheduler
             if scheduler.closed:
                 raise SystemShutdownError(
-                    f"actor system {ctx.system.name!r} is shut down; {len(prepared)} timer(s) "
+                    f"actor system {ctx.system.name!r} is shut down; {len(items)} timer(s) "
                     "were not registered"
                 )
             owner = self._owner
@@ -471,12 +463,24 @@ class TimerFacet(Facet):
             entries = self._entries
             timers = self._timers
             made: list[_Entry] = []
-            make = made.append
             replaced = 0
-            for name, period, delay, payload, options, ttl, _ in prepared:
-                first = now + delay
-                entry = (first, next(sequence), owner, name, period)
-                make(entry)
+            period: float | None
+            entry: _Entry
+            for registration, ready in zip(items, requests, strict=True):
+                if ready is None:
+                    name = registration.name
+                    interval = registration.interval
+                    # Checked above; the cache may have been emptied since (it is bounded).
+                    every = periods.get(interval) or self._period(interval)
+                    entry = (now + every, next(sequence), owner, name, every)
+                    period = every
+                    payload = registration.payload
+                    options = None
+                else:
+                    name, period, delay, payload, options, ttl, _ = ready
+                    entry = (now + delay, next(sequence), owner, name, period)
+                    options = _expiring(options, ttl, now)
+                made.append(entry)
                 old = entries.get(name)
                 entries[name] = entry
                 if old is not None:
@@ -484,12 +488,31 @@ class TimerFacet(Facet):
                         replaced += 1
                     self._drop_state_locked(name)
                 if payload is not None or options is not None:
-                    timers[name] = _Timer(
-                        self, name, period, payload, first, _expiring(options, ttl, now)
-                    )
+                    timers[name] = _Timer(self, name, period, payload, entry[0], options)
             scheduler.push_many_locked(made)
             # Entries of this batch replaced by later ones of it are stale as well.
             scheduler.discard_locked(replaced)
+
+    def _refuse_locked(
+        self,
+        ctx: ActorContext,
+        items: list[TimerRegistration],
+        requests: list[_Request | None],
+        now: float,
+    ) -> None:
+        # The refusals of a batch, before anything of it is armed, so that a refused batch arms
+        # none: a name already registered (or earlier in the batch) with overwrite=False, or an
+        # expiry at or before the first tick.
+        named: set[str] = set()
+        for registration, request in zip(items, requests, strict=True):
+            if request is None:
+                named.add(registration.name)
+                continue
+            name, _, delay, _, options, ttl, overwrite = request
+            if not overwrite and (name in self._entries or name in named):
+                raise self._exists(ctx, name)
+            named.add(name)
+            _check_expiry(name, now + delay, _expiring(options, ttl, now))
 
     def _prepare(self, registration: TimerRegistration, seconds: dict[str, float]) -> _Request:
         # One item of a batch, checked and parsed, with the batch's cache of parsed strings.
