@@ -108,10 +108,9 @@ class _Timer:
     armed and not yet due is nothing but its entry in the scheduler's heap and its name in the
     facet's map.
 
-    Everything here is read and written under the facet's lock (the scheduler's), except
-    `ticks` and `missed`, which only the firing (`TimerFacet._run`, one at a time per timer: a
-    timer has at most one entry in the heap and re-arms itself while firing, or, with a fixed
-    delay, once its fire was handled) writes; others only read them, an atomic read each.
+    Everything here changes under the facet's lock (which is the scheduler's). The ticks are
+    counted by one firing at a time (`TimerFacet._run`): a timer has at most one entry in the
+    heap, and re-arms itself while firing, or, with a fixed delay, once its fire was handled.
     `waiting` is the fire in the mailbox, `coalesced` and `latest` the ticks that fell due
     while it waited, and `final` says the last fire is made: the timer goes once that fire
     leaves the mailbox. `cancelled` is set when the registration is replaced or dropped, so a
