@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from plexspaces import (
     ActorContext,
@@ -28,7 +28,6 @@ from plexspaces import (
     FacetNotAttachedError,
     LatencyHistogram,
     MetricCounter,
-    ScheduledCall,
     Scheduler,
     SystemShutdownError,
     TimerExistsError,
@@ -43,6 +42,9 @@ if TYPE_CHECKING:
 __all__ = ["TimerFacet", "TimerInfo", "TimerRegistration"]
 
 DEFAULT_MIN_INTERVAL = timedelta(milliseconds=1)
+# How many period strings a facet keeps checked (a program uses a few; one that makes them up
+# as it goes must not grow the cache without bound).
+_PERIODS_KEPT = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,36 +92,33 @@ _Options = tuple[bool, int | None, float | None]
 """A periodic timer's options: fixed delay, max count, expiry (POSIX seconds). None when unset,
 so a plain timer carries no tuple of its own."""
 
+_Entry = tuple[float, int, int, str, float | None]
+"""A timer's entry in the scheduler's heap (the scheduler's keyed entry, see
+`Scheduler.add_owner`): due time, sequence, the facet's owner id, name, period. Plain values
+only, so the garbage collector untracks it: armed timers cost it nothing."""
 
-class _Request(NamedTuple):
-    """One registration, checked and parsed; `delay` and `ttl` are seconds from the time of
-    arming, read under the facet's lock."""
-
-    name: str
-    period: float | None
-    delay: float
-    payload: Any
-    options: _Options | None
-    ttl: float | None
-    overwrite: bool
+_Request = tuple[str, float | None, float, Any, _Options | None, float | None, bool]
+"""One registration of a batch, checked and parsed: name, period, delay (seconds from the time
+of arming), payload, options, ttl (seconds) and overwrite."""
 
 
-class _Timer(ScheduledCall):
-    """One registered timer; also its own entry in the scheduler's heap.
+class _Timer:
+    """The richer state of one registered timer, made only when it is needed: when the timer
+    has a payload or options, when it is moved later, or at its first fire. A plain timer
+    armed and not yet due is nothing but its entry in the scheduler's heap and its name in the
+    facet's map.
 
-    What threads share, and how:
-
-    - `ticks` and `missed` are written only by `run()`, which one thread at a time calls (the
-      scheduler's thread, or the thread in `ManualClock.advance`; a timer is in the heap at most
-      once and re-arms itself as `run()`'s last step, or, with a fixed delay, once its fire was
-      handled, so runs never overlap). Other threads only read `ticks` (listings), and reading
-      one attribute is atomic.
-    - `waiting` (the fire in the mailbox), `coalesced` and `latest` (the ticks that fell due
-      while it waited) and `final` (the last fire is made) are read and written under the
-      facet's lock, by `run()` and by the actor's thread as the fire leaves the mailbox.
+    Everything here changes under the facet's lock (which is the scheduler's). The ticks are
+    counted by one firing at a time (`TimerFacet._run`): a timer has at most one entry in the
+    heap, and re-arms itself while firing, or, with a fixed delay, once its fire was handled.
+    `waiting` is the fire in the mailbox, `coalesced` and `latest` the ticks that fell due
+    while it waited, and `final` says the last fire is made: the timer goes once that fire
+    leaves the mailbox. `cancelled` is set when the registration is replaced or dropped, so a
+    fire of it still in the mailbox is discarded.
     """
 
     __slots__ = (
+        "cancelled",
         "coalesced",
         "facet",
         "final",
@@ -132,90 +131,34 @@ class _Timer(ScheduledCall):
         "period",
         "ticks",
         "waiting",
+        "when",
     )
 
-    def __init__(
-        self, facet: TimerFacet, name: str, period: float | None, payload: Any, first: float
+    def __init__(  # noqa: PLR0917 (made on hot paths, where keywords cost)
+        self,
+        facet: TimerFacet,
+        name: str,
+        period: float | None,
+        payload: Any,
+        first: float,
+        options: _Options | None,
     ) -> None:
-        # ScheduledCall's fields set inline: this runs once per registration, a hot path.
-        self.when = first
-        self.cancelled = False
-        self._queued = False
-        self._counted = False
-        self._scheduler = None
         self.facet = facet
         self.name = name
         self.period = period
-        self.options: _Options | None = None  # set by the facet when the timer has options
+        self.options = options
         self.payload = payload
+        # The due time of the first tick (the phase of a fixed rate), and of the last tick
+        # taken from the heap.
         self.first = first
+        self.when = first
         self.ticks = 0
         self.missed = 0  # ticks the scheduler itself skipped, reported by the next fire
-        # The fire waiting in the mailbox, the ticks that fell due since (coalesced into it)
-        # and the latest of them (tick number, due time). Guarded by the facet's lock.
         self.waiting: TimerFired | None = None
         self.coalesced = 0
         self.latest = (0, 0.0)
-        # Set with the last fire (a one-shot's, the max_count-th, the last before expiry): the
-        # timer goes once that fire leaves the mailbox. Guarded by the facet's lock.
         self.final = False
-
-    def run(self) -> None:
-        # On the scheduler thread (or in ManualClock.advance), never twice at once: the only
-        # writer of ticks and missed, so their read-modify-writes cannot lose an update.
-        facet = self.facet
-        period = self.period
-        options = self.options
-        if self.ticks == 0:
-            with facet._lock:
-                if self.first > self.when:
-                    # Registered again for later while it waited in the heap (a sliding
-                    # timeout): back into the heap at the new time, and nothing fires now.
-                    facet._scheduler.schedule(self, self.first)
-                    return
-                # Committed to this first tick: from here a registration of the name replaces
-                # the timer instead of moving it (see TimerFacet._arm).
-                self.ticks = 1
-            tick = 1
-        else:
-            tick = self.ticks = self.ticks + 1
-        if period is None:
-            following, skipped, last = None, 0, True
-        else:
-            following, skipped, last = self._next(tick, period)
-        with facet._lock:
-            if self.waiting is not None:
-                # This tick, and those the scheduler skipped since the last one (when it fell
-                # behind), fell due while the fire waited: it stands for all of them.
-                self.coalesced += 1 + self.missed
-                self.missed = 0
-                self.latest = (tick, self.when)
-                fired = None
-            else:
-                fired = self.waiting = TimerFired(
-                    self.name,
-                    tick,
-                    datetime.fromtimestamp(self.when, UTC),
-                    self.payload,
-                    self.missed,
-                )
-                self.missed = 0
-            if last:
-                # A fired last tick stays registered (hidden from listings) until its fire
-                # leaves the mailbox, so unregistering or replacing it meanwhile still discards
-                # that fire.
-                self.final = True
-        if fired is not None:
-            handled = self._handled if (options is not None and options[0] and not last) else None
-            if not facet._deliver(fired, self._picked_up, handled):
-                # The actor is gone (the ActorDeadError race): the timer dies with it.
-                facet._forget(self)
-                return
-        if skipped:
-            self.ticks += skipped
-            self.missed += skipped
-        if following is not None:
-            facet._scheduler.schedule(self, following)
+        self.cancelled = False
 
     def _next(self, tick: int, period: float) -> tuple[float | None, int, bool]:
         """After `tick` of a periodic timer: when the next is due on the fixed rate (None: none,
@@ -250,10 +193,10 @@ class _Timer(ScheduledCall):
             fired, self.waiting = self.waiting, None
             coalesced, self.coalesced = self.coalesced, 0
             tick, when = self.latest
-            final = self.final
-        if final:
-            facet._forget(self)
-        if self.cancelled or fired is None:
+            if self.final:
+                facet._forget_locked(self)
+            cancelled = self.cancelled
+        if cancelled or fired is None:
             return False
         if coalesced:
             fired = dataclasses.replace(
@@ -270,30 +213,27 @@ class _Timer(ScheduledCall):
     def _handled(self) -> None:
         # On the actor's thread once a fixed-delay timer's fire was handled: the next tick is
         # one interval from now, or none if that would be at or after the expiry.
-        if self.cancelled:
-            return
         facet = self.facet
         period, options = self.period, self.options
         assert period is not None
         assert options is not None
-        following = facet._clock.time() + period
-        expiry = options[2]
-        if expiry is not None and following >= expiry:
-            facet._forget(self)
-            return
-        # Refused (False) for a timer cancelled meanwhile or a closed scheduler: nothing to do.
-        facet._scheduler.schedule(self, following)
+        with facet._lock:
+            if self.cancelled or facet._entries.get(self.name) is not self:
+                return
+            following = facet._clock.time() + period
+            expiry = options[2]
+            if expiry is not None and following >= expiry:
+                facet._forget_locked(self)
+                return
+            # Nothing is armed on a closed scheduler: nothing to do then.
+            facet._push_locked(self.name, following, period)
 
-    @property
-    def in_flight(self) -> bool:
-        """The last fire is made and still waits in the mailbox (hidden from listings)."""
-        return self.final
-
-    def info(self) -> TimerInfo:
+    def info(self, entry: object) -> TimerInfo:
+        """This timer as listed; `entry` is what the facet's map holds for it."""
         period = self.period
         fixed_delay, max_count, expiry = self.options or (False, None, None)
         # Before its first tick a timer may have been moved later than its place in the heap.
-        due = self.first if self.ticks == 0 else self.when
+        due = (self.ticks and (entry[0] if type(entry) is tuple else self.when)) or self.first
         return TimerInfo(
             name=self.name,
             periodic=period is not None,
@@ -332,8 +272,18 @@ class TimerFacet(Facet):
     def __init__(self) -> None:
         super().__init__()
         self._ctx: ActorContext | None = None
+        # name -> the timer's entry in the scheduler's heap while it is armed there, or its
+        # `_Timer` while it is out of the heap (firing, its last fire waiting in the mailbox, or
+        # a fixed delay waiting for the handler). Every registered name is here, and only here
+        # for a plain timer not yet due: a million of them cost a heap tuple and a slot each.
+        self._entries: dict[str, _Entry | _Timer] = {}
+        # name -> the richer state of a timer that has a payload, options or a fire behind it.
         self._timers: dict[str, _Timer] = {}
+        # Periods already checked against min_interval, by the string that gave them.
+        self._periods: dict[str, float] = {}
+        # Until attached, a lock of its own; then the scheduler's (see on_attach).
         self._lock = threading.Lock()
+        self._owner = 0
         self._attached = False
         self._min_period = DEFAULT_MIN_INTERVAL.total_seconds()
 
@@ -347,6 +297,11 @@ class TimerFacet(Facet):
         self._lateness = ctx.metrics.histogram("timer.lateness")
         self._log = self.facet_log or ctx.log.bind(facet=self.facet_type)
         self._min_period = config.get("min_interval", DEFAULT_MIN_INTERVAL).total_seconds()
+        self._periods.clear()  # checked against the default min_interval
+        # The facet's state is guarded by the scheduler's lock: arming a timer takes one lock,
+        # and whether a heap entry is still a timer's current one reads the same for both.
+        self._owner = self._scheduler.add_owner(self._entries, self._taken, self._run)
+        self._lock = self._scheduler.lock
         self._attached = True
 
     def on_deactivate(self) -> None:
@@ -390,13 +345,18 @@ class TimerFacet(Facet):
                 the first tick. Nothing is registered.
             TimerExistsError: `overwrite=False` and a timer of that name is registered.
         """
-        period = self._period(interval)
+        period = self._periods.get(interval) if type(interval) is str else None
+        if period is None:
+            period = self._period(interval)
         first = period if due_time is None else self._seconds(due_time, "due_time")
-        options, ttl_seconds = self._options(name, fixed_delay, max_count, expires_at, ttl)
-        overwrite = _flag(overwrite, name)
-        self._arm(
-            name, period, first, payload, options=options, ttl=ttl_seconds, overwrite=overwrite
-        )
+        if fixed_delay is False and max_count is None and expires_at is None and ttl is None:
+            options: _Options | None = None
+            ttl_seconds: float | None = None
+        else:
+            options, ttl_seconds = self._options(name, fixed_delay, max_count, expires_at, ttl)
+        if overwrite is not True:
+            overwrite = _flag(overwrite, name)
+        self._arm(name, period, first, payload, options, ttl_seconds, overwrite)
 
     def register_one_shot(
         self, name: str, delay: Duration, *, payload: Any = None, overwrite: bool = True
@@ -417,7 +377,7 @@ class TimerFacet(Facet):
             raise ValueError(f"timer delay: {error}") from None
         if overwrite is not True:
             overwrite = _flag(overwrite, name)
-        self._arm(name, None, seconds, payload, overwrite=overwrite)
+        self._arm(name, None, seconds, payload, None, None, overwrite)
 
     def register_timer(self, registration: TimerRegistration) -> None:
         """Register a timer described by a `TimerRegistration`."""
@@ -457,48 +417,104 @@ class TimerFacet(Facet):
             TimerExistsError: an item has `overwrite=False` and its name is registered (or comes
                 earlier in the batch); none is armed.
         """
-        # Each distinct duration string is parsed once per batch.
+        # Each distinct duration string is parsed once per batch (periods once per facet).
         seconds: dict[str, float] = {}
-        periods: dict[str, float] = {}
-        prepare = self._prepare
-        prepared = [prepare(registration, seconds, periods) for registration in registrations]
-        if not prepared:
+        periods = self._periods
+        items = registrations if type(registrations) is list else list(registrations)
+        if not items:
             return
+        # Per item, None for the common one (a plain periodic timer by a period string already
+        # checked), read again in the loop below rather than copied; anything else is checked
+        # and parsed here, by _prepare.
+        requests: list[_Request | None] = [None] * len(items)
+        checked = False  # whether an item needs the checks against the registered timers
+        for index, registration in enumerate(items):
+            if (
+                type(registration) is TimerRegistration
+                and registration.periodic
+                and registration.due_time is None
+                and registration.fixed_delay is False
+                and registration.max_count is None
+                and registration.expires_at is None
+                and registration.ttl is None
+                and registration.overwrite is True
+                and type(name := registration.name) is str
+                and name
+                and type(interval := registration.interval) is str
+                and interval in periods
+            ):
+                continue
+            request = requests[index] = self._prepare(registration, seconds)
+            checked = checked or request[4] is not None or not request[6]
         with self._lock:
             ctx = self._attached_context()
             now = self._clock.time()
-            timers: list[_Timer] = []
-            named: set[str] = set()
-            for request in prepared:
-                name = request.name
-                if not request.overwrite and (name in self._timers or name in named):
-                    raise self._exists(ctx, name)
-                named.add(name)
-                options = _expiring(request.options, request.ttl, now)
-                first = now + request.delay
-                timers.append(self._timer(name, request.period, first, request.payload, options))
-            if not self._scheduler.schedule_many(timers):
+            if checked:
+                self._refuse_locked(ctx, items, requests, now)
+            scheduler = self._scheduler
+            if scheduler.closed:
                 raise SystemShutdownError(
-                    f"actor system {ctx.system.name!r} is shut down; {len(timers)} timer(s) "
+                    f"actor system {ctx.system.name!r} is shut down; {len(items)} timer(s) "
                     "were not registered"
                 )
-            replaced: list[ScheduledCall] = []
-            registered = self._timers
-            for timer in timers:
-                old = registered.get(timer.name)
+            owner = self._owner
+            sequence = scheduler.sequence
+            entries = self._entries
+            timers = self._timers
+            made: list[_Entry] = []
+            replaced = 0
+            period: float | None
+            entry: _Entry
+            for registration, ready in zip(items, requests, strict=True):
+                if ready is None:
+                    name = registration.name
+                    interval = registration.interval
+                    # Checked above; the cache may have been emptied since (it is bounded).
+                    every = periods.get(interval) or self._period(interval)
+                    entry = (now + every, next(sequence), owner, name, every)
+                    period = every
+                    payload = registration.payload
+                    options = None
+                else:
+                    name, period, delay, payload, options, ttl, _ = ready
+                    entry = (now + delay, next(sequence), owner, name, period)
+                    options = _expiring(options, ttl, now)
+                made.append(entry)
+                old = entries.get(name)
+                entries[name] = entry
                 if old is not None:
-                    replaced.append(old)
-                registered[timer.name] = timer
-        if replaced:
-            self._scheduler.cancel_many(replaced)
+                    if type(old) is tuple:
+                        replaced += 1
+                    self._drop_state_locked(name)
+                if payload is not None or options is not None:
+                    timers[name] = _Timer(self, name, period, payload, entry[0], options)
+            scheduler.push_many_locked(made)
+            # Entries of this batch replaced by later ones of it are stale as well.
+            scheduler.discard_locked(replaced)
 
-    def _prepare(
+    def _refuse_locked(
         self,
-        registration: TimerRegistration,
-        seconds: dict[str, float],
-        periods: dict[str, float],
-    ) -> _Request:
-        # One item of a batch, checked and parsed, with the batch's caches of parsed strings.
+        ctx: ActorContext,
+        items: list[TimerRegistration],
+        requests: list[_Request | None],
+        now: float,
+    ) -> None:
+        # The refusals of a batch, before anything of it is armed, so that a refused batch arms
+        # none: a name already registered (or earlier in the batch) with overwrite=False, or an
+        # expiry at or before the first tick.
+        named: set[str] = set()
+        for registration, request in zip(items, requests, strict=True):
+            if request is None:
+                named.add(registration.name)
+                continue
+            name, _, delay, _, options, ttl, overwrite = request
+            if not overwrite and (name in self._entries or name in named):
+                raise self._exists(ctx, name)
+            named.add(name)
+            _check_expiry(name, now + delay, _expiring(options, ttl, now))
+
+    def _prepare(self, registration: TimerRegistration, seconds: dict[str, float]) -> _Request:
+        # One item of a batch, checked and parsed, with the batch's cache of parsed strings.
         self._check_registration(registration)
         name = registration.name
         if type(name) is not str or not name:
@@ -509,12 +525,7 @@ class TimerFacet(Facet):
         ttl: float | None = None
         if registration.periodic:
             assert interval is not None
-            cached = type(interval) is str
-            period = periods.get(interval) if cached else None  # type: ignore[arg-type]
-            if period is None:
-                period = self._period(interval)
-                if cached:
-                    periods[interval] = period  # type: ignore[index]
+            period = self._period(interval)
             if (
                 registration.fixed_delay is not False
                 or registration.max_count is not None
@@ -539,7 +550,7 @@ class TimerFacet(Facet):
         else:
             delay = self._seconds(due_time, what)
         overwrite = _flag(registration.overwrite, name)
-        return _Request(name, period, delay, registration.payload, options, ttl, overwrite)
+        return (name, period, delay, registration.payload, options, ttl, overwrite)
 
     def unregister_timer(self, name: str) -> bool:
         """Cancel the timer `name`; a fire of it still in the mailbox is discarded.
@@ -548,37 +559,50 @@ class TimerFacet(Facet):
         actor has already taken out of its mailbox.
         """
         with self._lock:
-            timer = self._timers.pop(name, None)
-        if timer is None:
-            return False
-        timer.cancel()
+            old = self._entries.pop(name, None)
+            if old is None:
+                return False
+            self._drop_state_locked(name)
+            if type(old) is tuple:
+                self._scheduler.discard_locked(1)
         return True
 
     def unregister_all(self) -> int:
         """Cancel every timer of this facet (fires still in the mailbox are discarded, as by
         `unregister_timer`); returns how many were cancelled. The facet stays attached."""
         with self._lock:
-            timers: list[ScheduledCall] = list(self._timers.values())
+            entries = self._entries
+            count = len(entries)
+            if not count:
+                return 0
+            in_heap = sum(1 for value in entries.values() if type(value) is tuple)
+            entries.clear()
+            for timer in self._timers.values():
+                timer.cancelled = True
             self._timers.clear()
-        if timers:
-            self._scheduler.cancel_many(timers)
-        return len(timers)
+            self._scheduler.discard_locked(in_heap)
+        return count
 
     def list_timers(self) -> list[TimerInfo]:
         """The registered timers, soonest first."""
         with self._lock:
-            timers = [timer for timer in self._timers.values() if not timer.in_flight]
-        return sorted((timer.info() for timer in timers), key=lambda info: info.next_fire_at)
+            infos = [
+                info
+                for name, entry in self._entries.items()
+                if (info := self._info_locked(name, entry)) is not None
+            ]
+        return sorted(infos, key=lambda info: info.next_fire_at)
 
     def get_timer(self, name: str) -> TimerInfo | None:
         """The timer `name`, or None (also once a one-shot has fired)."""
-        timer = self._timers.get(name)
-        return None if timer is None or timer.in_flight else timer.info()
+        with self._lock:
+            entry = self._entries.get(name)
+            return None if entry is None else self._info_locked(name, entry)
 
     def __len__(self) -> int:
         """How many timers `list_timers()` would list."""
         with self._lock:
-            return sum(1 for timer in self._timers.values() if not timer.in_flight)
+            return len(self._entries) - sum(1 for timer in self._timers.values() if timer.final)
 
     def __bool__(self) -> bool:
         # A facet with no timers is still a facet: `facet or TimerFacet()` must not replace it.
@@ -586,72 +610,154 @@ class TimerFacet(Facet):
 
     # -- internals ---------------------------------------------------------------------------------
 
-    def _arm(
+    def _arm(  # noqa: PLR0917 (the hot path of every registration; keywords cost)
         self,
         name: str,
         period: float | None,
         delay: float,
         payload: Any,
-        *,
-        options: _Options | None = None,
-        ttl: float | None = None,
-        overwrite: bool = True,
+        options: _Options | None,
+        ttl: float | None,
+        overwrite: bool,
     ) -> None:
-        # One registration: the checks, the timer and its scheduling under the facet's lock, so
-        # a concurrent replace or cancel sees either the old timer or the new one. A hot path
-        # (a timeout re-armed by every message), hence the inlined checks.
+        # One registration: the checks, the entry and its scheduling under the one lock, so a
+        # concurrent replace or cancel sees either the old timer or the new one. A hot path (a
+        # million timers armed, or a timeout re-armed by every message), hence the inlined
+        # checks and no object for a plain timer.
         if type(name) is not str or not name:
             raise ValueError(f"timer name {name!r} must be a non-empty string")
         with self._lock:
-            ctx = self._ctx
-            if ctx is None or not self._attached:
-                ctx = self._attached_context()
+            if not self._attached:
+                self._attached_context()  # raises: why this facet arms nothing
             now = self._clock.time()
             first = now + delay
-            replaced = self._timers.get(name)
-            if replaced is not None:
+            entries = self._entries
+            old = entries.get(name)
+            if old is not None:
                 if not overwrite:
-                    raise self._exists(ctx, name)
+                    raise self._exists(self._attached_context(), name)
+                timer = self._timers.get(name)
                 if (
-                    replaced.ticks == 0
-                    and first >= replaced.when
-                    and replaced.period == period
+                    type(old) is tuple
                     and options is None
-                    and replaced.options is None
-                    and not replaced.cancelled
+                    and old[4] == period
+                    and first >= old[0]
                     and not self._scheduler.closed
+                    and (timer is None or (timer.ticks == 0 and timer.options is None))
                 ):
                     # Moved rather than replaced, which is the same for a timer of the same
-                    # kind that never ticked, moved later: no new timer, heap entry or
-                    # cancellation. Its entry stays where it is, and when it comes up early
-                    # run() puts it back at the new time (see _Timer.run).
-                    replaced.first = first
-                    replaced.payload = payload
+                    # kind that never ticked, moved later: no new heap entry, no stale one.
+                    # Its entry stays where it is, and when it comes up early it is put back
+                    # at the new time (see _run).
+                    if timer is None:
+                        if first != old[0] or payload is not None:
+                            self._timers[name] = _Timer(self, name, period, payload, first, None)
+                    else:
+                        timer.first = first
+                        timer.payload = payload
                     return
-            timer = self._timer(name, period, first, payload, _expiring(options, ttl, now))
-            if not self._scheduler.schedule(timer, first):
+            if options is not None:
+                options = _expiring(options, ttl, now)
+                _check_expiry(name, first, options)
+            entry = self._scheduler.push_locked(self._owner, name, first, period)
+            if entry is None:
                 raise SystemShutdownError(
-                    f"actor system {ctx.system.name!r} is shut down; timer {name!r} "
-                    "was not registered"
+                    f"actor system {self._attached_context().system.name!r} is shut down; "
+                    f"timer {name!r} was not registered"
                 )
-            self._timers[name] = timer
-        if replaced is not None:
-            replaced.cancel()
+            entries[name] = entry
+            if old is not None:
+                self._drop_state_locked(name)
+                if type(old) is tuple:
+                    self._scheduler.discard_locked(1)
+            if payload is not None or options is not None:
+                self._timers[name] = _Timer(self, name, period, payload, first, options)
 
-    def _timer(
-        self, name: str, period: float | None, first: float, payload: Any, options: _Options | None
-    ) -> _Timer:
-        timer = _Timer(self, name, period, payload, first)
-        if options is not None:
-            expiry = options[2]
-            if expiry is not None and first >= expiry:
-                raise ValueError(
-                    f"timer {name!r} expires at {datetime.fromtimestamp(expiry, UTC).isoformat()}, "
-                    f"not after its first tick at {datetime.fromtimestamp(first, UTC).isoformat()}"
-                    ": it would never fire"
+    def _push_locked(self, name: str, when: float, period: float | None) -> None:
+        # Arm the next entry of a registered timer (nothing on a closed scheduler).
+        entry = self._scheduler.push_locked(self._owner, name, when, period)
+        if entry is not None:
+            self._entries[name] = entry
+
+    def _drop_state_locked(self, name: str) -> None:
+        # The registration of `name` is replaced or dropped: a fire of it still in the mailbox
+        # is discarded when it comes out.
+        timer = self._timers.pop(name, None)
+        if timer is not None:
+            timer.cancelled = True
+
+    def _taken(self, entry: _Entry) -> None:
+        # Under the lock, as the scheduler takes the current entry of a timer out of the heap:
+        # the map now holds the timer itself (made here for a plain timer's first fire), so the
+        # entry is no longer current and a replacement meanwhile needs no stale count.
+        when, _, _, name, period = entry
+        timer = self._timers.get(name)
+        if timer is None:
+            timer = self._timers[name] = _Timer(self, name, period, None, when, None)
+        self._entries[name] = timer
+
+    def _run(self, entry: _Entry) -> None:
+        # On the scheduler thread (or in ManualClock.advance), after _taken, never twice at once
+        # for one timer: the only writer of ticks and missed.
+        when, _, _, name, period = entry
+        with self._lock:
+            timer = self._timers.get(name)
+            if timer is None or self._entries.get(name) is not timer:
+                return  # replaced or cancelled since it was taken from the heap
+            if timer.ticks == 0 and timer.first > when:
+                # Registered again for later while it waited in the heap (a sliding timeout):
+                # back into the heap at the new time, and nothing fires now.
+                self._push_locked(name, timer.first, period)
+                return
+            timer.when = when
+            tick = timer.ticks = timer.ticks + 1
+            if period is None:
+                following, skipped, last = None, 0, True
+            else:
+                following, skipped, last = timer._next(tick, period)
+            if timer.waiting is not None:
+                # This tick, and those the scheduler skipped since the last one (when it fell
+                # behind), fell due while the fire waited: it stands for all of them.
+                timer.coalesced += 1 + timer.missed
+                timer.missed = 0
+                timer.latest = (tick, when)
+                fired = None
+            else:
+                fired = timer.waiting = TimerFired(
+                    name, tick, datetime.fromtimestamp(when, UTC), timer.payload, timer.missed
                 )
-            timer.options = options
-        return timer
+                timer.missed = 0
+            if last:
+                # A fired last tick stays registered (hidden from listings) until its fire
+                # leaves the mailbox, so unregistering or replacing it meanwhile still discards
+                # that fire.
+                timer.final = True
+            if skipped:
+                timer.ticks += skipped
+                timer.missed += skipped
+            if following is not None:
+                self._push_locked(name, following, period)
+            options = timer.options
+        if fired is not None:
+            handled = timer._handled if (options is not None and options[0] and not last) else None
+            if not self._deliver(fired, timer._picked_up, handled):
+                # The actor is gone (the ActorDeadError race): the timer dies with it.
+                self._forget(timer)
+
+    def _info_locked(self, name: str, entry: _Entry | _Timer) -> TimerInfo | None:
+        timer = self._timers.get(name)
+        if timer is not None:
+            return None if timer.final else timer.info(entry)
+        assert type(entry) is tuple
+        period = entry[4]
+        return TimerInfo(
+            name=name,
+            periodic=period is not None,
+            interval=None if period is None else timedelta(seconds=period),
+            next_fire_at=datetime.fromtimestamp(entry[0], UTC),
+            fire_count=0,
+            payload=None,
+        )
 
     def _attached_context(self) -> ActorContext:
         # Under the lock: the context of an attached facet, else the error that says why not.
@@ -746,6 +852,11 @@ class TimerFacet(Facet):
                 f"timer interval {interval!r} is shorter than this facet's min_interval "
                 f"({self._min_period * 1000:g}ms)"
             )
+        if type(interval) is str:
+            periods = self._periods
+            if len(periods) >= _PERIODS_KEPT:
+                periods.clear()  # the few strings in use come back at once
+            periods[interval] = seconds
         return seconds
 
     @staticmethod
@@ -780,16 +891,29 @@ class TimerFacet(Facet):
 
     def _forget(self, timer: _Timer) -> None:
         with self._lock:
-            if self._timers.get(timer.name) is timer:
-                del self._timers[timer.name]
+            self._forget_locked(timer)
+
+    def _forget_locked(self, timer: _Timer) -> None:
+        # The timer is done (its last fire left the mailbox, or its actor is gone): its name is
+        # free, unless it was registered again meanwhile.
+        name = timer.name
+        if self._timers.get(name) is not timer:
+            return
+        del self._timers[name]
+        entry = self._entries.pop(name, None)
+        if type(entry) is tuple:
+            self._scheduler.discard_locked(1)
 
     def _cancel_all(self) -> None:
         with self._lock:
             self._attached = False
-            timers: list[ScheduledCall] = list(self._timers.values())
+            for timer in self._timers.values():
+                timer.cancelled = True
             self._timers.clear()
-        if timers:
-            self._scheduler.cancel_many(timers)
+            if self._owner:
+                self._scheduler.remove_owner_locked(self._owner)
+            else:
+                self._entries.clear()
 
 
 def _expiring(options: _Options | None, ttl: float | None, now: float) -> _Options | None:
@@ -797,6 +921,16 @@ def _expiring(options: _Options | None, ttl: float | None, now: float) -> _Optio
     if options is None or ttl is None:
         return options
     return (options[0], options[1], now + ttl)
+
+
+def _check_expiry(name: str, first: float, options: _Options | None) -> None:
+    expiry = None if options is None else options[2]
+    if expiry is not None and first >= expiry:
+        raise ValueError(
+            f"timer {name!r} expires at {datetime.fromtimestamp(expiry, UTC).isoformat()}, "
+            f"not after its first tick at {datetime.fromtimestamp(first, UTC).isoformat()}"
+            ": it would never fire"
+        )
 
 
 def _flag(overwrite: object, name: str) -> bool:

@@ -6,8 +6,8 @@ import heapq
 import itertools
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, MutableMapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import structlog
 
@@ -16,7 +16,7 @@ from ._duration import Duration, parse_duration
 if TYPE_CHECKING:
     from ._clock import Clock
 
-__all__ = ["ScheduledCall", "Scheduler"]
+__all__ = ["KeyedEntry", "ScheduledCall", "Scheduler"]
 
 _log = structlog.get_logger("plexspaces.scheduler")
 
@@ -26,6 +26,20 @@ _COMPACT_MIN = 1024
 # Due calls taken from the heap per lock hold on the system clock; keeps pushes from other threads
 # from waiting behind a long burst.
 _BATCH = 1024
+
+
+KeyedEntry: TypeAlias = tuple[float, int, int, str, float | None]
+"""A keyed entry: `(when, sequence, owner, name, period)`, all plain values.
+
+An owner (see `Scheduler.add_owner`) that arms many deadlines, such as the timer facet with its
+thousands of timers, puts these in the heap instead of a `ScheduledCall` each: a tuple of plain
+values holds no reference the cyclic garbage collector must follow, so it untracks the tuple,
+and a million armed timers cost it nothing. The owner's map says which entry of a name is
+current (`owner_map[name] is entry`); any other is stale and dropped when it comes up."""
+
+_Owner: TypeAlias = tuple[
+    MutableMapping[str, Any], Callable[[KeyedEntry], None], Callable[[KeyedEntry], None]
+]
 
 
 class ScheduledCall(ABC):
@@ -79,17 +93,30 @@ class Scheduler:
 
     Deadlines are POSIX seconds on the system's clock. Pushing a deadline earlier than every other
     wakes the thread through a condition; cancelling is O(1) and the entry is dropped lazily.
+
+    Besides `ScheduledCall`s, the heap holds keyed entries of owners with many deadlines (see
+    `add_owner`): `lock` is the scheduler's lock, which such an owner also guards its own state
+    with, and `sequence` numbers the entries it makes for `push_many_locked`.
     """
 
     def __init__(self, clock: Clock, *, name: str = "plexspaces-scheduler") -> None:
         self.clock = clock
         self.name = name
-        self._heap: list[tuple[float, int, ScheduledCall]] = []
-        self._sequence = itertools.count()
+        # Entries are `(when, sequence, call)` for a ScheduledCall, or a keyed `KeyedEntry`; the
+        # sequence is unique, so comparisons never reach the third item.
+        self._heap: list[Any] = []
+        self.sequence = itertools.count()
         # Hot paths take the plain lock (a C-level context manager); the condition shares it.
         self._lock = threading.Lock()
+        self.lock = self._lock
         self._condition = threading.Condition(self._lock)
         self._cancelled_in_heap = 0
+        # Keyed entries in the heap that are no longer their owner's current one (or whose owner
+        # is gone). Kept exact under the lock: owners report each entry they replace or drop
+        # while it is in the heap (`discard_locked`), and popping a stale entry uncounts it.
+        self._stale = 0
+        self._owners: dict[int, _Owner] = {}
+        self._owner_ids = itertools.count(1)
         self._closed = False
         self._started = False
         self._thread: threading.Thread | None = None
@@ -113,11 +140,13 @@ class Scheduler:
         if self._started:
             self.clock._release(self)
         with self._condition:
-            for _, _, call in self._heap:
-                call._queued = False
-                call._counted = False
+            for entry in self._heap:
+                if len(entry) == 3:
+                    entry[2]._queued = False
+                    entry[2]._counted = False
             self._heap.clear()
             self._cancelled_in_heap = 0
+            self._stale = 0
 
     @property
     def closed(self) -> bool:
@@ -146,7 +175,7 @@ class Scheduler:
             if self._closed or call.cancelled:
                 return False
             heap = self._heap
-            entry = (when, next(self._sequence), call)
+            entry = (when, next(self.sequence), call)
             heapq.heappush(heap, entry)
             call._queued = True
             if heap[0] is entry:
@@ -164,7 +193,7 @@ class Scheduler:
                 return False
             heap = self._heap
             top = heap[0] if heap else None
-            sequence = self._sequence
+            sequence = self.sequence
             entries = []
             for call in calls:
                 if call.cancelled:
@@ -184,6 +213,84 @@ class Scheduler:
                 self._condition.notify()
         return True
 
+    # -- keyed entries (owners with many deadlines) ----------------------------------------------
+
+    # An owner keeps a map of name -> its current heap entry. Every method below whose name ends
+    # in `_locked` is called with `lock` held, by the owner, which guards its own map with the
+    # same lock: one lock per arm, and the liveness of an entry (`map[name] is entry`) reads the
+    # same under it for the owner and for the scheduler.
+
+    def add_owner(
+        self,
+        entries: MutableMapping[str, Any],
+        taken: Callable[[KeyedEntry], None],
+        run: Callable[[KeyedEntry], None],
+    ) -> int:
+        """Register an owner of keyed entries; returns its id, the third item of its entries.
+
+        `entries` maps a name to the owner's current `KeyedEntry` for it while that is in the heap,
+        and to anything but a tuple while the name's deadline is out of the heap; anything else
+        under the name (or no name) makes an entry stale. When a current entry
+        comes due, `taken(entry)` is called under `lock` (it must book the entry as out of the
+        heap, so that `entries[name]` no longer is it) and then `run(entry)` on the scheduler's
+        thread without the lock. `run` must be quick, like `ScheduledCall.run`.
+        """
+        with self._lock:
+            owner = next(self._owner_ids)
+            self._owners[owner] = (entries, taken, run)
+            return owner
+
+    def remove_owner_locked(self, owner: int) -> None:
+        """Forget `owner`: its entries still in the heap become stale. Clears its map."""
+        found = self._owners.pop(owner, None)
+        if found is None:
+            return
+        entries = found[0]
+        self.discard_locked(sum(1 for value in entries.values() if type(value) is tuple))
+        entries.clear()
+
+    def push_locked(
+        self, owner: int, name: str, when: float, period: float | None
+    ) -> KeyedEntry | None:
+        """Put a keyed entry in the heap and return it (None, and nothing armed, once closed).
+
+        The caller then makes it current (`entries[name] = entry`) before the lock is released.
+        """
+        if self._closed:
+            return None
+        heap = self._heap
+        entry = (when, next(self.sequence), owner, name, period)
+        heapq.heappush(heap, entry)
+        if heap[0] is entry:
+            self._condition.notify()
+        return entry
+
+    def push_many_locked(self, entries: list[KeyedEntry]) -> bool:
+        """Put keyed entries (sequence numbers from `sequence`) in the heap; False, and none
+        armed, once closed."""
+        if self._closed:
+            return False
+        heap = self._heap
+        top = heap[0] if heap else None
+        if len(entries) > len(heap):
+            # Many into few: one O(n) heapify beats a push (O(log n)) each.
+            heap.extend(entries)
+            heapq.heapify(heap)
+        else:
+            push = heapq.heappush
+            for entry in entries:
+                push(heap, entry)
+        if heap and heap[0] is not top:
+            self._condition.notify()
+        return True
+
+    def discard_locked(self, count: int = 1) -> None:
+        """Count `count` keyed entries in the heap as stale: their owner replaced or dropped
+        them while they were in the heap. Compacts the heap once stale entries are most of it."""
+        if count and not self._closed:
+            self._stale += count
+            self._compact_if_mostly_cancelled()
+
     def cancel_many(self, calls: Iterable[ScheduledCall]) -> None:
         """`cancel()` each of `calls`, taking the lock once rather than once per call."""
         with self._lock:
@@ -201,7 +308,7 @@ class Scheduler:
         # Under the lock: the two numbers change together there, and read apart they could be
         # one pop out of step.
         with self._lock:
-            return len(self._heap) - self._cancelled_in_heap
+            return len(self._heap) - self._cancelled_in_heap - self._stale
 
     # -- internals used by the clocks -------------------------------------------------------------
 
@@ -219,16 +326,34 @@ class Scheduler:
             self._cancelled_in_heap += 1
             self._compact_if_mostly_cancelled()
 
+    def _is_live(self, entry: Any) -> bool:
+        if len(entry) == 3:
+            return not entry[2].cancelled
+        owner = self._owners.get(entry[2])
+        return owner is not None and owner[0].get(entry[3]) is entry
+
     def _compact_if_mostly_cancelled(self) -> None:
         heap = self._heap
-        if self._cancelled_in_heap > _COMPACT_MIN and self._cancelled_in_heap * 2 > len(heap):
-            live = [entry for entry in heap if not entry[2].cancelled]
+        dead = self._cancelled_in_heap + self._stale
+        if dead > _COMPACT_MIN and dead * 2 > len(heap):
+            live: list[Any] = []
+            keep = live.append
+            owners = self._owners
+            # _is_live, inlined: this walks every entry of a large heap.
             for entry in heap:
-                if entry[2].cancelled:
-                    self._unqueue(entry[2])
+                if len(entry) == 3:
+                    if entry[2].cancelled:
+                        self._unqueue(entry[2])
+                    else:
+                        keep(entry)
+                    continue
+                owner = owners.get(entry[2])
+                if owner is not None and owner[0].get(entry[3]) is entry:
+                    keep(entry)
             heapq.heapify(live)
             self._heap = live
             self._cancelled_in_heap = 0
+            self._stale = 0
 
     def _unqueue(self, call: ScheduledCall) -> None:
         """Book `call` as out of the heap (under the lock)."""
@@ -239,8 +364,12 @@ class Scheduler:
 
     def _drop_cancelled_top(self) -> None:
         heap = self._heap
-        while heap and heap[0][2].cancelled:
-            self._unqueue(heapq.heappop(heap)[2])
+        while heap and not self._is_live(heap[0]):
+            entry = heapq.heappop(heap)
+            if len(entry) == 3:
+                self._unqueue(entry[2])
+            else:
+                self._stale -= 1
 
     def _next_deadline(self) -> float | None:
         with self._lock:
@@ -249,14 +378,28 @@ class Scheduler:
             self._drop_cancelled_top()
             return self._heap[0][0] if self._heap else None
 
-    def _pop_due_locked(self, now: float, limit: int) -> list[ScheduledCall]:
+    def _pop_due_locked(
+        self, now: float, limit: int
+    ) -> list[ScheduledCall | tuple[Callable[[KeyedEntry], None], KeyedEntry]]:
         heap = self._heap
-        due: list[ScheduledCall] = []
+        owners = self._owners
+        pop = heapq.heappop
+        due: list[ScheduledCall | tuple[Callable[[KeyedEntry], None], KeyedEntry]] = []
         while heap and heap[0][0] <= now and len(due) < limit:
-            call = heapq.heappop(heap)[2]
-            self._unqueue(call)
-            if not call.cancelled:
-                due.append(call)
+            entry: Any = pop(heap)
+            if len(entry) == 3:
+                call = entry[2]
+                self._unqueue(call)
+                if not call.cancelled:
+                    due.append(call)
+                continue
+            keyed: KeyedEntry = entry
+            owner = owners.get(keyed[2])
+            if owner is None or owner[0].get(keyed[3]) is not entry:
+                self._stale -= 1
+                continue
+            owner[1](keyed)
+            due.append((owner[2], keyed))
         return due
 
     def _run_due(self, now: float) -> None:
@@ -270,12 +413,17 @@ class Scheduler:
                 return
             self._run_batch(batch)
 
-    def _run_batch(self, batch: list[ScheduledCall]) -> None:
+    def _run_batch(
+        self, batch: list[ScheduledCall | tuple[Callable[[KeyedEntry], None], KeyedEntry]]
+    ) -> None:
         for call in batch:
-            if call.cancelled or self._closed:
-                continue
+            if self._closed:
+                return
             try:
-                call.run()
+                if type(call) is tuple:
+                    call[0](call[1])
+                elif not call.cancelled:  # type: ignore[union-attr]
+                    call.run()  # type: ignore[union-attr]
             except Exception:
                 # One faulty callback must not stop every other deadline of the system.
                 _log.exception("scheduler.call_failed", scheduler=self.name, call=repr(call))

@@ -363,3 +363,119 @@ def test_compaction_keeps_every_live_call_in_order(system: ActorSystem, clock: M
     clock.advance("20s")
     assert ran == list(range(0, 10_000, 10))
     assert len(scheduler) == 0
+
+
+# -- keyed entries: owners with many deadlines ---------------------------------------------------
+
+
+class Idle(Actor):
+    """An actor that only hosts timers."""
+
+
+def test_keyed_entries_run_through_their_owner_and_stale_ones_are_dropped(
+    manual_clock: ManualClock,
+) -> None:
+    """A keyed entry that is still its owner's current one is taken (under the lock) and run; one
+    replaced or dropped meanwhile never runs, and len() counts only current ones."""
+    scheduler = Scheduler(manual_clock, name="keyed")
+    scheduler.start()
+    current: dict[str, Any] = {}
+    taken: list[str] = []
+    ran: list[tuple[str, float]] = []
+
+    def take(entry: Any) -> None:
+        taken.append(entry[3])
+        current[entry[3]] = "taken"
+
+    owner = scheduler.add_owner(current, take, lambda entry: ran.append((entry[3], entry[0])))
+    now = manual_clock.time()
+    with scheduler.lock:
+        for name, delay in (("a", 1), ("b", 2), ("c", 3)):
+            entry = scheduler.push_locked(owner, name, now + delay, None)
+            current[name] = entry
+        # "b" replaced by a later entry, "c" dropped: their first entries are stale.
+        current["b"] = scheduler.push_locked(owner, "b", now + 4, None)
+        scheduler.discard_locked(1)
+        del current["c"]
+        scheduler.discard_locked(1)
+    assert len(scheduler) == 2
+    manual_clock.advance("5s")
+    assert ran == [("a", now + 1), ("b", now + 4)]
+    assert taken == ["a", "b"]
+    assert len(scheduler) == 0
+    assert scheduler._heap == []  # internal: every stale entry was dropped as it came up
+    scheduler.close()
+
+
+def test_removing_an_owner_makes_its_entries_stale(manual_clock: ManualClock) -> None:
+    """Once its owner is removed, none of its entries runs and len() no longer counts them."""
+    scheduler = Scheduler(manual_clock, name="keyed-removed")
+    scheduler.start()
+    current: dict[str, Any] = {}
+    ran: list[Any] = []
+    owner = scheduler.add_owner(current, lambda entry: None, ran.append)
+    with scheduler.lock:
+        for index in range(3):
+            name = f"t{index}"
+            current[name] = scheduler.push_locked(owner, name, manual_clock.time() + 1, 1.0)
+    assert len(scheduler) == 3
+    with scheduler.lock:
+        scheduler.remove_owner_locked(owner)
+    assert current == {}
+    assert len(scheduler) == 0
+    manual_clock.advance("2s")
+    assert ran == []
+    scheduler.close()
+
+
+def test_armed_timers_add_no_objects_for_the_garbage_collector(
+    system: ActorSystem, clock: ManualClock
+) -> None:
+    """10,000 plain periodic timers add (almost) no GC-tracked objects: their heap entries hold
+    plain values only, so the collector untracks them and has nothing to walk per timer."""
+    timers = system.spawn(Idle).attach_facet(TimerFacet())
+    names = [f"t{index}" for index in range(10_000)]
+    gc.collect()
+    before = len(gc.get_objects())
+    for name in names:
+        timers.register_periodic(name, "1h")
+    gc.collect()
+    assert len(system.scheduler) == 10_000
+    assert len(gc.get_objects()) - before < 100
+
+
+def test_replaced_and_unregistered_timers_are_compacted_and_never_fire(
+    system: ActorSystem, clock: ManualClock
+) -> None:
+    """Replacing 10,000 timers (earlier, so not a move) and then unregistering most of them keeps
+    len(scheduler) exact, frees their stale heap entries without waiting for their deadlines, and
+    only the timers still registered fire."""
+
+    class Counting(Actor):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fired: list[str] = []
+
+        def on_receive(self, message: Any) -> Any:
+            if isinstance(message, TimerFired):
+                self.fired.append(message.timer_name)
+                return None
+            return sorted(self.fired)
+
+    ref = system.spawn(Counting)
+    timers = ref.attach_facet(TimerFacet())
+    scheduler = system.scheduler
+    names = [f"t{index}" for index in range(10_000)]
+    for name in names:
+        timers.register_one_shot(name, "2h")
+    for name in names:
+        timers.register_one_shot(name, "1h")  # earlier: a replacement, the old entry is stale
+    assert len(scheduler) == 10_000
+    for name in names[10:]:
+        assert timers.unregister_timer(name)
+    assert len(scheduler) == 10
+    assert len(scheduler._heap) < 5_000  # internal: compaction, not lazy dropping, freed them
+    clock.advance("3h")
+    assert ref.ask("fired") == sorted(names[:10])
+    assert len(scheduler) == 0
+    assert scheduler._heap == []

@@ -440,6 +440,29 @@ def test_register_timers_arms_none_when_one_is_refused(
     assert [f.payload for f in fires(ref)] == ["kept"]
 
 
+def test_register_timers_plain_periodic_items_replace_and_refuse_like_the_others(
+    system: ActorSystem, clock: ManualClock
+) -> None:
+    """Plain periodic items of a batch (its common, fastest case) replace a registered timer of
+    their name and its payload, count for overwrite=False later in the batch, and arm nothing
+    when the batch is refused."""
+    ref, timers = spawn_recorder(system)
+    timers.register_one_shot("p", "5s", payload="old")
+    timers.register_periodic("warm", "2s")  # "2s" is now a period string already checked
+    plain = [TimerRegistration(name, interval="2s", periodic=True) for name in ("p", "q")]
+    with pytest.raises(TimerExistsError):
+        timers.register_timers([*plain, TimerRegistration("q", due_time="1s", overwrite=False)])
+    assert [(i.name, i.payload) for i in timers.list_timers()] == [("warm", None), ("p", "old")]
+    assert len(system.scheduler) == 2
+    timers.register_timers(plain)
+    assert sorted(i.name for i in timers.list_timers()) == ["p", "q", "warm"]
+    assert len(system.scheduler) == 3
+    clock.advance("5s")
+    assert sorted(summary(fires(ref))) == [
+        (name, tick, tick * 2 * S, None, 0) for name in ("p", "q", "warm") for tick in (1, 2)
+    ]
+
+
 def test_register_timers_on_a_stopped_actor_arms_nothing(system: ActorSystem) -> None:
     """A batch for a stopped actor's facet raises and leaves nothing in the scheduler."""
     ref, timers = spawn_recorder(system)
