@@ -262,13 +262,17 @@ def test_a_stop_request_is_recognised_and_answering_it_makes_stop_return_true(
 # -- the inbox -----------------------------------------------------------------------------------
 
 
-def test_a_threading_actors_inbox_is_a_queue_whose_size_and_emptiness_are_readable(
+def test_the_inbox_is_a_simple_queue_whose_size_and_emptiness_are_readable(
     start: Callable[..., Probe],
 ) -> None:
-    """A ThreadingActor's inbox is a `queue.Queue`: `inbox_size` counts waiting envelopes,
-    `inbox_empty` says none wait, and `drain_inbox` takes them out in the order sent."""
-    probe = start()
-    assert isinstance(probe.actor_inbox, queue.Queue)
+    """pykka makes each actor's inbox through `_create_actor_inbox`, so a FailureHookActor's is
+    its own `queue.SimpleQueue`, shared with its pykka ref: `inbox_size` counts waiting
+    envelopes, `inbox_empty` says none wait, and `drain_inbox` takes them out in the order
+    sent."""
+    probe, other = start(), start()
+    assert type(probe.actor_inbox) is queue.SimpleQueue
+    assert probe.actor_ref.actor_inbox is probe.actor_inbox
+    assert other.actor_inbox is not probe.actor_inbox
     block(probe)
     assert _pykka.inbox_empty(probe)
     assert _pykka.inbox_size(probe) == 0
