@@ -34,7 +34,10 @@ What is relied on, and why:
    `ActorDeadError`; the actor loop checks it before taking each envelope and, once it is set,
    answers the asks left in the inbox with `ActorDeadError` and stop requests with None.
    Setting it from the failure hook under a virtual actor's lock closes the actor to new
-   messages before the queued ones are drained.
+   messages before the queued ones are drained. `Actor.__init__` makes it and hands the same
+   object to the actor's `ActorRef` (as `ActorRef.actor_stopped`); pykka only ever calls its
+   `set` and `is_set`, so `FailureHookActor` replaces it on both with a `Flag`, which has
+   those (and `wait`) without an Event's lock, condition and waiter deque.
 5. `pykka.ActorRegistry.unregister(ref)` (public): `Actor.start()` registers every actor;
    pykka's failure handler unregisters it, so a hook that replaces that handler does too.
    Unregistering an actor that is not registered is harmless.
@@ -67,6 +70,7 @@ from __future__ import annotations
 
 import queue
 import sys
+import threading
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any, cast
@@ -74,6 +78,8 @@ from typing import Any, cast
 import pykka
 import pykka._envelope
 import pykka.messages
+
+from ._flag import Flag
 
 __all__ = [
     "PYKKA_REQUIREMENT",
@@ -195,8 +201,17 @@ class FailureHookActor(pykka.ThreadingActor):
 
     pykka's hooks for these are the private `Actor._create_actor_inbox` and
     `Actor._handle_failure` (see items 3 and 6 of the module docstring for their contract in
-    pykka 4.1-4.5); overriding them here keeps their names out of the rest of the code.
+    pykka 4.1-4.5); overriding them here keeps their names out of the rest of the code. Its
+    `actor_stopped` is a `Flag` rather than an Event (item 4).
     """
+
+    def __init__(self) -> None:
+        super().__init__()
+        # An Event is about 1.2 KB (lock, condition, waiter deque) that nobody waits on; the
+        # one pykka made here is dropped at once. The actor and its ref must share the flag.
+        stopped = cast("threading.Event", Flag())
+        self.actor_stopped = stopped
+        self.actor_ref.actor_stopped = stopped
 
     @staticmethod
     def _create_actor_inbox() -> queue.SimpleQueue[Envelope[Any]]:
