@@ -22,6 +22,7 @@ from ._errors import (
     PlexSpacesError,
 )
 from ._facet import Facet, resolve_facet, validate_config
+from ._flag import Flag
 from ._messages import DROP
 from ._ref import ActorRef, VirtualActorRef
 
@@ -229,41 +230,6 @@ class _Queued:
             self.placed.set()
 
 
-_flags_changed = threading.Condition(threading.Lock())
-"""Notified whenever any `_Flag` is set; shared by all of them (see `_Flag`)."""
-
-
-class _Flag:
-    """A one-way flag with `threading.Event`'s `is_set`, `set` and `wait`, for the two every actor
-    has (started, terminated).
-
-    An Event brings its own lock, condition and waiter deque (about 1.2 KB); with thousands of
-    idle actors that was most of what an actor cost beyond pykka's own. These flags share one
-    condition instead: setting one wakes every waiter, and each waiter checks its own flag. Waits
-    are few (a spawner for `started`, a stop or shutdown for `terminated`), so the shared wake-ups
-    cost little.
-    """
-
-    __slots__ = ("_set",)
-
-    def __init__(self) -> None:
-        self._set = False
-
-    def is_set(self) -> bool:
-        return self._set
-
-    def set(self) -> None:
-        with _flags_changed:
-            self._set = True
-            _flags_changed.notify_all()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        if self._set:
-            return True
-        with _flags_changed:
-            return _flags_changed.wait_for(self.is_set, timeout)
-
-
 class _Slot:
     """One virtual actor key: its live activation, the one starting, the one going away, the
     messages waiting for the next, and the lock that orders sends against all of that.
@@ -333,8 +299,8 @@ class _Cell(_pykka.FailureHookActor):
         # Waits until the outcome of the last acknowledged delivery is written (see `Done`).
         self._unsettled: Callable[[], None] | None = None
         self.thread: threading.Thread | None = None
-        self.started = _Flag()
-        self.terminated = _Flag()  # set once the actor released everything it held
+        self.started = Flag()
+        self.terminated = Flag()  # set once the actor released everything it held
         self.start_error: BaseException | None = None
         self.active = False
         # True while a message is being handled: a ManualClock hand-off never waits on a

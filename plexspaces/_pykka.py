@@ -23,16 +23,21 @@ What is relied on, and why:
    instance of it. A stop request drained with the other messages is answered with None, which
    is what pykka itself does for one left in a stopped actor's inbox: the waiting
    `ActorRef.stop()` then returns True.
-3. `Actor.actor_inbox` (documented, but pykka asks callers to use `tell`/`ask`): it has `put`,
-   `get` and `empty` (pykka's `ActorInbox` protocol) and is first in, first out; a
-   `ThreadingActor`'s is a `queue.Queue`, so it also has `qsize`. Envelopes put back in are
-   handled in order, before anything sent after them, exactly as if sent through a ref.
+3. `Actor.actor_inbox` (documented, but pykka asks callers to use `tell`/`ask`): pykka uses
+   only its `put`, `get` and `empty` (its `ActorInbox` protocol), first in, first out. It is
+   made by `Actor._create_actor_inbox()` (private, a static method that pykka calls once per
+   actor in `Actor.__init__`); `FailureHookActor` overrides it to make a `queue.SimpleQueue`
+   instead of `ThreadingActor`'s `queue.Queue`, which also has `qsize`. Envelopes put back in
+   are handled in order, before anything sent after them, exactly as if sent through a ref.
 4. `Actor.actor_stopped` (documented, but pykka asks callers to use `stop()`): a
    `threading.Event`. Once set, `ActorRef.is_alive()` is False and `tell`/`ask` refuse with
    `ActorDeadError`; the actor loop checks it before taking each envelope and, once it is set,
    answers the asks left in the inbox with `ActorDeadError` and stop requests with None.
    Setting it from the failure hook under a virtual actor's lock closes the actor to new
-   messages before the queued ones are drained.
+   messages before the queued ones are drained. `Actor.__init__` makes it and hands the same
+   object to the actor's `ActorRef` (as `ActorRef.actor_stopped`); pykka only ever calls its
+   `set` and `is_set`, so `FailureHookActor` replaces it on both with a `Flag`, which has
+   those (and `wait`) without an Event's lock, condition and waiter deque.
 5. `pykka.ActorRegistry.unregister(ref)` (public): `Actor.start()` registers every actor;
    pykka's failure handler unregisters it, so a hook that replaces that handler does too.
    Unregistering an actor that is not registered is harmless.
@@ -56,14 +61,16 @@ What is relied on, and why:
    ask from another node is answered).
 
 Private names are reached as attributes and marked `# noqa: SLF001`, as pykka marks its own;
-the linter checks this module for private access (and only this module). The one private name
-the linter cannot see, the overridden `_handle_failure`, is declared by `FailureHookActor`.
+the linter checks this module for private access (and only this module). The private names
+the linter cannot see, the overridden `_create_actor_inbox` and `_handle_failure`, are declared
+by `FailureHookActor`.
 """
 
 from __future__ import annotations
 
 import queue
 import sys
+import threading
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any, cast
@@ -71,6 +78,8 @@ from typing import Any, cast
 import pykka
 import pykka._envelope
 import pykka.messages
+
+from ._flag import Flag
 
 __all__ = [
     "PYKKA_REQUIREMENT",
@@ -114,9 +123,9 @@ def inbox_empty(actor: pykka.Actor) -> bool:
     return actor.actor_inbox.empty()
 
 
-def inbox_size(actor: pykka.ThreadingActor) -> int:
-    """How many envelopes wait in `actor`'s inbox (a ThreadingActor's is a `queue.Queue`)."""
-    return cast("queue.Queue[Envelope[Any]]", actor.actor_inbox).qsize()
+def inbox_size(actor: FailureHookActor) -> int:
+    """How many envelopes wait in `actor`'s inbox (a `queue.SimpleQueue`, see item 3)."""
+    return cast("queue.SimpleQueue[Envelope[Any]]", actor.actor_inbox).qsize()
 
 
 def drain_inbox(actor: pykka.Actor) -> list[Envelope[Any]]:
@@ -187,12 +196,31 @@ def unregister(actor_ref: pykka.ActorRef[Any]) -> None:
 
 
 class FailureHookActor(pykka.ThreadingActor):
-    """A `ThreadingActor` whose unhandled failures go to `on_unhandled_failure`.
+    """A `ThreadingActor` with a lighter inbox, whose unhandled failures go to
+    `on_unhandled_failure`.
 
-    pykka's hook for this is the private `Actor._handle_failure` (see item 6 of the module
-    docstring for its contract in pykka 4.1-4.5); overriding it here keeps its name out of the
-    rest of the code.
+    pykka's hooks for these are the private `Actor._create_actor_inbox` and
+    `Actor._handle_failure` (see items 3 and 6 of the module docstring for their contract in
+    pykka 4.1-4.5); overriding them here keeps their names out of the rest of the code. Its
+    `actor_stopped` is a `Flag` rather than an Event (item 4).
     """
+
+    def __init__(self) -> None:
+        super().__init__()
+        # An Event is about 1.2 KB (lock, condition, waiter deque) that nobody waits on; the
+        # one pykka made here is dropped at once. The actor and its ref must share the flag.
+        stopped = cast("threading.Event", Flag())
+        self.actor_stopped = stopped
+        self.actor_ref.actor_stopped = stopped
+
+    @staticmethod
+    def _create_actor_inbox() -> queue.SimpleQueue[Envelope[Any]]:
+        # `ThreadingActor`'s inbox is a `queue.Queue`: a lock, three conditions and a deque of
+        # items, about 3.9 KB per actor before any message, as much as the rest of an idle actor
+        # together. A `SimpleQueue` is one C object with one lock; it has everything an inbox
+        # needs (put, blocking get, empty, qsize) and no bounded size or `join`, which pykka
+        # never uses.
+        return queue.SimpleQueue()
 
     def _handle_failure(
         self,

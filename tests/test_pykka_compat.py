@@ -21,6 +21,7 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 
 from plexspaces import _pykka
+from plexspaces._flag import Flag
 
 WAIT = 5.0
 """Seconds to wait for something that should happen at once (a bound, never a delay)."""
@@ -262,13 +263,17 @@ def test_a_stop_request_is_recognised_and_answering_it_makes_stop_return_true(
 # -- the inbox -----------------------------------------------------------------------------------
 
 
-def test_a_threading_actors_inbox_is_a_queue_whose_size_and_emptiness_are_readable(
+def test_the_inbox_is_a_simple_queue_whose_size_and_emptiness_are_readable(
     start: Callable[..., Probe],
 ) -> None:
-    """A ThreadingActor's inbox is a `queue.Queue`: `inbox_size` counts waiting envelopes,
-    `inbox_empty` says none wait, and `drain_inbox` takes them out in the order sent."""
-    probe = start()
-    assert isinstance(probe.actor_inbox, queue.Queue)
+    """pykka makes each actor's inbox through `_create_actor_inbox`, so a FailureHookActor's is
+    its own `queue.SimpleQueue`, shared with its pykka ref: `inbox_size` counts waiting
+    envelopes, `inbox_empty` says none wait, and `drain_inbox` takes them out in the order
+    sent."""
+    probe, other = start(), start()
+    assert type(probe.actor_inbox) is queue.SimpleQueue
+    assert probe.actor_ref.actor_inbox is probe.actor_inbox
+    assert other.actor_inbox is not probe.actor_inbox
     block(probe)
     assert _pykka.inbox_empty(probe)
     assert _pykka.inbox_size(probe) == 0
@@ -368,6 +373,23 @@ def test_mark_stopped_closes_the_actor_to_senders(start: Callable[..., Probe]) -
         probe.actor_ref.tell("late")
     with pytest.raises(pykka.ActorDeadError):
         probe.actor_ref.ask("late", timeout=WAIT)
+
+
+def test_actor_stopped_is_one_flag_shared_with_the_ref_that_stopping_sets(
+    start: Callable[..., Probe],
+) -> None:
+    """A FailureHookActor's `actor_stopped` is a `Flag`, the same object its pykka ref reads
+    `is_alive()` from, and pykka's own stop sets it (pykka uses nothing but `set` and
+    `is_set` of it)."""
+    probe = start()
+    stopped = probe.actor_stopped
+    assert isinstance(stopped, Flag)
+    assert probe.actor_ref.actor_stopped is stopped
+    assert not stopped.is_set()
+    assert probe.actor_ref.stop(block=True, timeout=WAIT) is True
+    assert stopped.is_set()
+    assert stopped.wait(0)
+    assert not probe.actor_ref.is_alive()
 
 
 def test_unregister_removes_a_started_actor_from_the_registry_and_may_repeat(
