@@ -227,6 +227,28 @@ def test_every_writer_stores_the_bucket_of_the_reminders_actor(
     ]
 
 
+def test_the_bucket_index_is_made_where_claims_use_it(backend: Backend) -> None:
+    """On SQLite a single node never looks reminders up by bucket, and an index of every row's
+    bucket is one more write per registration and per handled one-shot: it is made by the first
+    cluster node (`prepare_buckets`), and is kept by every later open. PostgreSQL, clustered by
+    default, has it from the start. The partial index of rows without a bucket is always there."""
+
+    def indexes() -> set[str]:
+        return {
+            str(index["name"])
+            for index in inspect(backend.raw_engine).get_indexes(REMINDERS_TABLE.name)
+        }
+
+    store = backend.store()
+    assert "ix_plexspaces_reminders_unbucketed" in indexes()
+    single_node = backend.name != "postgresql"
+    assert ("ix_plexspaces_reminders_bucket" not in indexes()) is single_node
+    store.prepare_buckets(BUCKETS_8)
+    assert "ix_plexspaces_reminders_bucket" in indexes()
+    backend.store()  # opened again, as after a restart
+    assert "ix_plexspaces_reminders_bucket" in indexes()
+
+
 def test_an_upgraded_version_1_database_gets_every_rows_bucket(backend: Backend) -> None:
     """Rows of a version-1 database (no bucket column) get their bucket when a store opens it,
     and a claim by bucket then finds them."""

@@ -25,11 +25,13 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Row
+from sqlalchemy.schema import CreateIndex
 
 from ..records import BucketCountError, NodeInfo, ReminderKey, StoredReminder, from_micros
 from .engine import (
     _KEY_COLUMNS,
     ACTIVATIONS_TABLE,
+    BUCKET_INDEX,
     BUCKETS_TABLE,
     NODES_TABLE,
     REMINDERS_TABLE,
@@ -247,6 +249,10 @@ class SqlLeaseStore(SqlStoreBase):
     def prepare_buckets(self, buckets: int) -> None:
         self._check_count(buckets, "buckets", 1)
         with self._write() as connection:
+            if self._dialect == "sqlite":
+                # Claims look reminders up by bucket (see BUCKET_INDEX); SQLite's write lock
+                # orders nodes that start at once, so the second finds the index made.
+                connection.execute(CreateIndex(BUCKET_INDEX, if_not_exists=True))
             found = connection.execute(select(func.count()).select_from(BUCKETS_TABLE)).scalar_one()
             if found == 0:
                 # Nodes starting at once insert the same rows: the first one wins, the others'
