@@ -191,27 +191,15 @@ class Scheduler:
         with self._lock:
             if self._closed:
                 return False
-            heap = self._heap
-            top = heap[0] if heap else None
             sequence = self.sequence
-            entries = []
+            entries: list[Any] = []
             for call in calls:
                 if call.cancelled:
                     continue
                 call._scheduler = self
                 call._queued = True
                 entries.append((call.when, next(sequence), call))
-            if len(entries) > len(heap):
-                # Many into few: one O(n) heapify beats a push (O(log n)) each.
-                heap.extend(entries)
-                heapq.heapify(heap)
-            else:
-                push = heapq.heappush
-                for entry in entries:
-                    push(heap, entry)
-            if heap and heap[0] is not top:
-                self._condition.notify()
-        return True
+            return self.push_many_locked(entries)
 
     # -- keyed entries (owners with many deadlines) ----------------------------------------------
 
@@ -265,9 +253,9 @@ class Scheduler:
             self._condition.notify()
         return entry
 
-    def push_many_locked(self, entries: list[KeyedEntry]) -> bool:
+    def push_many_locked(self, entries: list[Any]) -> bool:
         """Put keyed entries (sequence numbers from `sequence`) in the heap; False, and none
-        armed, once closed."""
+        armed, once closed. (`schedule_many` puts its calls' entries in the same way.)"""
         if self._closed:
             return False
         heap = self._heap
