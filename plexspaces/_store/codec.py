@@ -68,7 +68,13 @@ def encode_payload(key: ReminderKey, payload: Any) -> str:
         ValueError: naming the reminder, where in the payload the problem is, and the value (or
             the limit it goes beyond).
     """
-    if _is_flat(payload):
+    return _encode(key, payload)[0]
+
+
+def _encode(key: ReminderKey, payload: Any) -> tuple[str, bool]:
+    """`encode_payload`, and whether `payload` is flat (see `_is_flat`)."""
+    flat = _is_flat(payload)
+    if flat:
         # Scalars, or one short list or str-keyed dict of them (most payloads): nothing to
         # measure or hunt for, JSON writes them as they are; only the size is left to check.
         text = json_text(payload)
@@ -93,7 +99,7 @@ def encode_payload(key: ReminderKey, payload: Any) -> str:
             f"payload of reminder {key} is {size} bytes of JSON; the most accepted is "
             f"{MAX_PAYLOAD_BYTES} (MAX_PAYLOAD_BYTES)"
         )
-    return text
+    return text, flat
 
 
 def stored_payload(key: ReminderKey, payload: Any) -> tuple[str, Any]:
@@ -103,14 +109,14 @@ def stored_payload(key: ReminderKey, payload: Any) -> tuple[str, Any]:
     Raises:
         ValueError: as `encode_payload`.
     """
-    text = encode_payload(key, payload)
-    if type(payload) is dict and _is_flat(payload):
+    text, flat = _encode(key, payload)
+    if not flat:
+        return text, json.loads(text)
+    if type(payload) is dict:
         return text, dict(payload)
-    if type(payload) in (list, tuple) and _is_flat(payload):
+    if type(payload) in (list, tuple):
         return text, list(payload)
-    if payload is None or type(payload) in _SCALARS:
-        return text, payload
-    return text, json.loads(text)
+    return text, payload  # a scalar
 
 
 # Types JSON writes and reads back as the same value (a float only when finite).

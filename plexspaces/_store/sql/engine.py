@@ -722,10 +722,14 @@ def _key_literals(key: tuple[str, str, str]) -> tuple[ColumnElement[str], ...]:
     return tuple(literal(part, _KeyText) for part in key)
 
 
-def _after(position: ColumnElement[int], cursor: _Position) -> ColumnElement[bool]:
+def _after(position: ColumnElement[int], cursor: _Position | Any) -> ColumnElement[bool]:
     """Rows strictly after `cursor` in (position, key) order, as one row-value comparison that
     SQLite and PostgreSQL both answer from the index. Typed literals: PostgreSQL would otherwise
-    cast the microseconds to a 32-bit INTEGER."""
+    cast the microseconds to a 32-bit INTEGER. `cursor` may also be a row value of typed bind
+    parameters, for a statement built once."""
+    if not isinstance(cursor, tuple):
+        compared: ColumnElement[bool] = tuple_(position, *_KEY_COLUMNS) > cursor
+        return compared
     at, key = cursor
     return tuple_(position, *_KEY_COLUMNS) > tuple_(
         literal(at, BigInteger), *_key_literals((key.actor_type, key.actor_key, key.name))

@@ -540,8 +540,9 @@ def _acknowledge_statement(finished: bool, with_scheduled: bool) -> Delete | Upd
     )
 
 
-def _scheduled_select(until_us: int, cursor: _Position | None) -> Select[Any]:
-    """Unfinished rows without a pending fire, due by `until_us`, by (due_us, key)."""
+def _scheduled_select(until_us: int | Any, cursor: _Position | Any | None) -> Select[Any]:
+    """Unfinished rows without a pending fire, due by `until_us`, by (due_us, key). Both may
+    be bind parameters (see `_after`)."""
     statement = select(REMINDERS_TABLE, _r.due_us.label("pos")).where(
         _r.finished == false(),
         _r.pending_scheduled_us.is_(None),
@@ -569,19 +570,9 @@ def _due_statement(paged: bool) -> Select[Any]:
         if paged
         else None
     )
-    scheduled = select(REMINDERS_TABLE, _r.due_us.label("pos")).where(
-        _r.finished == false(),
-        _r.pending_scheduled_us.is_(None),
-        _r.due_us <= bindparam("until_us", type_=BigInteger),
-    )
-    pending = select(REMINDERS_TABLE, _r.pending_scheduled_us.label("pos")).where(
-        _r.pending_scheduled_us.is_not(None)
-    )
-    if cursor is not None:
-        scheduled = scheduled.where(tuple_(_r.due_us, *_KEY_COLUMNS) > cursor)
-        pending = pending.where(tuple_(_r.pending_scheduled_us, *_KEY_COLUMNS) > cursor)
-    first = scheduled.order_by(_r.due_us, *_KEY_COLUMNS).limit(want).subquery()
-    second = pending.order_by(_r.pending_scheduled_us, *_KEY_COLUMNS).limit(want).subquery()
+    until = bindparam("until_us", type_=BigInteger)
+    first = _scheduled_select(until, cursor).limit(want).subquery()
+    second = _pending_select(cursor).limit(want).subquery()
     both = union_all(select(first), select(second)).subquery()
     return (
         select(both)
@@ -590,7 +581,7 @@ def _due_statement(paged: bool) -> Select[Any]:
     )
 
 
-def _pending_select(cursor: _Position | None) -> Select[Any]:
+def _pending_select(cursor: _Position | Any | None) -> Select[Any]:
     """Rows with a pending fire, by (pending_scheduled_us, key)."""
     statement = select(REMINDERS_TABLE, _r.pending_scheduled_us.label("pos")).where(
         _r.pending_scheduled_us.is_not(None)
